@@ -1,0 +1,73 @@
+# Trainwright: the commands a user and CI run. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Built control-plane binaries live outside the clone so CI and later clones reuse them.
+export TRAINWRIGHT_CACHE ?= $(HOME)/.cache/trainwright
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps k8s-bin lint typecheck importlint test test-fast bench \
+        accuracy-doc crds demo cluster-up cluster-down run clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the project, the trainer and the dev tools
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar off -e '.[trainer,dev]'
+	touch $@
+
+system-deps: ## install Debian packages the tests use (prometheus, promtool)
+	@bash hack/system-deps.sh
+
+k8s-bin: ## build (or reuse) etcd, kube-apiserver, controller-manager, scheduler and kwok
+	@bash hack/k8s/build.sh
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check operator trainer-image tests benchmarks
+	$(VENV)/bin/ruff format --check operator trainer-image tests benchmarks
+
+typecheck: install ## mypy --strict on the trainwright package
+	$(VENV)/bin/mypy
+
+importlint: install ## architecture contracts (.importlinter)
+	$(VENV)/bin/lint-imports
+
+test: install system-deps k8s-bin lint typecheck importlint ## the whole suite, as CI runs it
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install ## unit tests only (no cluster, no torchrun, no Prometheus)
+	$(VENV)/bin/pytest -m "not e2e and not distributed and not prometheus" $(PYTEST_ARGS)
+
+bench: install ## benchmarks, printing their figures
+	$(PY) benchmarks/run_all.py
+
+accuracy-doc: install ## regenerate docs/planner-accuracy.md from ../shared/reference/measured-public.csv
+	$(PY) -m trainwright.planner.accuracy --write docs/planner-accuracy.md
+
+crds: install ## regenerate crds/ from the pydantic API models
+	$(PY) -m trainwright.api.crdgen crds
+
+cluster-up: k8s-bin ## start the local control plane; writes .cluster/kubeconfig
+	@bash hack/k8s/cluster.sh up
+
+cluster-down: ## stop the local control plane
+	@bash hack/k8s/cluster.sh down
+
+run: install ## run the operator against the current KUBECONFIG
+	$(VENV)/bin/trainwright operator
+
+demo: install k8s-bin ## the whole story on the local control plane
+	@bash hack/demo.sh
+
+clean: cluster-down ## remove build outputs (keeps the binary cache)
+	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
