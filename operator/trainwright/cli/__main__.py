@@ -1,0 +1,5 @@
+import sys
+
+from trainwright.cli import main
+
+sys.exit(main())
