@@ -1,0 +1,206 @@
+"""The cluster's GPUs, read from Node and Pod objects: pure functions over their dicts.
+
+Nodes are grouped by the GPU feature discovery label ``nvidia.com/gpu.product``
+and mapped to a catalog GPU (``trainwright.planner.gpu_key_for_product_label``);
+each node offers its allocatable ``nvidia.com/gpu`` minus what the pods bound
+to it and not finished request. Cordoned nodes and nodes whose Ready condition
+is not True offer nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+ProductMapper = Callable[[str], str | None]
+
+
+def _default_mapper(product: str) -> str | None:
+    from trainwright.planner import PlannerError, gpu_key_for_product_label
+
+    try:
+        return gpu_key_for_product_label(product)
+    except (PlannerError, KeyError, ValueError):
+        return None
+
+
+def _quantity_to_int(value: object) -> int:
+    """Extended resources such as ``nvidia.com/gpu`` are whole numbers ("8")."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuPool:
+    """The nodes of one GPU type: per-node allocatable and free GPUs, in node order."""
+
+    gpu: str
+    product: str
+    allocatable_per_node: tuple[int, ...]
+    free_per_node: tuple[int, ...]
+
+    @property
+    def nodes(self) -> int:
+        return len(self.allocatable_per_node)
+
+    @property
+    def allocatable_gpus(self) -> int:
+        return sum(self.allocatable_per_node)
+
+    @property
+    def free_gpus(self) -> int:
+        return sum(self.free_per_node)
+
+    @property
+    def max_gpus_per_node(self) -> int:
+        return max(self.allocatable_per_node, default=0)
+
+    def nodes_holding(self, gpus_per_node: int, *, free_only: bool) -> int:
+        """How many nodes can take a pod requesting ``gpus_per_node`` GPUs."""
+        per_node = self.free_per_node if free_only else self.allocatable_per_node
+        return sum(1 for gpus in per_node if gpus >= gpus_per_node)
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "gpuType": self.gpu,
+            "product": self.product,
+            "nodes": self.nodes,
+            "gpusPerNode": self.max_gpus_per_node,
+            "allocatableGpus": self.allocatable_gpus,
+            "freeGpus": self.free_gpus,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityCheck:
+    """Whether a plan's nodes x GPUs fit: on the cluster at all, and free right now."""
+
+    fits_cluster: bool
+    fits_now: bool
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    """GPU pools by catalog key, plus the products no catalog GPU matches."""
+
+    pools: Mapping[str, GpuPool]
+    unknown_products: tuple[str, ...] = ()
+
+    def gpu_types(self) -> list[str]:
+        """Catalog keys of the GPU types present, most allocatable GPUs first."""
+        return sorted(self.pools, key=lambda gpu: (-self.pools[gpu].allocatable_gpus, gpu))
+
+    def check(self, gpu: str, *, nodes: int, gpus_per_node: int) -> CapacityCheck:
+        pool = self.pools.get(gpu)
+        need = f"{nodes} node(s) x {gpus_per_node} {gpu}"
+        if pool is None:
+            return CapacityCheck(False, False, f"The plan needs {need}; {self._no_pool_text(gpu)}")
+        holding = pool.nodes_holding(gpus_per_node, free_only=False)
+        if holding < nodes:
+            return CapacityCheck(
+                False,
+                False,
+                f"The plan needs {need}, but only {holding} {gpu} node(s) have "
+                f"{gpus_per_node} GPUs; {self.describe()}.",
+            )
+        free = pool.nodes_holding(gpus_per_node, free_only=True)
+        if free < nodes:
+            return CapacityCheck(
+                True,
+                False,
+                f"The plan needs {need}; {free} such node(s) are free now, so pods wait "
+                "for running work to finish.",
+            )
+        return CapacityCheck(True, True, f"The plan needs {need}; {free} such node(s) are free.")
+
+    def _no_pool_text(self, gpu: str) -> str:
+        if not self.pools:
+            return "the cluster has no nodes labelled nvidia.com/gpu.product with GPUs."
+        return f"the cluster has no {gpu} nodes; it has {self.describe()}."
+
+    def describe(self) -> str:
+        """One phrase a person reads: what GPUs the cluster has and how many are free."""
+        if not self.pools:
+            return "no GPU nodes"
+        parts = [
+            f"{pool.nodes} {gpu} node(s) with up to {pool.max_gpus_per_node} GPUs "
+            f"({pool.free_gpus} of {pool.allocatable_gpus} free)"
+            for gpu, pool in ((g, self.pools[g]) for g in self.gpu_types())
+        ]
+        return ", ".join(parts)
+
+    def to_status(self) -> list[dict[str, Any]]:
+        return [self.pools[gpu].to_status() for gpu in self.gpu_types()]
+
+
+def _node_is_usable(node: Mapping[str, Any]) -> bool:
+    if (node.get("spec") or {}).get("unschedulable"):
+        return False
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return True
+
+
+def pod_gpu_request(pod: Mapping[str, Any]) -> int:
+    """GPUs a pod holds: the larger of request and limit, summed over its containers."""
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        requests = (resources.get("requests") or {}).get(GPU_RESOURCE, 0)
+        limits = (resources.get("limits") or {}).get(GPU_RESOURCE, 0)
+        total += max(_quantity_to_int(requests), _quantity_to_int(limits))
+    return total
+
+
+def gpus_requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """GPUs held on each node by bound pods that have not finished."""
+    held: dict[str, int] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase")
+        if not node_name or phase in ("Succeeded", "Failed"):
+            continue
+        held[node_name] = held.get(node_name, 0) + pod_gpu_request(pod)
+    return held
+
+
+def build_inventory(
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    product_to_gpu: ProductMapper = _default_mapper,
+) -> Inventory:
+    """Group usable GPU nodes by catalog GPU and subtract the GPUs pods hold."""
+    held = gpus_requested_by_node(pods)
+    allocatable: dict[str, list[int]] = {}
+    free: dict[str, list[int]] = {}
+    products: dict[str, str] = {}
+    unknown: set[str] = set()
+    for node in nodes:
+        metadata = node.get("metadata") or {}
+        product = (metadata.get("labels") or {}).get(GPU_PRODUCT_LABEL)
+        gpus = _quantity_to_int(
+            ((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, 0)
+        )
+        if not product or gpus <= 0 or not _node_is_usable(node):
+            continue
+        gpu = product_to_gpu(product)
+        if gpu is None:
+            unknown.add(product)
+            continue
+        products.setdefault(gpu, product)
+        allocatable.setdefault(gpu, []).append(gpus)
+        free.setdefault(gpu, []).append(max(0, gpus - held.get(str(metadata.get("name")), 0)))
+    pools = {
+        gpu: GpuPool(gpu, products[gpu], tuple(allocatable[gpu]), tuple(free[gpu]))
+        for gpu in allocatable
+    }
+    return Inventory(pools=pools, unknown_products=tuple(sorted(unknown)))

@@ -1,0 +1,209 @@
+"""The few Kubernetes API calls the controllers make, as plain dicts in and out.
+
+A thin layer over the official ``kubernetes`` client (its configuration, auth and
+connection pool) with raw JSON requests, so the handlers see the same
+dicts kopf gives them (and the client spends no time building model objects).
+Creation is idempotent: 409 AlreadyExists reads and returns the existing
+object, which is what a level-based reconcile wants after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+GROUP = "trainwright.io"
+VERSION = "v1alpha1"
+
+Body = dict[str, Any]
+
+
+def load_client_configuration() -> client.Configuration:
+    """In-cluster credentials when running in a pod, the current KUBECONFIG otherwise."""
+    configuration = client.Configuration()
+    loaders: Any = config  # the loaders carry no type annotations
+    try:
+        loaders.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        loaders.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+def _is_status(exc: ApiException, code: int) -> bool:
+    return bool(exc.status == code)
+
+
+# Kind -> (path prefix, plural) for the children the controllers create.
+_CHILD_PATHS = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Job": ("/apis/batch/v1", "jobs"),
+}
+
+
+class Kube:
+    """Raw REST access to the objects the controllers read and write.
+
+    The generated client's typed methods validate every body into its models;
+    raw requests with dicts are faster and keep fields the models do not know.
+    """
+
+    def __init__(
+        self, configuration: client.Configuration | None = None, *, pool_size: int = 16
+    ) -> None:
+        configuration = configuration or load_client_configuration()
+        configuration.connection_pool_maxsize = pool_size
+        # Typed as Any: the generated client's call_api/read/close carry no annotations.
+        self.api_client: Any = client.ApiClient(configuration)
+        self._inventory_lock = threading.Lock()
+        self._inventory_cache: tuple[float, list[Body], list[Body]] | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Body:
+        """One API call; raises ``ApiException`` on a non-2xx answer."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        serialized = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=dict(body) if body is not None else None,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*serialized)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(
+                http_resp=response, body=response.data.decode("utf-8", "replace"), data=None
+            )
+        data: Body = json.loads(response.data)
+        return data
+
+    def _get_or_none(self, path: str) -> Body | None:
+        try:
+            return self.request("GET", path)
+        except ApiException as exc:
+            if _is_status(exc, 404):
+                return None
+            raise
+
+    # Custom resources ----------------------------------------------------------------------
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> Body | None:
+        return self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}")
+
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Body | None:
+        """Merge-patch ``status`` through the status subresource; None if the object is gone."""
+        try:
+            return self.request(
+                "PATCH",
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+                body={"status": dict(status)},
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if _is_status(exc, 404):
+                return None
+            raise
+
+    # Children ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _child_path(kind: str, namespace: str, name: str | None = None) -> str:
+        prefix, plural = _CHILD_PATHS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
+    def get_child(self, kind: str, namespace: str, name: str) -> Body | None:
+        return self._get_or_none(self._child_path(kind, namespace, name))
+
+    def create_child(self, manifest: Mapping[str, Any]) -> Body:
+        """Create a ConfigMap, Service or Job; if it already exists, return the existing one."""
+        kind = str(manifest["kind"])
+        namespace = str(manifest["metadata"]["namespace"])
+        name = str(manifest["metadata"]["name"])
+        try:
+            return self.request("POST", self._child_path(kind, namespace), body=manifest)
+        except ApiException as exc:
+            if not _is_status(exc, 409):
+                raise
+        existing = self.get_child(kind, namespace, name)
+        if existing is None:
+            raise RuntimeError(f"{kind} {namespace}/{name} exists but could not be read")
+        return existing
+
+    def list_children(self, kind: str, namespace: str, label_selector: str) -> list[Body]:
+        listing = self.request(
+            "GET", self._child_path(kind, namespace), query={"labelSelector": label_selector}
+        )
+        return list(listing.get("items") or [])
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
+        listing = self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": label_selector}
+        )
+        return list(listing.get("items") or [])
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; a Job already gone is fine."""
+        try:
+            self.request(
+                "DELETE",
+                self._child_path("Job", namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if not _is_status(exc, 404):
+                raise
+
+    def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        self.request(
+            "PATCH",
+            self._child_path("Job", namespace, name),
+            body={"spec": {"suspend": suspend}},
+            content_type="application/merge-patch+json",
+        )
+
+    # Inventory -----------------------------------------------------------------------------
+
+    def nodes_and_pods(self, *, max_age_seconds: float = 2.0) -> tuple[list[Body], list[Body]]:
+        """All nodes and all unfinished pods, cached briefly.
+
+        Many TrainingJobs applied at once would otherwise each list every node
+        and pod in the cluster; a two-second-old view is as good for planning.
+        """
+        with self._inventory_lock:
+            now = time.monotonic()
+            if self._inventory_cache is not None and now - self._inventory_cache[0] < (
+                max_age_seconds
+            ):
+                return self._inventory_cache[1], self._inventory_cache[2]
+            nodes = list(self.request("GET", "/api/v1/nodes").get("items") or [])
+            pods_listing = self.request(
+                "GET",
+                "/api/v1/pods",
+                query={"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"},
+            )
+            pods = list(pods_listing.get("items") or [])
+            self._inventory_cache = (now, nodes, pods)
+            return nodes, pods
+
+    def close(self) -> None:
+        self.api_client.close()

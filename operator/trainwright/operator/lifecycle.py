@@ -1,0 +1,156 @@
+"""What a trainer Job's state means for its TrainingJob: pure decisions, no API calls.
+
+The trainer's exit codes (``trainwright_trainer.exitcodes``) are the contract:
+64 and 65 are permanent (the configuration or the data is wrong), 76 means the
+run needs a new plan with more memory per sample, and 75 or any crash is
+transient: the operator deletes the failed Job and starts the next attempt,
+which resumes from the last complete checkpoint, until ``spec.maxRestarts``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from trainwright.operator.status import Phase
+from trainwright_trainer.exitcodes import ExitCode
+
+
+class JobState(enum.Enum):
+    """Where a batch/v1 Job stands, from its ``status.conditions`` and counters."""
+
+    ABSENT = "Absent"
+    WAITING = "Waiting"  # created, no pod ready yet (scheduling, pulling)
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+def job_state(job: Mapping[str, Any] | None) -> JobState:
+    """Read a Job's state; ``Complete``/``Failed`` conditions win over the counters."""
+    if job is None:
+        return JobState.ABSENT
+    status = job.get("status") or {}
+    true_conditions = {
+        c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    if "Complete" in true_conditions:
+        return JobState.SUCCEEDED
+    if "Failed" in true_conditions or "FailureTarget" in true_conditions:
+        return JobState.FAILED
+    if (job.get("spec") or {}).get("suspend"):
+        return JobState.SUSPENDED
+    if int(status.get("ready") or 0) > 0:
+        return JobState.RUNNING
+    return JobState.WAITING
+
+
+def job_failure_reason(job: Mapping[str, Any]) -> str:
+    """The Job controller's reason for failing (``BackoffLimitExceeded``, ``DeadlineExceeded``)."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Failed", "FailureTarget") and condition.get("reason"):
+            return str(condition["reason"])
+    return "JobFailed"
+
+
+def _exit_code_rank(code: int) -> int:
+    """Which exit code explains a failure best when ranks disagree.
+
+    One rank's ConfigError makes the others lose their peer (75) or be killed
+    (137); the permanent code is the cause, so it wins, then NeedsReplan, then
+    the retryable code, then a bare crash.
+    """
+    if code in (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR):
+        return 0
+    if code == ExitCode.NEEDS_REPLAN:
+        return 1
+    if code == ExitCode.RETRYABLE:
+        return 2
+    return 3
+
+
+def failed_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
+    """The exit code that explains a failed attempt, from its pods' terminated states.
+
+    Returns None when no container has terminated with a non-zero code (the pod
+    was evicted or deleted before it ran).
+    """
+    codes: list[int] = []
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state_key in ("state", "lastState"):
+                terminated = (container.get(state_key) or {}).get("terminated") or {}
+                code = terminated.get("exitCode")
+                if isinstance(code, int) and code != 0:
+                    codes.append(code)
+    if not codes:
+        return None
+    return min(codes, key=lambda code: (_exit_code_rank(code), code))
+
+
+class Action(enum.Enum):
+    FAIL = "fail"
+    RESTART = "restart"
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureDecision:
+    """What to do after an attempt failed: its reason and message go to the Failed condition."""
+
+    action: Action
+    reason: str
+    message: str
+
+
+def decide_after_failure(
+    *, exit_code: int | None, restarts: int, max_restarts: int, job_reason: str = "JobFailed"
+) -> FailureDecision:
+    """Fail for good, or start attempt ``restarts + 1`` (resuming from the checkpoint)."""
+    if exit_code == ExitCode.CONFIG_ERROR:
+        return FailureDecision(
+            Action.FAIL,
+            "ConfigError",
+            "The trainer rejected its configuration (exit code 64); fix the spec and re-apply.",
+        )
+    if exit_code == ExitCode.DATA_ERROR:
+        return FailureDecision(
+            Action.FAIL,
+            "DataError",
+            "The trainer could not use the dataset (exit code 65); check spec.dataset.",
+        )
+    if exit_code == ExitCode.NEEDS_REPLAN:
+        return FailureDecision(
+            Action.FAIL,
+            "NeedsReplan",
+            "The trainer ran out of GPU memory even at its smallest micro-batch (exit code 76); "
+            "allow more GPUs (spec.resources) or choose a sharded strategy such as fsdp or zero3.",
+        )
+    described = "exit code unknown" if exit_code is None else f"exit code {exit_code}"
+    if restarts < max_restarts:
+        return FailureDecision(
+            Action.RESTART,
+            "Restarting",
+            f"Attempt {restarts} failed ({described}); starting attempt {restarts + 1} of "
+            f"at most {max_restarts + 1}, resuming from the last checkpoint.",
+        )
+    return FailureDecision(
+        Action.FAIL,
+        "BackoffLimitExceeded",
+        f"Attempt {restarts} failed ({described}, {job_reason}) and the job has used all "
+        f"{max_restarts} restarts allowed by spec.maxRestarts.",
+    )
+
+
+def phase_for_job_state(state: JobState) -> Phase:
+    """The TrainingJob phase while its current attempt's Job is in ``state``."""
+    return {
+        JobState.ABSENT: Phase.PLANNED,
+        JobState.WAITING: Phase.PLANNED,
+        JobState.RUNNING: Phase.RUNNING,
+        JobState.SUSPENDED: Phase.SUSPENDED,
+        JobState.SUCCEEDED: Phase.SUCCEEDED,
+        JobState.FAILED: Phase.FAILED,
+    }[state]
