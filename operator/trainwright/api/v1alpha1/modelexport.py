@@ -1,0 +1,208 @@
+"""ModelExport: turn a trained model or adapter into files a server loads.
+
+Formats: ``safetensors`` (merged Hugging Face weights), ``gguf`` (llama.cpp,
+quantized with ``spec.quantization``) and ``ollama`` (a GGUF plus a Modelfile).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from trainwright.api.v1alpha1.common import (
+    NAME_MAX_LENGTH,
+    URI_MAX_LENGTH,
+    ApiModel,
+    Condition,
+    InvalidResourceError,
+    conditions_field,
+    describe_validation_error,
+    k8s,
+    rule,
+)
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, ModelRef, OutputSpec
+
+ExportFormat = Literal["safetensors", "gguf", "ollama"]
+# llama.cpp quantization types (ggml-org/llama.cpp tools/quantize, `llama-quantize --help`).
+GgufQuantization = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]
+ExportPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+GGUF_FORMATS: tuple[str, ...] = ("gguf", "ollama")
+
+
+class ExportSource(ApiModel):
+    """Exactly one source: a finished TrainingJob in this namespace, or a model/adapter URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "has(self.trainingJob) != has(self.uri)",
+                        "source: set exactly one of trainingJob or uri",
+                    )
+                ]
+            }
+        )
+    )
+
+    training_job: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description="Name of a TrainingJob in this namespace; its spec.output is exported.",
+    )
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="A model or adapter directory (pvc://claim/path, s3://...).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ExportSource:
+        if (self.training_job is None) == (self.uri is None):
+            raise ValueError("set exactly one of trainingJob or uri")
+        return self
+
+
+class OllamaSpec(ApiModel):
+    """Options for the ollama format."""
+
+    model_name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=r"^[a-z0-9][a-z0-9._:/-]*$",
+        description="Name in `ollama create NAME` (e.g. llama8b-support:latest).",
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=16384, description="SYSTEM line of the Modelfile."
+    )
+
+
+class ModelExportSpec(ApiModel):
+    """What to export and where."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "!has(self.quantization) || self.formats.exists(f, f in ['gguf', 'ollama'])",
+                        "quantization needs format gguf or ollama",
+                        field_path=".quantization",
+                    ),
+                    rule(
+                        "!has(self.ollama) || 'ollama' in self.formats",
+                        "ollama options need format ollama",
+                        field_path=".ollama",
+                    ),
+                ]
+            }
+        )
+    )
+
+    source: ExportSource = Field(description="The trained model or adapter.")
+    base_model: ModelRef | None = Field(
+        default=None,
+        description=(
+            "Base model an adapter is merged into; unset: the TrainingJob's model "
+            "(required for an adapter given by uri)."
+        ),
+    )
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: list[ExportFormat](["safetensors"]),
+        min_length=1,
+        max_length=3,
+        description="Files to produce: safetensors, gguf, ollama.",
+        json_schema_extra=k8s(default=["safetensors"], **{"x-kubernetes-list-type": "set"}),
+    )
+    quantization: GgufQuantization | None = Field(
+        default=None, description="GGUF quantization (gguf/ollama only); unset: q4_k_m."
+    )
+    merge_adapter: bool = Field(
+        default=True, description="Merge an adapter into the base weights before converting."
+    )
+    ollama: OllamaSpec | None = Field(default=None, description="Options for format ollama.")
+    output: OutputSpec = Field(description="Where the exported files go.")
+    image: str = Field(
+        default=DEFAULT_TRAINER_IMAGE,
+        min_length=1,
+        max_length=1024,
+        description="Exporter image (the trainer image: python -m trainwright_trainer export).",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelExportSpec:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats must not repeat a format")
+        if self.quantization is not None and not any(f in GGUF_FORMATS for f in self.formats):
+            raise ValueError("quantization needs format gguf or ollama")
+        if self.ollama is not None and "ollama" not in self.formats:
+            raise ValueError("ollama options need format ollama")
+        return self
+
+
+class Artifact(ApiModel):
+    """One exported file set."""
+
+    format: ExportFormat = Field(description="Which format.")
+    uri: str = Field(max_length=URI_MAX_LENGTH, description="Where it was written.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Total size, bytes.")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the main file."
+    )
+
+
+class ModelExportStatus(ApiModel):
+    """What the export produced."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this status describes."
+    )
+    phase: ExportPhase = Field(
+        default="Pending", description="Pending, Running, Succeeded or Failed."
+    )
+    conditions: list[Condition] = conditions_field()
+    job: str | None = Field(default=None, max_length=63, description="The export Job's name.")
+    artifacts: list[Artifact] = Field(
+        default_factory=list, max_length=3, description="Files produced, one per format."
+    )
+    start_time: dt.datetime | None = Field(default=None, description="When the export started.")
+    completion_time: dt.datetime | None = Field(default=None, description="When it finished.")
+    message: str | None = Field(
+        default=None, max_length=4096, description="The latest outcome, in a sentence."
+    )
+
+
+class ModelExport(ApiModel):
+    """A model export (trainwright.io/v1alpha1, kind ModelExport, short name mexport)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["trainwright.io/v1alpha1"] = Field(
+        default="trainwright.io/v1alpha1", description="trainwright.io/v1alpha1."
+    )
+    kind: Literal["ModelExport"] = Field(default="ModelExport", description="ModelExport.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ModelExportSpec = Field(description="What to export, written by the user.")
+    status: ModelExportStatus = Field(
+        default_factory=ModelExportStatus, description="What happened, written by the operator."
+    )
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+    @classmethod
+    def from_body(cls, body: Any) -> ModelExport:
+        """Validate a raw kopf body; :class:`InvalidResourceError` names the field on failure."""
+        try:
+            return cls.model_validate(dict(body))
+        except ValidationError as exc:
+            raise InvalidResourceError(describe_validation_error("ModelExport", exc)) from None

@@ -1,0 +1,566 @@
+"""TrainingJob: fine-tune a model on a dataset with the GPUs the planner picks.
+
+A user writes ``spec``; the operator plans (``status.plan``), creates a trainer
+ConfigMap, a headless Service and one indexed Job per attempt, and reports
+``status.progress``. The operator never writes ``spec``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from trainwright.api.v1alpha1.common import (
+    LIST_MAX_ITEMS,
+    NAME_MAX_LENGTH,
+    URI_MAX_LENGTH,
+    ApiModel,
+    Condition,
+    InvalidResourceError,
+    conditions_field,
+    describe_validation_error,
+    k8s,
+    rule,
+)
+
+Method = Literal["full", "lora", "qlora", "dora"]
+Strategy = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"]
+PlannedStrategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
+Precision = Literal["bf16", "fp16", "fp32"]
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
+GradientCheckpointing = Literal["auto", "on", "off"]
+DatasetFormat = Literal["auto", "alpaca", "sharegpt", "chat", "prompt_completion", "text"]
+Cloud = Literal["aws", "gcp", "azure", "lambda", "runpod"]
+TrainingPhase = Literal["Pending", "Planned", "Running", "Succeeded", "Failed", "Suspended"]
+ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora", "dora")
+
+# A GPU catalog key (H100-SXM, A100-80GB-SXM, L4, ...) or "auto". The catalog lives
+# in the planner and grows; the operator reports an unknown key as a condition.
+GPU_TYPE_PATTERN = r"^(auto|[A-Za-z0-9][A-Za-z0-9._-]*)$"
+DEFAULT_TRAINER_IMAGE = "ghcr.io/trainwright/trainer:0.1.0"
+
+
+class ModelRef(ApiModel):
+    """Which model: a catalog key / Hugging Face id, or a config.json path; weights optional."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "has(self.name) != has(self.configPath)",
+                        "model: set exactly one of name or configPath",
+                    )
+                ]
+            }
+        )
+    )
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description=(
+            "Catalog key (llama-3.1-8b, qwen2.5-7b, ...) or a Hugging Face id the catalog "
+            "knows as an alias (meta-llama/Llama-3.1-8B)."
+        ),
+    )
+    config_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="Path or URI of a Hugging Face config.json describing the architecture.",
+    )
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description=(
+            "Where the weights are (pvc://claim/path, s3://..., hf://org/name); "
+            "default: the Hugging Face id of the catalog entry."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelRef:
+        if (self.name is None) == (self.config_path is None):
+            raise ValueError("set exactly one of name or configPath")
+        return self
+
+
+class DatasetSpec(ApiModel):
+    """The training data."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="Where the data is: pvc://claim/path.jsonl (mounted read-only), s3://, hf://.",
+    )
+    format: DatasetFormat = Field(
+        default="auto",
+        description=(
+            "Record layout: alpaca (instruction/input/output), sharegpt or chat (conversations), "
+            "prompt_completion, text; auto detects it from the first rows."
+        ),
+    )
+    tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens in one epoch; sizes the run's duration and cost. Unknown: no ETA.",
+    )
+
+
+class TrainingSpec(ApiModel):
+    """Hyperparameters. Unset ones are chosen by the planner (micro batch, checkpointing)."""
+
+    epochs: int = Field(default=1, gt=0, le=1000, description="Passes over the dataset.")
+    max_steps: int | None = Field(
+        default=None, gt=0, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    seq_len: int = Field(
+        default=2048, gt=0, le=1048576, description="Tokens per training sequence."
+    )
+    learning_rate: float = Field(
+        default=2.0e-4, gt=0, le=1, description="Peak learning rate of the cosine schedule."
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
+    global_batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Sequences per optimizer step across all GPUs; the planner derives gradient "
+            "accumulation from it. Unset: micro batch x GPUs."
+        ),
+    )
+    micro_batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="Sequences per GPU per forward pass; unset: the largest that fits.",
+    )
+    gradient_checkpointing: GradientCheckpointing = Field(
+        default="auto", description="Recompute activations: auto (when needed), on or off."
+    )
+    precision: Precision = Field(default="bf16", description="Compute precision.")
+    optimizer: Optimizer = Field(default="adamw", description="Optimizer.")
+    seed: int = Field(default=0, ge=0, description="Random seed (data order, adapter init).")
+
+
+class LoraSpec(ApiModel):
+    """Adapter options for method lora, qlora or dora."""
+
+    rank: int = Field(default=16, gt=0, le=4096, description="Adapter rank r.")
+    alpha: float = Field(default=32.0, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        min_length=1,
+        max_length=LIST_MAX_ITEMS,
+        description=(
+            "Module names that get adapters (q_proj, v_proj, ...), or [all-linear] for every "
+            "linear layer but the output head (the QLoRA paper's choice)."
+        ),
+        json_schema_extra=k8s(default=["all-linear"]),
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """GPUs: a fixed layout, or limits for the planner to search within."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "!has(self.gpusPerNode) || self.gpuType != 'auto'",
+                        "resources.gpusPerNode needs a concrete resources.gpuType, not auto",
+                    ),
+                    rule(
+                        "!has(self.gpus) || !has(self.maxGpus) || self.gpus <= self.maxGpus",
+                        "resources.gpus must not exceed resources.maxGpus",
+                    ),
+                    rule(
+                        "!has(self.gpus) || !has(self.nodes) || !has(self.gpusPerNode)"
+                        " || self.gpus == self.nodes * self.gpusPerNode",
+                        "resources.gpus must equal resources.nodes x resources.gpusPerNode",
+                    ),
+                ]
+            }
+        )
+    )
+
+    gpu_type: str = Field(
+        default="auto",
+        max_length=64,
+        pattern=GPU_TYPE_PATTERN,
+        description="GPU catalog key (H100-SXM, A100-80GB-SXM, L4, ...) or auto to let the planner choose.",
+    )
+    gpus: int | None = Field(default=None, gt=0, le=4096, description="Total GPUs; unset: planned.")
+    nodes: int | None = Field(default=None, gt=0, le=512, description="Nodes; unset: planned.")
+    gpus_per_node: int | None = Field(
+        default=None, gt=0, le=16, description="GPUs per node; unset: as many as the node has."
+    )
+    max_gpus: int | None = Field(
+        default=None, gt=0, le=4096, description="Upper bound for the planner's search."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ResourcesSpec:
+        if self.gpus_per_node is not None and self.gpu_type == "auto":
+            raise ValueError("gpusPerNode needs a concrete gpuType, not auto")
+        if self.gpus is not None and self.max_gpus is not None and self.gpus > self.max_gpus:
+            raise ValueError("gpus must not exceed maxGpus")
+        if (
+            self.gpus is not None
+            and self.nodes is not None
+            and self.gpus_per_node is not None
+            and self.gpus != self.nodes * self.gpus_per_node
+        ):
+            raise ValueError("gpus must equal nodes x gpusPerNode")
+        return self
+
+
+class BudgetSpec(ApiModel):
+    """Limits the planner honours: it picks the cheapest plan within them."""
+
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="Most the whole run may cost, in US dollars."
+    )
+    deadline_seconds: int | None = Field(
+        default=None, gt=0, description="The run must finish within this many seconds."
+    )
+
+
+class CheckpointSpec(ApiModel):
+    """Where checkpoints go; a restart resumes from the newest complete one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "!(has(self.uri) && has(self.pvc))",
+                        "checkpoint: set at most one of uri or pvc",
+                    )
+                ]
+            }
+        )
+    )
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="Object-store prefix (s3://bucket/path) for sharded checkpoints.",
+    )
+    pvc: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description="PersistentVolumeClaim (ReadWriteMany for several nodes) mounted at /checkpoints.",
+    )
+    interval_steps: int = Field(default=500, gt=0, description="Save every this many steps.")
+    keep: int = Field(default=2, gt=0, le=100, description="Complete checkpoints to keep.")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CheckpointSpec:
+        if self.uri is not None and self.pvc is not None:
+            raise ValueError("set at most one of uri or pvc")
+        return self
+
+
+class OutputSpec(ApiModel):
+    """Where the trained model (adapter or full weights) is written."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="Destination: pvc://claim/path or an object-store prefix (s3://...).",
+    )
+
+
+class Toleration(ApiModel):
+    """A core/v1 toleration copied to the trainer pods."""
+
+    key: str | None = Field(default=None, max_length=NAME_MAX_LENGTH, description="Taint key.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value (Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Effect to tolerate; unset: all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+_LORA_RULE = rule(
+    "!has(self.lora) || self.method in ['lora', 'qlora', 'dora']",
+    "lora is only allowed with method lora, qlora or dora",
+    field_path=".lora",
+)
+_METHOD_IMMUTABLE_RULE = rule(
+    "self.method == oldSelf.method", "method is immutable", field_path=".method"
+)
+
+
+class TrainingWorkload(ApiModel):
+    """What to train and how: the part a CapacityPlan can size without running it."""
+
+    model_config = ConfigDict(json_schema_extra=k8s(**{"x-kubernetes-validations": [_LORA_RULE]}))
+
+    model: ModelRef = Field(description="The base model.")
+    method: Method = Field(
+        description="full fine-tuning, or lora / qlora (4-bit base) / dora adapters.",
+    )
+    lora: LoraSpec | None = Field(
+        default=None, description="Adapter options (only with method lora, qlora or dora)."
+    )
+    dataset: DatasetSpec = Field(description="The training data.")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        description="Hyperparameters.",
+        json_schema_extra=k8s(default={}),
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        description="GPU type and count, or limits for the planner.",
+        json_schema_extra=k8s(default={}),
+    )
+    strategy: Strategy = Field(
+        default="auto", description="Parallelism: auto (planner), ddp, fsdp, zero1, zero2, zero3."
+    )
+    budget: BudgetSpec | None = Field(default=None, description="Cost and deadline limits.")
+    cloud: Cloud = Field(default="aws", description="Price list used for cost estimates.")
+
+    @model_validator(mode="after")
+    def _lora_only_with_adapters(self) -> TrainingWorkload:
+        if self.lora is not None and self.method not in ADAPTER_METHODS:
+            raise ValueError(
+                f"lora is only allowed with method lora, qlora or dora, not {self.method}"
+            )
+        return self
+
+
+class TrainingJobSpec(TrainingWorkload):
+    """A TrainingJob's desired state."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(**{"x-kubernetes-validations": [_LORA_RULE, _METHOD_IMMUTABLE_RULE]})
+    )
+
+    image: str = Field(
+        default=DEFAULT_TRAINER_IMAGE,
+        min_length=1,
+        max_length=1024,
+        description="Trainer container image (runs python -m trainwright_trainer).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Pull policy for the trainer image."
+    )
+    checkpoint: CheckpointSpec | None = Field(
+        default=None, description="Checkpoint location; unset: pod-local (lost on restart)."
+    )
+    output: OutputSpec | None = Field(default=None, description="Where the trained model goes.")
+    suspend: bool = Field(
+        default=False, description="Stop the trainer pods (a checkpoint is kept) until false."
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=100, description="Whole-gang restarts after retryable failures."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=LIST_MAX_ITEMS,
+        description=(
+            "Extra tolerations for the trainer pods (nvidia.com/gpu is always tolerated); "
+            "the demo adds kwok.x-k8s.io/node=fake:NoSchedule."
+        ),
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra node labels the trainer pods require (the GPU product is added).",
+        json_schema_extra=k8s(maxProperties=LIST_MAX_ITEMS),
+    )
+    service_account_name: str | None = Field(
+        default=None, max_length=NAME_MAX_LENGTH, description="ServiceAccount of trainer pods."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to the trainer pods (sidecar or test-harness settings).",
+        json_schema_extra=k8s(maxProperties=LIST_MAX_ITEMS),
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to the trainer pods (the operator's own labels win).",
+        json_schema_extra=k8s(maxProperties=LIST_MAX_ITEMS),
+    )
+
+
+class PlanAlternative(ApiModel):
+    """A ranked alternative the planner considered."""
+
+    gpu_type: str = Field(max_length=64, description="GPU catalog key.")
+    num_gpus: int = Field(gt=0, description="Total GPUs.")
+    strategy: str = Field(max_length=32, description="Parallelism strategy.")
+    estimated_duration_seconds: float | None = Field(
+        default=None, ge=0, description="Estimated wall time in seconds."
+    )
+    estimated_cost_usd: float | None = Field(
+        default=None, ge=0, description="Estimated cost in US dollars."
+    )
+
+
+class PlanStatus(ApiModel):
+    """The layout the operator runs: what the planner chose, as numbers a person can check."""
+
+    gpu_type: str = Field(max_length=64, description="GPU catalog key.")
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=63,
+        description="nvidia.com/gpu.product node label the pods select (e.g. NVIDIA-H100-80GB-HBM3).",
+    )
+    num_gpus: int = Field(gt=0, description="Total GPUs (nodes x gpusPerNode).")
+    nodes: int = Field(gt=0, description="Nodes, one trainer pod each.")
+    gpus_per_node: int = Field(gt=0, description="GPUs each pod requests.")
+    strategy: PlannedStrategy = Field(description="Parallelism strategy.")
+    micro_batch_size: int = Field(gt=0, description="Sequences per GPU per forward pass.")
+    gradient_accumulation_steps: int = Field(gt=0, description="Micro batches per optimizer step.")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Whether activations are recomputed."
+    )
+    memory_per_gpu_bytes: int = Field(ge=0, description="Estimated peak memory per GPU, bytes.")
+    memory_capacity_bytes: int | None = Field(
+        default=None, ge=0, description="Memory of one GPU, bytes."
+    )
+    tokens_per_second: float = Field(ge=0, description="Estimated training throughput, tokens/s.")
+    estimated_duration_seconds: float | None = Field(
+        default=None, ge=0, description="Estimated wall time in seconds (needs dataset.tokens)."
+    )
+    estimated_cost_usd: float | None = Field(
+        default=None, ge=0, description="Estimated cost of the run in US dollars."
+    )
+    usd_per_hour: float | None = Field(
+        default=None, ge=0, description="Price of all the plan's GPUs per hour, US dollars."
+    )
+    estimated_finish_time: dt.datetime | None = Field(
+        default=None, description="When the run should finish if it started now (RFC 3339)."
+    )
+    recommendations: list[PlanAlternative] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Next-best plans, best first.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, max_length=LIST_MAX_ITEMS, description="Planner warnings."
+    )
+
+
+class ProgressStatus(ApiModel):
+    """What the trainer last reported."""
+
+    step: int = Field(default=0, ge=0, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
+    epoch: float | None = Field(default=None, ge=0, description="Epochs done (fractional).")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Measured throughput, tokens/s."
+    )
+    eta_seconds: float | None = Field(default=None, ge=0, description="Seconds left at this rate.")
+    last_checkpoint_step: int | None = Field(
+        default=None, ge=0, description="Step of the newest complete checkpoint."
+    )
+    updated_time: dt.datetime | None = Field(default=None, description="When this was reported.")
+
+
+class ChildrenStatus(ApiModel):
+    """Names of the objects the operator created for this job."""
+
+    config_map: str | None = Field(
+        default=None, max_length=NAME_MAX_LENGTH, description="ConfigMap."
+    )
+    service: str | None = Field(default=None, max_length=63, description="Headless Service.")
+    job: str | None = Field(default=None, max_length=63, description="Current attempt's Job.")
+
+
+class TrainingJobStatus(ApiModel):
+    """What the operator observed and decided."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this status describes."
+    )
+    phase: TrainingPhase = Field(
+        default="Pending",
+        description="Pending, Planned, Running, Succeeded, Failed or Suspended.",
+    )
+    conditions: list[Condition] = conditions_field()
+    plan: PlanStatus | None = Field(default=None, description="The chosen plan.")
+    progress: ProgressStatus | None = Field(default=None, description="Training progress.")
+    restarts: int = Field(default=0, ge=0, description="Whole-gang restarts so far.")
+    attempt: int = Field(default=0, ge=0, description="Attempt number of the current Job.")
+    last_exit_code: int | None = Field(
+        default=None, description="Exit code of the last failed trainer container."
+    )
+    start_time: dt.datetime | None = Field(default=None, description="When training started.")
+    completion_time: dt.datetime | None = Field(
+        default=None, description="When training succeeded or failed."
+    )
+    children: ChildrenStatus | None = Field(default=None, description="Created objects.")
+    message: str | None = Field(
+        default=None, max_length=4096, description="The latest event, in a sentence."
+    )
+
+
+# "Immutable while running": a spec rule cannot read status, but a transition rule on
+# the root sees both (the API server evaluates it on every update of the object).
+_FROZEN_WHILE_RUNNING = ("model", "dataset", "resources", "strategy", "training")
+_IMMUTABLE_WHILE_RUNNING_RULE = rule(
+    "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase != 'Running' || ("
+    + " && ".join(
+        f"has(self.spec.{f}) == has(oldSelf.spec.{f})"
+        f" && (!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f})"
+        for f in _FROZEN_WHILE_RUNNING
+    )
+    + ")",
+    "spec.model, spec.dataset, spec.resources, spec.strategy and spec.training "
+    "are immutable while the job is Running (suspend it first)",
+)
+
+
+class TrainingJob(ApiModel):
+    """A fine-tuning run (trainwright.io/v1alpha1, kind TrainingJob, short name tj)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra=k8s(**{"x-kubernetes-validations": [_IMMUTABLE_WHILE_RUNNING_RULE]}),
+    )
+
+    api_version: Literal["trainwright.io/v1alpha1"] = Field(
+        default="trainwright.io/v1alpha1", description="trainwright.io/v1alpha1."
+    )
+    kind: Literal["TrainingJob"] = Field(default="TrainingJob", description="TrainingJob.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: TrainingJobSpec = Field(description="Desired state, written by the user.")
+    status: TrainingJobStatus = Field(
+        default_factory=TrainingJobStatus, description="Observed state, written by the operator."
+    )
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+    @classmethod
+    def from_body(cls, body: Any) -> TrainingJob:
+        """Validate a raw kopf body (or any mapping) into the model.
+
+        Raises :class:`InvalidResourceError` with one sentence naming the field and
+        what it accepts (``TrainingJob spec.resources.gpus: input should be greater than 0.``).
+        """
+        try:
+            return cls.model_validate(dict(body))
+        except ValidationError as exc:
+            raise InvalidResourceError(describe_validation_error("TrainingJob", exc)) from None

@@ -1,0 +1,379 @@
+"""The children of a TrainingJob: trainer ConfigMap, headless Service, indexed Job.
+
+Pure functions, spec in, dict out: no API calls and no kopf, so the controller
+decides when to create them and adopts them (``kopf.adopt``) for the owner
+reference. Each takes the validated :class:`TrainingJob` and the plan the
+controller stored in ``status.plan`` (:class:`PlanStatus`), never a live planner
+object, so a restarted operator rebuilds exactly the same manifests.
+
+Gang semantics: a multi-node torchrun cannot survive the loss of one pod, so
+the Job has ``backoffLimit: 0`` and the operator restarts the whole gang as a
+new Job (attempt N+1, a new name) that resumes from the newest checkpoint.
+``podFailurePolicy`` turns the trainer's permanent exit codes
+(``trainwright_trainer.exitcodes``) into an immediate ``FailJob`` whose
+condition message names the rule index (0: permanent config/data error,
+1: needs a re-plan).
+
+torchrun exits 1 when any worker fails, hiding the worker's own code, so the
+container runs torchrun under a small shell wrapper: a worker that exits with
+one of the trainer's codes writes it to ``$TRAINWRIGHT_EXIT_CODE_FILE`` and the
+wrapper exits with it; without the file the wrapper keeps torchrun's status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from typing import Any
+
+from trainwright.api.v1alpha1.trainingjob import PlanStatus, TrainingJob
+from trainwright.resources.names import (
+    ATTEMPT_LABEL,
+    common_labels,
+    config_map_name,
+    service_name,
+    trainer_job_name,
+)
+from trainwright.resources.storage import Mounts
+from trainwright_trainer.config import (
+    CheckpointConfig,
+    DataConfig,
+    DistributedConfig,
+    LoraConfig,
+    MetricsConfig,
+    ModelConfig,
+    OutputConfig,
+    TrainerConfig,
+    TrainingConfig,
+)
+from trainwright_trainer.exitcodes import ExitCode
+
+CONFIG_DIR = "/etc/trainwright"
+CONFIG_KEY = "config.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+CHECKPOINT_DIR = "/checkpoints"
+EXIT_CODE_DIR = "/tmp/trainwright"
+EXIT_CODE_FILE = f"{EXIT_CODE_DIR}/exit-code"
+RENDEZVOUS_PORT = 29500
+METRICS_PORT = 9464
+CONTAINER_NAME = "trainer"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+CONFIG_HASH_ANNOTATION = "trainwright.io/config-sha256"
+
+# Index of each podFailurePolicy rule; the Job's Failed condition names it.
+FAIL_RULE_PERMANENT = 0
+FAIL_RULE_NEEDS_REPLAN = 1
+PERMANENT_EXIT_CODES: tuple[int, ...] = (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR)
+REPLAN_EXIT_CODES: tuple[int, ...] = (ExitCode.NEEDS_REPLAN,)
+
+_GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _layout(job: TrainingJob, mounts: Mounts) -> dict[str, str]:
+    """In-pod paths of the model, data, checkpoints and output."""
+    spec = job.spec
+    if spec.checkpoint is not None and spec.checkpoint.pvc is not None:
+        checkpoint_dir = f"{mounts.claim_path(spec.checkpoint.pvc, write=True)}/{job.name}"
+    elif spec.checkpoint is not None and spec.checkpoint.uri is not None:
+        checkpoint_dir = mounts.resolve(spec.checkpoint.uri, write=True)
+    else:
+        checkpoint_dir = CHECKPOINT_DIR
+    if spec.output is not None:
+        output_dir = mounts.resolve(spec.output.uri, write=True)
+    else:
+        output_dir = f"{checkpoint_dir}/output"
+    return {
+        "model": mounts.resolve(_model_location(job)),
+        "data": mounts.resolve(spec.dataset.uri),
+        "checkpoint": checkpoint_dir,
+        "output": output_dir,
+    }
+
+
+def _model_location(job: TrainingJob) -> str:
+    """Weights URI, else the catalog's Hugging Face repository, else the name as given."""
+    model = job.spec.model
+    if model.uri is not None:
+        return model.uri
+    if model.name is None:
+        # configPath-only models carry no weights location; the config's directory is it.
+        path = model.config_path or ""
+        return path.rsplit("/", 1)[0] if path.endswith("config.json") else path
+    return hugging_face_repo(model.name)
+
+
+def hugging_face_repo(name: str) -> str:
+    """The Hugging Face repository of a catalog model (``llama-3.1-8b`` -> ``meta-llama/Llama-3.1-8B``)."""
+    from trainwright.planner.errors import PlannerError
+    from trainwright.planner.lookup import get_model
+
+    try:
+        spec = get_model(name)
+    except PlannerError:
+        return name
+    return next((alias for alias in spec.aliases if "/" in alias), name)
+
+
+def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
+    """The trainer's configuration for this job and plan (paths as the pod sees them)."""
+    paths = _layout(job, Mounts())
+    spec = job.spec
+    training = spec.training
+    lora = None
+    if spec.method != "full":
+        options = spec.lora
+        lora = (
+            LoraConfig()
+            if options is None
+            else LoraConfig(
+                rank=options.rank,
+                alpha=options.alpha,
+                dropout=options.dropout,
+                target_modules=(
+                    "all-linear"
+                    if options.target_modules == ["all-linear"]
+                    else tuple(options.target_modules)
+                ),
+            )
+        )
+    checkpoint = spec.checkpoint
+    return TrainerConfig(
+        model=ModelConfig(path=paths["model"], dtype=training.precision),
+        method=spec.method,
+        lora=lora,
+        data=DataConfig(path=paths["data"], format=spec.dataset.format, seq_len=training.seq_len),
+        training=TrainingConfig(
+            epochs=training.epochs,
+            max_steps=training.max_steps,
+            micro_batch_size=plan.micro_batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+            learning_rate=training.learning_rate,
+            warmup_steps=training.warmup_steps,
+            weight_decay=training.weight_decay,
+            seed=training.seed,
+            gradient_checkpointing=plan.gradient_checkpointing,
+            optimizer=training.optimizer,
+        ),
+        distributed=DistributedConfig(strategy=plan.strategy),
+        checkpoint=CheckpointConfig(
+            dir=paths["checkpoint"],
+            interval_steps=checkpoint.interval_steps if checkpoint else 500,
+            keep_last=checkpoint.keep if checkpoint else 2,
+        ),
+        metrics=MetricsConfig(port=METRICS_PORT),
+        output=OutputConfig(dir=paths["output"]),
+    )
+
+
+def trainer_configmap(job: TrainingJob, plan: PlanStatus) -> dict[str, Any]:
+    """ConfigMap ``<job>-trainer`` holding ``config.yaml``, mounted at /etc/trainwright."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_map_name(job.name),
+            "namespace": job.namespace,
+            "labels": common_labels(job.name, component="trainer-config"),
+        },
+        "data": {CONFIG_KEY: trainer_config(job, plan).to_yaml()},
+    }
+
+
+def headless_service(job: TrainingJob) -> dict[str, Any]:
+    """Headless Service ``<job>-workers``: DNS ``<jobname>-<index>.<service>`` for each pod.
+
+    ``publishNotReadyAddresses`` so rank 0 resolves before any readiness check
+    passes (rendezvous happens before the trainer serves anything).
+    """
+    labels = common_labels(job.name, component="trainer")
+    selector = {key: labels[key] for key in ("trainwright.io/job", "app.kubernetes.io/component")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(job.name),
+            "namespace": job.namespace,
+            "labels": common_labels(job.name, component="trainer-network"),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector,
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+            ],
+        },
+    }
+
+
+def torchrun_command(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[str]:
+    """The container command: torchrun with a static rendezvous at pod 0, under the exit wrapper."""
+    master = "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
+    torchrun = [
+        "torchrun",
+        f"--nnodes={plan.nodes}",
+        f"--nproc-per-node={plan.gpus_per_node}",
+        "--node-rank=${NODE_RANK}",
+        "--rdzv-backend=static",
+        f"--master-addr={master}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        "--max-restarts=0",
+        "-m",
+        "trainwright_trainer",
+        "train",
+        "--config",
+        CONFIG_PATH,
+    ]
+    # NODE_RANK stays a shell expansion; everything else is quoted literally.
+    line = " ".join(part if "${NODE_RANK}" in part else shlex.quote(part) for part in torchrun)
+    # No "$(...)" in the script: Kubernetes expands $(NAME) in commands itself.
+    script = (
+        f"mkdir -p {EXIT_CODE_DIR}; "
+        'rm -f "$TRAINWRIGHT_EXIT_CODE_FILE"; '
+        f"{line}; "
+        "status=$?; "
+        'if [ "$status" -ne 0 ] && [ -s "$TRAINWRIGHT_EXIT_CODE_FILE" ]; then '
+        'read -r status < "$TRAINWRIGHT_EXIT_CODE_FILE"; fi; '
+        'exit "$status"'
+    )
+    return ["/bin/sh", "-c", script]
+
+
+def trainer_job(job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
+    """The batch/v1 Job of one attempt: one pod per node, completion index = node rank."""
+    mounts = Mounts()
+    paths = _layout(job, mounts)
+    name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
+    labels = common_labels(job.name, component="trainer") | {ATTEMPT_LABEL: str(attempt)}
+    config_text = trainer_config(job, plan).to_yaml()
+    pod_labels = dict(job.spec.pod_labels) | labels
+    pod_annotations = dict(job.spec.pod_annotations) | {
+        CONFIG_HASH_ANNOTATION: hashlib.sha256(config_text.encode()).hexdigest()
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": {"trainwright.io/gpu-type": plan.gpu_type},
+        },
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": plan.nodes,
+            "parallelism": plan.nodes,
+            "backoffLimit": 0,
+            "suspend": job.spec.suspend,
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": _pod_spec(job, plan, mounts, paths, job_name=name),
+            },
+        },
+    }
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [int(code) for code in PERMANENT_EXIT_CODES],
+                },
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [int(code) for code in REPLAN_EXIT_CODES],
+                },
+            },
+        ]
+    }
+
+
+def _pod_spec(
+    job: TrainingJob,
+    plan: PlanStatus,
+    mounts: Mounts,
+    paths: dict[str, str],
+    *,
+    job_name: str,
+) -> dict[str, Any]:
+    spec = job.spec
+    node_selector = dict(spec.node_selector)
+    if plan.gpu_product is not None:
+        node_selector[GPU_PRODUCT_LABEL] = plan.gpu_product
+    tolerations = [_GPU_TOLERATION] + [t.to_manifest() for t in spec.tolerations]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_map_name(job.name)}},
+        # NCCL and DataLoader workers share tensors through /dev/shm; the container
+        # runtime's default (64 MiB) is far too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    volume_mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    if paths["checkpoint"] == CHECKPOINT_DIR:
+        volumes.append({"name": "checkpoints", "emptyDir": {}})
+        volume_mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_DIR})
+    volumes += mounts.volumes()
+    volume_mounts += mounts.volume_mounts()
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": service_name(job.name),
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
+        "volumes": volumes,
+        "containers": [
+            {
+                "name": CONTAINER_NAME,
+                "image": spec.image,
+                "imagePullPolicy": spec.image_pull_policy,
+                "command": torchrun_command(job, plan, job_name=job_name),
+                "env": _env(job, plan, job_name=job_name),
+                "ports": [
+                    {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
+                    {"name": "metrics", "containerPort": METRICS_PORT},
+                ],
+                "resources": {
+                    "limits": {GPU_RESOURCE: plan.gpus_per_node},
+                    "requests": {GPU_RESOURCE: plan.gpus_per_node},
+                },
+                "volumeMounts": volume_mounts,
+            }
+        ],
+    }
+    if spec.service_account_name is not None:
+        pod["serviceAccountName"] = spec.service_account_name
+    return pod
+
+
+def _env(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[dict[str, Any]]:
+    master = "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
+    return [
+        {
+            "name": "NODE_RANK",
+            "valueFrom": {
+                "fieldRef": {
+                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                }
+            },
+        },
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "NNODES", "value": str(plan.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(plan.gpus_per_node)},
+        {"name": "TRAINWRIGHT_JOB", "value": job.name},
+        {"name": "TRAINWRIGHT_CONFIG", "value": CONFIG_PATH},
+        {"name": "TRAINWRIGHT_EXIT_CODE_FILE", "value": EXIT_CODE_FILE},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
