@@ -180,6 +180,8 @@ def _accepted(error: Any) -> str:
         return "is required"
     if kind == "extra_forbidden":
         return "is not a known field"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')}, got {error.get('input')!r}"
     message: str = error["msg"]
