@@ -1,0 +1,130 @@
+"""Planner results as status fields: the controller stores these, the builders read them.
+
+The builders take :class:`PlanStatus` (what is in ``status.plan``), not the
+planner's object, so a restarted operator rebuilds the same children from the
+stored plan instead of re-planning (prices or the inventory may have moved).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import cast
+
+from trainwright.api.v1alpha1.capacityplan import Recommendation
+from trainwright.api.v1alpha1.trainingjob import (
+    PlanAlternative,
+    PlannedStrategy,
+    PlanStatus,
+    TrainingWorkload,
+)
+from trainwright.planner.errors import PlannerError
+from trainwright.planner.lookup import get_gpu
+from trainwright.planner.specs import ModelSpec
+from trainwright.planner.training import TrainingPlan, TrainingRequest
+
+MAX_ALTERNATIVES = 5
+
+
+def gpu_product_label(gpu_type: str) -> str | None:
+    """The ``nvidia.com/gpu.product`` value GPU feature discovery reports for a catalog GPU."""
+    try:
+        labels = get_gpu(gpu_type).product_labels
+    except PlannerError:
+        return None
+    return labels[0] if labels else None
+
+
+def training_request_from(
+    workload: TrainingWorkload,
+    *,
+    model_spec: ModelSpec | None = None,
+    gpu_candidates: list[str] | None = None,
+) -> TrainingRequest:
+    """The planner request a TrainingJob spec (or a CapacityPlan training workload) asks for.
+
+    ``model_spec`` is required for a ``model.configPath`` (the caller reads the
+    config.json; this module does no I/O). ``gpu_candidates`` restricts
+    ``gpuType: auto`` to the GPU types the cluster has.
+    """
+    if workload.model.name is None and model_spec is None:
+        raise ValueError("spec.model.configPath needs the parsed config.json as model_spec")
+    resources = workload.resources
+    training = workload.training
+    budget = workload.budget
+    return TrainingRequest(
+        model=model_spec if model_spec is not None else str(workload.model.name),
+        method=workload.method,
+        gpu=None if resources.gpu_type == "auto" else resources.gpu_type,
+        num_gpus=resources.gpus,
+        nodes=resources.nodes,
+        gpus_per_node=resources.gpus_per_node,
+        max_gpus=resources.max_gpus,
+        strategy=workload.strategy,
+        precision=training.precision,
+        micro_batch=training.micro_batch_size,
+        seq_len=training.seq_len,
+        gradient_checkpointing=training.gradient_checkpointing,
+        optimizer=training.optimizer,
+        lora_rank=workload.lora.rank if workload.lora is not None else 16,
+        dataset_tokens=workload.dataset.tokens,
+        epochs=float(training.epochs),
+        cloud=workload.cloud,
+        global_batch_size=training.global_batch_size,
+        deadline_seconds=budget.deadline_seconds if budget is not None else None,
+        max_cost_usd=budget.max_cost_usd if budget is not None else None,
+        gpu_candidates=None if resources.gpu_type != "auto" else gpu_candidates,
+    )
+
+
+def plan_status_from(plan: TrainingPlan, *, now: dt.datetime | None = None) -> PlanStatus:
+    """``status.plan`` for a planner result; ``now`` anchors ``estimatedFinishTime``."""
+    started = now if now is not None else dt.datetime.now(dt.UTC)
+    finish = (
+        started + dt.timedelta(seconds=plan.duration_seconds)
+        if plan.duration_seconds is not None
+        else None
+    )
+    return PlanStatus(
+        gpu_type=plan.gpu,
+        gpu_product=gpu_product_label(plan.gpu),
+        num_gpus=plan.num_gpus,
+        nodes=plan.nodes,
+        gpus_per_node=plan.gpus_per_node,
+        strategy=cast(PlannedStrategy, plan.strategy),
+        micro_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.gradient_accumulation,
+        # The trainer recomputes whole layers; a selective plan needs at least that.
+        gradient_checkpointing=plan.gradient_checkpointing != "off",
+        memory_per_gpu_bytes=plan.memory.per_gpu_bytes,
+        memory_capacity_bytes=plan.memory.capacity_bytes,
+        tokens_per_second=plan.throughput.tokens_per_second,
+        estimated_duration_seconds=plan.duration_seconds,
+        estimated_cost_usd=plan.cost.total_usd,
+        usd_per_hour=plan.cost.usd_per_hour,
+        estimated_finish_time=finish,
+        recommendations=[
+            PlanAlternative(
+                gpu_type=alt.gpu,
+                num_gpus=alt.num_gpus,
+                strategy=alt.strategy,
+                estimated_duration_seconds=alt.duration_seconds,
+                estimated_cost_usd=alt.cost.total_usd,
+            )
+            for alt in plan.recommendations[:MAX_ALTERNATIVES]
+        ],
+        warnings=list(plan.warnings),
+    )
+
+
+def recommendation_from_training(plan: TrainingPlan) -> Recommendation:
+    """A CapacityPlan recommendation for a training workload (one replica of the whole run)."""
+    return Recommendation(
+        gpu_type=plan.gpu,
+        gpus=plan.num_gpus,
+        replicas=1,
+        tensor_parallel=plan.tensor_parallel,
+        usd_per_hour=plan.cost.usd_per_hour,
+        strategy=plan.strategy,
+        estimated_duration_seconds=plan.duration_seconds,
+        estimated_cost_usd=plan.cost.total_usd,
+    )

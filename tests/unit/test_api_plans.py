@@ -1,0 +1,112 @@
+"""A TrainingJob spec becomes a planner request, and the planner's answer becomes status.plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainwright.api.plans import (
+    gpu_product_label,
+    plan_status_from,
+    recommendation_from_training,
+    training_request_from,
+)
+from trainwright.api.v1alpha1 import TrainingJob
+from trainwright.planner.training import recommend_training
+from trainwright.resources import trainer_job
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEMO_GPUS = ["H100-SXM", "A100-80GB-SXM", "L4"]
+NOW = dt.datetime(2026, 11, 23, 4, 0, tzinfo=dt.UTC)
+
+
+def example(name: str) -> TrainingJob:
+    return TrainingJob.from_body(yaml.safe_load((EXAMPLES / name).read_text(encoding="utf-8")))
+
+
+def test_the_request_carries_the_spec_fields_the_planner_sizes_with() -> None:
+    request = training_request_from(example("training-lora.yaml").spec, gpu_candidates=DEMO_GPUS)
+    assert request.model == "llama-3.1-8b"
+    assert request.method == "lora"
+    assert request.gpu == "H100-SXM"
+    assert request.num_gpus == 8
+    assert request.dataset_tokens == 20_000_000
+    assert request.lora_rank == 16
+    assert request.max_cost_usd == 200
+    assert request.deadline_seconds == 43200
+    # A pinned GPU type is not narrowed further by the cluster's inventory.
+    assert request.gpu_candidates is None
+
+
+def test_gpu_type_auto_searches_only_the_gpu_types_the_cluster_has() -> None:
+    request = training_request_from(
+        example("training-qlora-auto.yaml").spec, gpu_candidates=DEMO_GPUS
+    )
+    assert request.gpu is None
+    assert request.gpu_candidates == DEMO_GPUS
+    assert request.max_gpus == 4
+    assert request.optimizer == "paged_adamw8bit"
+
+
+def test_a_config_path_model_needs_the_parsed_config() -> None:
+    body = yaml.safe_load((EXAMPLES / "training-lora.yaml").read_text(encoding="utf-8"))
+    body["spec"]["model"] = {"configPath": "/models/custom/config.json"}
+    with pytest.raises(ValueError, match=r"configPath needs the parsed config\.json"):
+        training_request_from(TrainingJob.from_body(body).spec)
+
+
+def test_the_planned_lora_job_becomes_a_status_plan_the_builders_can_run() -> None:
+    job = example("training-lora.yaml")
+    plan = recommend_training(training_request_from(job.spec, gpu_candidates=DEMO_GPUS))
+    status = plan_status_from(plan, now=NOW)
+    assert status.gpu_type == "H100-SXM"
+    assert status.gpu_product == "NVIDIA-H100-80GB-HBM3"
+    assert status.num_gpus == status.nodes * status.gpus_per_node == 8
+    assert status.micro_batch_size == plan.micro_batch
+    assert status.gradient_accumulation_steps == plan.gradient_accumulation
+    assert status.memory_per_gpu_bytes == plan.memory.per_gpu_bytes
+    assert status.memory_per_gpu_bytes <= (status.memory_capacity_bytes or 0)
+    assert status.estimated_cost_usd == plan.cost.total_usd
+    assert plan.duration_seconds is not None
+    assert status.estimated_finish_time == NOW + dt.timedelta(seconds=plan.duration_seconds)
+    assert len(status.recommendations) <= 5
+    manifest = trainer_job(job, status, attempt=0)
+    selector = manifest["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_the_stored_plan_survives_a_round_trip_through_the_status_json() -> None:
+    job = example("training-qlora-auto.yaml")
+    plan = recommend_training(training_request_from(job.spec, gpu_candidates=DEMO_GPUS))
+    status = plan_status_from(plan, now=NOW)
+    stored = TrainingJob.from_body({**job.to_manifest(), "status": {"plan": status.to_manifest()}})
+    assert stored.status.plan == status
+
+
+def test_a_training_recommendation_is_one_replica_of_the_whole_run() -> None:
+    job = example("training-qlora-auto.yaml")
+    plan = recommend_training(training_request_from(job.spec, gpu_candidates=DEMO_GPUS))
+    recommendation = recommendation_from_training(plan)
+    assert recommendation.replicas == 1
+    assert recommendation.gpus == plan.num_gpus
+    assert recommendation.usd_per_hour == plan.cost.usd_per_hour
+
+
+@pytest.mark.parametrize(
+    ("gpu_type", "label"),
+    [
+        ("H100-SXM", "NVIDIA-H100-80GB-HBM3"),
+        ("A100-80GB-SXM", "NVIDIA-A100-SXM4-80GB"),
+        ("L4", "NVIDIA-L4"),
+    ],
+)
+def test_the_demo_gpu_types_map_to_the_labels_their_nodes_carry(gpu_type: str, label: str) -> None:
+    # The same labels as hack/k8s/inventory.yaml's fake nodes.
+    assert gpu_product_label(gpu_type) == label
+
+
+def test_an_unknown_gpu_type_has_no_product_label() -> None:
+    assert gpu_product_label("TPU-v5e") is None
