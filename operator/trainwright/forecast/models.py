@@ -1,0 +1,451 @@
+"""The forecasting models: each a small object with ``fit`` that returns a fitted model.
+
+Every fitted model has the same shape (as statsforecast's models do), so the
+ensemble is a loop: ``predict(horizon)`` returns a :class:`Prediction` (mean
+and a per-step standard deviation), ``refit(context)`` re-estimates the
+parameters on new data keeping the structure chosen by the search (orders,
+trend and damping), and ``describe()`` gives the parameters for the report.
+
+- ``stl``: MSTL decomposition (Bandara, Hyndman & Bergmeir 2021, "MSTL: A
+  Seasonal-Trend Decomposition Algorithm for Time Series with Multiple
+  Seasonal Patterns"; STL: Cleveland et al. 1990) with a damped-trend ETS
+  (Gardner & McKenzie 1985) for the seasonally adjusted part and the last
+  cycle of each seasonal component carried forward.
+- ``arima``: ARIMA on the seasonally adjusted series, order chosen by AIC over
+  p, q <= 2 with d from the KPSS test (Hyndman & Khandakar 2008, "Automatic
+  Time Series Forecasting: the forecast Package for R"). A seasonal ARIMA with
+  period 168 is out of reach (its state has over 300 elements) and with period
+  12 costs seconds per fit, so the seasonal part comes from the decomposition.
+- ``ets``: statsmodels ``ETSModel`` (Hyndman, Koehler, Ord & Snyder 2008,
+  *Forecasting with Exponential Smoothing*) with the shortest season; longer
+  seasons are removed first by MSTL and carried forward. Its prediction
+  intervals are guarded: non-finite or exploding bands (a known failure of
+  ETS interval formulas on near-unit-root fits) fall back to a random-walk
+  band from the one-step residuals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+# Normal quantiles for the central intervals a capacity plan reads.
+Z_BY_LEVEL: dict[int, float] = {80: 1.2815515655446004, 95: 1.959963984540054}
+LEVELS: tuple[int, ...] = (80, 95)
+# The ARIMA order search is fitted on at most this many recent points (AIC ranks
+# orders the same way on a long enough tail; the chosen order is then fitted on all).
+ARIMA_SEARCH_POINTS = 480
+MAX_ARIMA_ORDER = 2
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """statsmodels warns on every hard optimisation; the search already handles bad fits."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A forecast path: the mean and a Gaussian-equivalent standard deviation per step."""
+
+    mean: FloatArray
+    sigma: FloatArray
+
+    def band(self, level: int, z: float | None = None) -> tuple[FloatArray, FloatArray]:
+        """Lower and upper bounds of the central ``level`` % interval (``z`` overrides the quantile)."""
+        half = (Z_BY_LEVEL[level] if z is None else z) * self.sigma
+        return self.mean - half, self.mean + half
+
+
+class SeriesContext:
+    """The series a model sees, with its seasonal decomposition computed once and shared."""
+
+    def __init__(self, values: FloatArray, season_lengths: Sequence[int]) -> None:
+        self.values = np.asarray(values, dtype=np.float64)
+        self.season_lengths = tuple(sorted(m for m in season_lengths if m > 1))
+
+    @cached_property
+    def decomposition(self) -> tuple[FloatArray, dict[int, FloatArray]]:
+        """Trend and seasonal component per period (MSTL, or STL for one period)."""
+        if not self.season_lengths:
+            return self.values, {}
+        from statsmodels.tsa.seasonal import MSTL
+
+        with _quiet():
+            result = MSTL(self.values, periods=list(self.season_lengths)).fit()
+        seasonal = np.asarray(result.seasonal, dtype=np.float64).reshape(len(self.values), -1)
+        trend = np.asarray(result.trend, dtype=np.float64)
+        return trend, {m: seasonal[:, k] for k, m in enumerate(self.season_lengths)}
+
+    @property
+    def components(self) -> dict[int, FloatArray]:
+        return self.decomposition[1]
+
+    @property
+    def trend(self) -> FloatArray:
+        return self.decomposition[0]
+
+    @property
+    def adjusted(self) -> FloatArray:
+        """The series less every seasonal component (trend plus remainder)."""
+        return self.values - sum(self.components.values(), np.zeros_like(self.values))
+
+    def seasonal_forecast(self, horizon: int, periods: Sequence[int] | None = None) -> FloatArray:
+        """Each seasonal component's last cycle carried forward, summed."""
+        total = np.zeros(horizon)
+        for m, component in self.components.items():
+            if periods is not None and m not in periods:
+                continue
+            last_cycle = component[-m:]
+            total += last_cycle[np.arange(horizon) % m]
+        return total
+
+
+class FittedModel(Protocol):
+    """What the ensemble needs from a fitted model."""
+
+    name: str
+    context: SeriesContext
+
+    def predict(self, horizon: int) -> Prediction: ...
+
+    def refit(self, context: SeriesContext) -> FittedModel: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class ForecastModel(Protocol):
+    """A model before fitting: ``fit`` chooses its structure and estimates it."""
+
+    name: ClassVar[str]
+
+    def fit(self, context: SeriesContext) -> FittedModel: ...
+
+
+def _finite_sigma(sigma: FloatArray, fallback: FloatArray) -> FloatArray:
+    return np.where(np.isfinite(sigma) & (sigma >= 0), sigma, fallback)
+
+
+def _random_walk_sigma(residuals: FloatArray, horizon: int) -> FloatArray:
+    """One-step residual spread growing as sqrt(h): the naive method's band (FPP3 §5.5)."""
+    resid = residuals[np.isfinite(residuals)]
+    scale = float(np.std(resid)) if resid.size > 1 else 0.0
+    return scale * np.sqrt(np.arange(1, horizon + 1, dtype=np.float64))
+
+
+# --- ETS helpers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _EtsSpec:
+    trend: str | None
+    damped: bool
+    season: int
+
+    @property
+    def label(self) -> str:
+        trend = "N" if self.trend is None else ("Ad" if self.damped else "A")
+        return f"ETS(A,{trend},{'A' if self.season > 1 else 'N'})"
+
+
+def _fit_ets(values: FloatArray, spec: _EtsSpec) -> Any:
+    import pandas as pd
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    few_states = len(values) <= 400 and spec.season <= 12
+    # A pandas endog: statsmodels 0.15's ETS get_prediction needs an index on the result.
+    model = ETSModel(
+        pd.Series(values),
+        error="add",
+        trend=spec.trend,
+        damped_trend=spec.damped,
+        seasonal="add" if spec.season > 1 else None,
+        seasonal_periods=spec.season if spec.season > 1 else None,
+        initialization_method="estimated" if few_states else "heuristic",
+    )
+    with _quiet():
+        return model.fit(disp=False, maxiter=200)
+
+
+def _ets_prediction(result: Any, n: int, horizon: int) -> tuple[FloatArray, FloatArray, str]:
+    """ETS mean and sigma with the interval guard; the third value says which band was used."""
+    with _quiet():
+        frame = result.get_prediction(start=n, end=n + horizon - 1).summary_frame(alpha=0.05)
+    mean = np.asarray(frame["mean"], dtype=np.float64)
+    sigma = (
+        np.asarray(frame["pi_upper"], dtype=np.float64)
+        - np.asarray(frame["pi_lower"], dtype=np.float64)
+    ) / (2 * Z_BY_LEVEL[95])
+    fallback = _random_walk_sigma(np.asarray(result.resid, dtype=np.float64), horizon)
+    span = float(np.ptp(result.model.endog)) or 1.0
+    exploding = (
+        not np.all(np.isfinite(sigma))
+        or float(np.max(sigma)) > 10.0 * span
+        or (horizon > 1 and sigma[-1] > 3.0 * horizon * max(float(sigma[0]), 1e-12))
+    )
+    if exploding or not np.all(np.isfinite(mean)):
+        return np.nan_to_num(mean, nan=float(result.model.endog[-1])), fallback, "residual-fallback"
+    return mean, _finite_sigma(sigma, fallback), "model"
+
+
+# --- STL + damped trend ------------------------------------------------------------------
+
+
+@dataclass
+class StlFit:
+    """MSTL seasonal components carried forward plus damped-trend ETS on the adjusted part."""
+
+    context: SeriesContext
+    trend_fit: Any
+    name: str = "stl"
+
+    def predict(self, horizon: int) -> Prediction:
+        mean, sigma, _ = _ets_prediction(self.trend_fit, len(self.context.values), horizon)
+        return Prediction(mean=mean + self.context.seasonal_forecast(horizon), sigma=sigma)
+
+    def refit(self, context: SeriesContext) -> StlFit:
+        return StlFit(context=context, trend_fit=_fit_ets(context.adjusted, _STL_TREND))
+
+    def describe(self) -> dict[str, Any]:
+        params = dict(
+            zip(self.trend_fit.param_names, map(float, self.trend_fit.params), strict=True)
+        )
+        return {
+            "method": "MSTL + " + _STL_TREND.label + " on the seasonally adjusted series",
+            "season_lengths": list(self.context.season_lengths),
+            "smoothing": {k: round(v, 4) for k, v in params.items() if not k.startswith("init")},
+        }
+
+
+_STL_TREND = _EtsSpec(trend="add", damped=True, season=1)
+
+
+class StlModel:
+    """Seasonal decomposition with a trend model for the adjusted part."""
+
+    name: ClassVar[str] = "stl"
+
+    def fit(self, context: SeriesContext) -> StlFit:
+        return StlFit(context=context, trend_fit=_fit_ets(context.adjusted, _STL_TREND))
+
+
+# --- ARIMA on the adjusted series ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ArimaSpec:
+    order: tuple[int, int, int]
+    trend: str
+
+
+def _fit_arima(values: FloatArray, spec: _ArimaSpec, start_params: Any = None) -> Any:
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    model = SARIMAX(values, order=spec.order, trend=spec.trend)
+    with _quiet():
+        return model.fit(disp=False, maxiter=100, start_params=start_params)
+
+
+def _differences_needed(values: FloatArray) -> int:
+    """d in {0, 1, 2} from repeated KPSS tests at 5 % (Hyndman & Khandakar 2008, §3.2)."""
+    from statsmodels.tsa.stattools import kpss
+
+    series = values
+    for d in range(2):
+        if len(series) < 12 or float(np.std(series)) == 0.0:
+            return d
+        with _quiet():
+            p_value = float(kpss(series, regression="c", nlags="auto")[1])
+        if p_value >= 0.05:
+            return d
+        series = np.diff(series)
+    return 2
+
+
+def _trend_term(values: FloatArray, d: int) -> str:
+    """A constant for d=0; a drift for d=1 when the mean change is clearly non-zero."""
+    if d == 0:
+        return "c"
+    if d >= 2:
+        return "n"
+    steps = np.diff(values)
+    stderr = float(np.std(steps)) / math.sqrt(len(steps)) if len(steps) > 1 else 0.0
+    return "t" if stderr > 0 and abs(float(np.mean(steps))) > 2.0 * stderr else "n"
+
+
+@dataclass
+class ArimaFit:
+    """ARIMA(p,d,q) on the seasonally adjusted series plus the carried-forward seasons."""
+
+    context: SeriesContext
+    spec: _ArimaSpec
+    result: Any
+    candidates: int
+    name: str = "arima"
+
+    def predict(self, horizon: int) -> Prediction:
+        with _quiet():
+            forecast = self.result.get_forecast(horizon)
+        mean = np.asarray(forecast.predicted_mean, dtype=np.float64)
+        sigma = np.sqrt(np.asarray(forecast.var_pred_mean, dtype=np.float64))
+        fallback = _random_walk_sigma(np.asarray(self.result.resid, dtype=np.float64), horizon)
+        if not np.all(np.isfinite(mean)):
+            mean = np.full(horizon, float(self.context.adjusted[-1]))
+        return Prediction(
+            mean=mean + self.context.seasonal_forecast(horizon),
+            sigma=_finite_sigma(sigma, fallback),
+        )
+
+    def refit(self, context: SeriesContext) -> ArimaFit:
+        result = _fit_arima(context.adjusted, self.spec, start_params=self.result.params)
+        return ArimaFit(context=context, spec=self.spec, result=result, candidates=self.candidates)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": "ARIMA on the seasonally adjusted series (MSTL seasons carried forward)",
+            "order": list(self.spec.order),
+            "trend": {"c": "constant", "t": "drift", "n": "none"}[self.spec.trend],
+            "aic": round(float(self.result.aic), 3),
+            "orders_searched": self.candidates,
+        }
+
+
+class ArimaModel:
+    """ARIMA with the order chosen by AIC over p, q <= ``max_order``."""
+
+    name: ClassVar[str] = "arima"
+
+    def __init__(self, *, max_order: int = MAX_ARIMA_ORDER) -> None:
+        self.max_order = max_order
+
+    def fit(self, context: SeriesContext) -> ArimaFit:
+        adjusted = context.adjusted
+        search = adjusted[-ARIMA_SEARCH_POINTS:]
+        d = _differences_needed(search)
+        trend = _trend_term(search, d)
+        best: tuple[float, _ArimaSpec] | None = None
+        tried = 0
+        for p in range(self.max_order + 1):
+            for q in range(self.max_order + 1):
+                spec = _ArimaSpec(order=(p, d, q), trend=trend)
+                try:
+                    aic = float(_fit_arima(search, spec).aic)
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                tried += 1
+                if math.isfinite(aic) and (best is None or aic < best[0]):
+                    best = (aic, spec)
+        chosen = best[1] if best else _ArimaSpec(order=(0, d, 0), trend=trend)
+        result = _fit_arima(adjusted, chosen)
+        return ArimaFit(context=context, spec=chosen, result=result, candidates=tried)
+
+
+# --- ETS with the shortest season ---------------------------------------------------------
+
+
+@dataclass
+class EtsFit:
+    """statsmodels ETSModel on the series less its longer seasons, with guarded intervals."""
+
+    context: SeriesContext
+    spec: _EtsSpec
+    result: Any
+    interval_source: str = "model"
+    name: str = "ets"
+
+    def _longer(self) -> list[int]:
+        return [m for m in self.context.season_lengths if m != self.spec.season]
+
+    def predict(self, horizon: int) -> Prediction:
+        mean, sigma, source = _ets_prediction(self.result, len(self.context.values), horizon)
+        self.interval_source = source
+        extra = self.context.seasonal_forecast(horizon, periods=self._longer())
+        return Prediction(mean=mean + extra, sigma=sigma)
+
+    def refit(self, context: SeriesContext) -> EtsFit:
+        return EtsFit(
+            context=context,
+            spec=self.spec,
+            result=_fit_ets(_ets_input(context, self.spec), self.spec),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        params = dict(zip(self.result.param_names, map(float, self.result.params), strict=True))
+        return {
+            "method": self.spec.label
+            + (f" with season {self.spec.season}" if self.spec.season > 1 else ""),
+            "smoothing": {k: round(v, 4) for k, v in params.items() if not k.startswith("init")},
+            "aicc": round(float(self.result.aicc), 3),
+            "interval": self.interval_source,
+        }
+
+
+def _ets_season(context: SeriesContext) -> int:
+    return context.season_lengths[0] if context.season_lengths else 1
+
+
+def _ets_input(context: SeriesContext, spec: _EtsSpec) -> FloatArray:
+    longer = [m for m in context.season_lengths if m != spec.season]
+    if not longer:
+        return context.values
+    removed = sum((context.components[m] for m in longer), np.zeros_like(context.values))
+    return context.values - removed
+
+
+class EtsModel:
+    """Exponential smoothing state space model; trend chosen by AICc."""
+
+    name: ClassVar[str] = "ets"
+
+    def fit(self, context: SeriesContext) -> EtsFit:
+        season = _ets_season(context)
+        specs = [_EtsSpec(trend=None, damped=False, season=season)]
+        specs.append(_EtsSpec(trend="add", damped=True, season=season))
+        if len(context.values) <= 1_000:
+            specs.append(_EtsSpec(trend="add", damped=False, season=season))
+        values = _ets_input(context, specs[0])
+        best: tuple[float, _EtsSpec, Any] | None = None
+        for spec in specs:
+            try:
+                result = _fit_ets(values, spec)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            aicc = float(result.aicc)
+            if math.isfinite(aicc) and (best is None or aicc < best[0]):
+                best = (aicc, spec, result)
+        if best is None:
+            raise ValueError("no ETS specification could be fitted")
+        return EtsFit(context=context, spec=best[1], result=best[2])
+
+
+# --- the benchmark every model must beat --------------------------------------------------
+
+
+def seasonal_naive(values: FloatArray, season: int, horizon: int) -> Prediction:
+    """Repeat the last cycle (FPP3 §5.2); sigma grows with the number of cycles ahead (§5.5)."""
+    m = max(1, season)
+    last = values[-m:]
+    mean = last[np.arange(horizon) % m]
+    diffs = values[m:] - values[:-m]
+    scale = float(np.std(diffs)) if diffs.size > 1 else 0.0
+    cycles = np.floor(np.arange(horizon) / m) + 1.0
+    return Prediction(mean=mean.astype(np.float64), sigma=scale * np.sqrt(cycles))
+
+
+MODEL_TYPES: dict[str, Callable[[], ForecastModel]] = {
+    "arima": ArimaModel,
+    "ets": EtsModel,
+    "stl": StlModel,
+}
