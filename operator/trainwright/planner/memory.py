@@ -1,0 +1,314 @@
+"""Training memory per GPU, term by term.
+
+Sources, by term:
+
+- Model states: Rajbhandari et al. 2020, ZeRO (arXiv:1910.02054) §3: mixed-precision
+  AdamW keeps 2 (fp16/bf16 weights) + 2 (gradients) + 12 (fp32 master, m, v) bytes per
+  parameter; ZeRO-1/2/3 shard optimizer / +gradients / +weights over the N data-parallel
+  ranks. Megatron-LM accumulates gradients in fp32 (18 bytes per parameter).
+- 8-bit optimizers: Dettmers et al. 2022 (arXiv:2110.02861): 2 bytes per parameter for
+  both Adam moments; paged variants live in CUDA unified memory, which the driver pages
+  to host RAM under pressure, so they do not count against the device budget.
+- QLoRA: Dettmers et al. 2023 (arXiv:2305.14314) §3: NF4 is 4 bits per weight plus
+  block constants; double quantization brings them to 8-bit absmax per 64 weights plus one
+  fp32 per 256 blocks (0.127 bits per parameter). Embeddings, the LM head and norms stay
+  in 16 bits (bitsandbytes / PEFT / torchtune quantize only the blocks' linear layers).
+- Activations: Korthikanti et al. 2022 (arXiv:2205.05198) §4: per layer, per token,
+  s·b·h·(34 + 5·a·s/h) bytes for GPT with dropout, generalized here term by term to
+  grouped-query attention, gated MLPs and no dropout. FlashAttention (Dao 2022) never
+  materializes the a·s² scores. Tensor parallelism divides the in-TP terms by t;
+  sequence parallelism divides the rest; selective recompute drops the attention core;
+  full recompute keeps each layer's input (2·s·b·h) plus one layer being recomputed.
+  Pipeline stage 1 holds p micro-batches of L/p layers, times 1 + (p-1)/(p·m) when
+  interleaved with m virtual stages (Korthikanti §4.2.3).
+- Logits: tokens x vocabulary, which dominates with 128k-256k vocabularies. Eager
+  cross-entropy keeps the 16-bit logits and the fp32 log-softmax it saves for backward
+  (2 + 4 = 6 bytes per logit); a compiled, chunked loss (torchtune
+  ``CEWithChunkedOutputLoss`` under torch.compile, 8 chunks) saves only the 16-bit logits
+  and one chunk's fp32 working copy (2 + 4/8 = 2.5 bytes).
+- Runtime: CUDA context and kernels (~0.5 GiB, outside PyTorch's reserved pool), NCCL
+  buffers when distributed, and caching-allocator fragmentation (~5% of what is
+  allocated and freed every step: activations and gradients).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from trainwright.planner.specs import ModelSpec
+
+Method = Literal["full", "lora", "qlora", "dora"]
+Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
+Recompute = Literal["off", "selective", "full"]
+
+GIB = 2**30
+CUDA_CONTEXT_BYTES = 512 * 2**20
+NCCL_BUFFER_BYTES = 256 * 2**20
+FRAGMENTATION_FRACTION = 0.05
+NF4_DOUBLE_QUANT_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+EAGER_LOGITS_BYTES_PER_VALUE = 2 + 4
+COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE = 2 + 4 / 8
+# Data-parallel shards of ZeRO stage: which model states are divided by N.
+SHARDED = {
+    "ddp": (False, False, False),
+    "zero1": (False, False, True),
+    "zero2": (False, True, True),
+    "zero3": (True, True, True),
+    "fsdp": (True, True, True),
+}
+
+
+class TrainingMemory(NamedTuple):
+    """Bytes per GPU; ``per_gpu_bytes`` is their sum."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    logits_bytes: int
+    cuda_context_bytes: int
+    other_bytes: int
+
+    @property
+    def layer_activations_bytes(self) -> int:
+        return self.activations_bytes - self.logits_bytes
+
+    @property
+    def per_gpu_bytes(self) -> int:
+        return (
+            self.weights_bytes
+            + self.gradients_bytes
+            + self.optimizer_bytes
+            + self.activations_bytes
+            + self.other_bytes
+        )
+
+
+def lora_trainable_params(model: ModelSpec, rank: int) -> int:
+    """Adapters on every linear layer of every block: r·(d_in + d_out) each (Hu et al. 2021)."""
+    h = model.hidden_size
+    q_width = model.num_heads * model.head_dim
+    kv_width = model.num_kv_heads * model.head_dim
+    attention = (h + q_width) + 2 * (h + kv_width) + (q_width + h)
+    mlp = (3 if model.mlp == "gated" else 2) * (h + model.ffn_size) * model.num_experts
+    return rank * model.num_layers * (attention + mlp)
+
+
+def weight_bytes_per_param(method: Method, precision: str) -> float:
+    """Bytes of the (frozen or trained) base weights per parameter."""
+    if method == "qlora":
+        return NF4_DOUBLE_QUANT_BYTES_PER_PARAM
+    return 4.0 if precision == "fp32" else 2.0
+
+
+def base_weight_bytes(model: ModelSpec, method: Method, precision: str) -> float:
+    """All base weights; QLoRA quantizes only the blocks' linear layers."""
+    if method == "qlora":
+        sixteen_bit = model.total_params - model.linear_params
+        return model.linear_params * NF4_DOUBLE_QUANT_BYTES_PER_PARAM + sixteen_bit * 2
+    return model.total_params * weight_bytes_per_param(method, precision)
+
+
+def optimizer_bytes_per_param(optimizer: Optimizer, precision: str, full: bool) -> float:
+    """Optimizer state per trained parameter, including an fp32 master copy when mixed.
+
+    AdamW: m and v in fp32 (8) + master (4) under 16-bit mixed precision (ZeRO §3).
+    SGD with momentum: 4 + master. 8-bit AdamW: two 1-byte moments plus block
+    constants, updating the 16-bit weights directly (bitsandbytes).
+    LoRA adapters are trained in fp32, so they need no master copy.
+    """
+    master = 4.0 if (precision != "fp32" and full) else 0.0
+    if optimizer in ("adamw8bit", "paged_adamw8bit"):
+        return 2.0 + 2 * 4 / 2048
+    if optimizer == "sgd":
+        return 4.0 + master
+    return 8.0 + master
+
+
+def activation_bytes_per_token_layer(
+    model: ModelSpec,
+    *,
+    tensor_parallel: int,
+    sequence_parallel: bool,
+    flash_attention: bool,
+    compiled: bool,
+    seq_len: int,
+    bytes_per_value: int = 2,
+) -> float:
+    """Bytes one token keeps alive in one layer (Korthikanti et al. 2022, Eq. 1-3).
+
+    GPT with dropout and eager attention gives h·(34 + 5·a·s/h)·(bytes/2): the 10h
+    outside TP regions, 24h inside, 5·a·s for scores. Gated MLPs keep gate, up,
+    activation and product (4·f values); torch.compile's min-cut partitioner
+    recomputes pointwise results instead of saving them (norm outputs, GELU, SiLU·up).
+    """
+    h = model.hidden_size
+    g = model.kv_fraction
+    f = model.ffn_size * model.experts_per_token
+    half = bytes_per_value / 2
+    mask = h * half if model.dropout else 0.0
+    if compiled:
+        outside = 2 * h * 2 * half + 2 * mask
+        mlp = (4 * f if model.mlp == "gated" else 2 * f) * half
+    else:
+        outside = (4 * h + 2 * h + 2 * h) * half + 2 * mask
+        mlp = (8 * f if model.mlp == "gated" else 4 * f) * half
+    inside = (2 * h * (1 + 2 * g) + 2 * h) * half + mlp
+    scores = 0.0
+    if not flash_attention:
+        per_head = 5 if model.dropout else 2
+        scores = per_head * model.num_heads * seq_len * half
+    t = tensor_parallel
+    return (outside / t if sequence_parallel else outside) + inside / t + scores / t
+
+
+def layer_activation_bytes(
+    model: ModelSpec,
+    *,
+    tokens: int,
+    seq_len: int,
+    recompute: Recompute,
+    tensor_parallel: int,
+    sequence_parallel: bool,
+    flash_attention: bool,
+    compiled: bool,
+    pipeline_parallel: int,
+    microbatches: int,
+    pipeline_interleave: int,
+) -> float:
+    """Activations of the transformer layers on the busiest pipeline stage, in bytes."""
+
+    def per_token(flash: bool) -> float:
+        return activation_bytes_per_token_layer(
+            model,
+            tensor_parallel=tensor_parallel,
+            sequence_parallel=sequence_parallel,
+            flash_attention=flash,
+            compiled=compiled,
+            seq_len=seq_len,
+        )
+
+    full = per_token(flash_attention)
+    if recompute == "off":
+        per_layer = full
+    elif recompute == "selective":
+        per_layer = per_token(True)
+    else:
+        per_layer = 2 * model.hidden_size / (tensor_parallel if sequence_parallel else 1)
+    p = pipeline_parallel
+    layers_per_stage = model.num_layers / p
+    in_flight = min(p, microbatches)
+    stored = per_layer * tokens * layers_per_stage * in_flight
+    if p > 1 and pipeline_interleave > 1:
+        stored *= 1 + (p - 1) / (p * pipeline_interleave)
+    if recompute == "full":
+        stored += full * tokens
+    return stored
+
+
+def logits_bytes(model: ModelSpec, tokens: int, tensor_parallel: int, compiled: bool) -> float:
+    """Vocabulary-parallel logits and what the loss saves (see the module docstring)."""
+    per_value = (
+        COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE if compiled else EAGER_LOGITS_BYTES_PER_VALUE
+    )
+    return tokens * model.vocab_size * per_value / tensor_parallel
+
+
+def training_memory(
+    model: ModelSpec,
+    *,
+    method: Method,
+    precision: str,
+    strategy: Strategy,
+    data_parallel: int,
+    tensor_parallel: int,
+    pipeline_parallel: int,
+    micro_batch: int,
+    seq_len: int,
+    recompute: Recompute,
+    optimizer: Optimizer,
+    lora_rank: int,
+    microbatches: int = 1,
+    sequence_parallel: bool = False,
+    flash_attention: bool = True,
+    compiled: bool = False,
+    pipeline_interleave: int = 1,
+    cpu_offload: bool = False,
+    optimizer_in_backward: bool = False,
+    fp32_gradients: bool = False,
+) -> TrainingMemory:
+    """Peak memory of one GPU for one training configuration (see the module docstring)."""
+    model_split = tensor_parallel * pipeline_parallel
+    shard_w, shard_g, shard_o = SHARDED[strategy]
+    n = data_parallel
+    full = method == "full"
+    base_bytes = base_weight_bytes(model, method, precision) / model_split
+    trained = model.total_params if full else lora_trainable_params(model, lora_rank)
+    if method == "dora":
+        trained += model.num_layers * (model.hidden_size * 4 + model.ffn_size * 3)
+    trained_per_gpu = trained / model_split
+    grad_bpp = 4.0 if (fp32_gradients or precision == "fp32" or not full) else 2.0
+    adapter_bpp = 0.0 if full else 4.0
+    gradients = trained_per_gpu * grad_bpp
+    if optimizer_in_backward:
+        gradients = model.largest_param_tensor / tensor_parallel * grad_bpp
+    optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, full)
+    if optimizer == "paged_adamw8bit":
+        optimizer_state = 0.0
+    weights = base_bytes + trained_per_gpu * adapter_bpp
+    if shard_w and n > 1:
+        weights /= n
+    if shard_g and n > 1 and not optimizer_in_backward:
+        gradients /= n
+    if shard_o and n > 1:
+        optimizer_state /= n
+    working = 0.0
+    if (shard_w and n > 1) or cpu_offload:
+        # FSDP / ZeRO-3 gather one layer and prefetch the next; its gradient is unsharded
+        # until the reduce-scatter.
+        layer_bytes = base_bytes / model.num_layers
+        working = 2 * layer_bytes + (layer_bytes * grad_bpp / 2 if full else 0.0)
+    if cpu_offload:
+        if shard_w:
+            weights, gradients = 0.0, 0.0
+        optimizer_state = 0.0
+    weights += working
+    tokens = micro_batch * seq_len
+    layers = layer_activation_bytes(
+        model,
+        tokens=tokens,
+        seq_len=seq_len,
+        recompute=recompute,
+        tensor_parallel=tensor_parallel,
+        sequence_parallel=sequence_parallel,
+        flash_attention=flash_attention,
+        compiled=compiled,
+        pipeline_parallel=pipeline_parallel,
+        microbatches=microbatches,
+        pipeline_interleave=pipeline_interleave,
+    )
+    logits = 0.0
+    if pipeline_parallel == 1:
+        logits = logits_bytes(model, tokens, tensor_parallel, compiled)
+    activations = layers + logits
+    transient = 0.0
+    if method == "qlora":
+        # Each NF4 weight is dequantized to 16 bits just before its matmul.
+        transient = model.ffn_size * model.hidden_size * 2 / tensor_parallel
+    distributed = n * model_split > 1
+    other = (
+        CUDA_CONTEXT_BYTES
+        + (NCCL_BUFFER_BYTES if distributed else 0)
+        + transient
+        + FRAGMENTATION_FRACTION * (activations + gradients)
+    )
+    return TrainingMemory(
+        weights_bytes=int(weights),
+        gradients_bytes=int(gradients),
+        optimizer_bytes=int(optimizer_state),
+        activations_bytes=int(activations),
+        logits_bytes=int(logits),
+        cuda_context_bytes=CUDA_CONTEXT_BYTES,
+        other_bytes=int(other),
+    )

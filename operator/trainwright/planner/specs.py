@@ -1,0 +1,145 @@
+"""What the planner knows about a model and a GPU: frozen pydantic records.
+
+Parameter counts are derived from the architecture, not typed in, so a
+``config.json`` and a catalog entry are counted the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MlpKind = Literal["gated", "plain"]
+
+
+class ModelSpec(BaseModel):
+    """A decoder-only transformer, described the way a Hugging Face ``config.json`` does."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(description="catalog key, e.g. llama-3.1-8b")
+    display_name: str
+    family: str = Field(description="llama, mistral, mixtral, qwen2, gemma2, phi3, gpt2, megatron")
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    ffn_size: int = Field(gt=0, description="intermediate size of one expert's MLP")
+    vocab_size: int = Field(gt=0)
+    tied_embeddings: bool = False
+    mlp: MlpKind = "gated"
+    num_experts: int = Field(default=1, ge=1)
+    experts_per_token: int = Field(default=1, ge=1)
+    qkv_bias: bool = False
+    dropout: bool = Field(default=False, description="trains with dropout (Megatron GPT configs)")
+    max_seq_len: int = Field(default=4096, gt=0)
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def kv_fraction(self) -> float:
+        """Share of K/V width relative to Q (1 for multi-head, 1/8 for Llama 3 GQA)."""
+        return self.num_kv_heads / self.num_heads
+
+    @property
+    def attention_params_per_layer(self) -> int:
+        q_width = self.num_heads * self.head_dim
+        kv_width = self.num_kv_heads * self.head_dim
+        weights = self.hidden_size * (q_width + 2 * kv_width) + q_width * self.hidden_size
+        bias = (q_width + 2 * kv_width) if self.qkv_bias else 0
+        return weights + bias
+
+    @property
+    def expert_params(self) -> int:
+        """One expert's MLP: 3·h·f gated (SwiGLU/GeGLU), 2·h·f plain (GELU)."""
+        matrices = 3 if self.mlp == "gated" else 2
+        return matrices * self.hidden_size * self.ffn_size
+
+    @property
+    def layer_params(self) -> int:
+        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
+        norms = 2 * self.hidden_size
+        return (
+            self.attention_params_per_layer + self.num_experts * self.expert_params + router + norms
+        )
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def head_params(self) -> int:
+        return 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
+
+    @property
+    def total_params(self) -> int:
+        return (
+            self.num_layers * self.layer_params
+            + self.embedding_params
+            + self.head_params
+            + self.hidden_size
+        )
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token touches (Mixtral 8x7B: ~12.9B of ~46.7B)."""
+        inactive = (self.num_experts - self.experts_per_token) * self.expert_params
+        return self.total_params - self.num_layers * inactive
+
+    @property
+    def linear_params(self) -> int:
+        """Weights inside transformer blocks' linear layers (what QLoRA quantizes)."""
+        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
+        per_layer = self.layer_params - 2 * self.hidden_size - router
+        return self.num_layers * per_layer
+
+    @property
+    def largest_param_tensor(self) -> int:
+        return max(self.embedding_params, self.ffn_size * self.hidden_size)
+
+
+class GpuSpec(BaseModel):
+    """One accelerator, from its datasheet (dense tensor-core figures, no sparsity)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    display_name: str
+    memory_bytes: int = Field(gt=0)
+    memory_bandwidth_bytes_per_second: float = Field(gt=0)
+    bf16_flops_per_second: float = Field(gt=0)
+    fp16_flops_per_second: float = Field(gt=0)
+    fp32_flops_per_second: float = Field(gt=0, description="non-tensor FP32 (CUDA-core) rate")
+    fp8_flops_per_second: float | None = None
+    int8_ops_per_second: float | None = None
+    interconnect: str
+    intra_node_bytes_per_second: float = Field(
+        gt=0, description="per-GPU one-way bandwidth to peers in the node (NVLink or PCIe)"
+    )
+    inter_node_bytes_per_second: float = Field(
+        gt=0, description="per-GPU one-way network bandwidth between nodes"
+    )
+    max_gpus_per_node: int = Field(default=8, gt=0)
+    vendor: Literal["nvidia", "amd"] = "nvidia"
+    aliases: tuple[str, ...] = ()
+    product_labels: tuple[str, ...] = Field(
+        default=(), description="values of the nvidia.com/gpu.product node label"
+    )
+    source: str = ""
+
+    def peak_flops_per_second(self, precision: str) -> float:
+        """Dense tensor throughput for a compute precision; falls back to 16-bit.
+
+        Weight-only int8/int4 (gpt-fast, AWQ, GPTQ) dequantizes into 16-bit matmuls,
+        so it computes at the 16-bit rate.
+        """
+        if precision == "fp8" and self.fp8_flops_per_second:
+            return self.fp8_flops_per_second
+        if precision == "fp32":
+            # TF32 tensor cores run at half the 16-bit rate on A100/H100 (datasheets).
+            return self.bf16_flops_per_second / 2
+        if precision == "fp16":
+            return self.fp16_flops_per_second
+        return self.bf16_flops_per_second
