@@ -10,11 +10,14 @@ import yaml
 
 from trainwright.api.plans import (
     gpu_product_label,
+    inference_request_from,
     plan_status_from,
+    recommendation_from_inference,
     recommendation_from_training,
     training_request_from,
 )
-from trainwright.api.v1alpha1 import TrainingJob
+from trainwright.api.v1alpha1 import CapacityPlan, TrainingJob
+from trainwright.planner.inference import recommend_inference
 from trainwright.planner.training import recommend_training
 from trainwright.resources import trainer_job
 
@@ -110,3 +113,42 @@ def test_the_demo_gpu_types_map_to_the_labels_their_nodes_carry(gpu_type: str, l
 
 def test_an_unknown_gpu_type_has_no_product_label() -> None:
     assert gpu_product_label("TPU-v5e") is None
+
+
+def capacity_plan(name: str) -> CapacityPlan:
+    return CapacityPlan.from_body(yaml.safe_load((EXAMPLES / name).read_text(encoding="utf-8")))
+
+
+def test_a_serving_plan_asks_the_planner_for_the_manifest_rate_and_slos() -> None:
+    request = inference_request_from(capacity_plan("capacityplan-chat.yaml").spec)
+    assert request.model == "llama-3.1-8b"
+    assert request.rps == 20
+    assert request.ttft_slo_ms == 500
+    assert request.itl_slo_ms == 50
+    assert request.gpu_candidates == DEMO_GPUS
+
+
+def test_a_forecast_peak_overrides_the_rate_and_the_cluster_narrows_the_gpu_types() -> None:
+    spec = capacity_plan("capacityplan-chat.yaml").spec
+    request = inference_request_from(spec, rps=41.5, gpu_candidates=["L4", "H100-SXM"])
+    assert request.rps == 41.5
+    assert request.gpu_candidates == ["H100-SXM", "L4"]
+
+
+def test_a_serving_recommendation_counts_replicas_times_tensor_parallel_gpus() -> None:
+    plan = recommend_inference(inference_request_from(capacity_plan("capacityplan-chat.yaml").spec))
+    recommendation = recommendation_from_inference(plan)
+    assert recommendation.gpus == plan.replicas * plan.tensor_parallel
+    assert recommendation.requests_per_second is not None
+    assert recommendation.requests_per_second >= 20
+    assert recommendation.ttft_seconds is not None and recommendation.ttft_seconds <= 0.5
+    assert recommendation.itl_seconds is not None and recommendation.itl_seconds <= 0.05
+    assert recommendation.usd_per_hour == plan.cost.usd_per_hour
+
+
+def test_a_training_capacity_plan_is_not_sized_as_serving() -> None:
+    spec = yaml.safe_load((EXAMPLES / "training-lora.yaml").read_text(encoding="utf-8"))["spec"]
+    workload = {k: spec[k] for k in ("model", "method", "dataset")}
+    plan = CapacityPlan.from_body({"spec": {"workload": {"training": workload}}})
+    with pytest.raises(ValueError, match=r"spec\.workload\.inference is not set"):
+        inference_request_from(plan.spec)

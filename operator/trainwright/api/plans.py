@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import cast
 
-from trainwright.api.v1alpha1.capacityplan import Recommendation
+from trainwright.api.v1alpha1.capacityplan import CapacityPlanSpec, Recommendation
 from trainwright.api.v1alpha1.trainingjob import (
     PlanAlternative,
     PlannedStrategy,
@@ -18,6 +18,7 @@ from trainwright.api.v1alpha1.trainingjob import (
     TrainingWorkload,
 )
 from trainwright.planner.errors import PlannerError
+from trainwright.planner.inference import InferencePlan, InferenceRequest
 from trainwright.planner.lookup import get_gpu
 from trainwright.planner.specs import ModelSpec
 from trainwright.planner.training import TrainingPlan, TrainingRequest
@@ -127,4 +128,54 @@ def recommendation_from_training(plan: TrainingPlan) -> Recommendation:
         strategy=plan.strategy,
         estimated_duration_seconds=plan.duration_seconds,
         estimated_cost_usd=plan.cost.total_usd,
+    )
+
+
+def inference_request_from(
+    spec: CapacityPlanSpec,
+    *,
+    rps: float | None = None,
+    gpu_candidates: list[str] | None = None,
+) -> InferenceRequest:
+    """The planner request for a CapacityPlan's inference workload.
+
+    ``rps`` overrides the manifest's rate (the forecast peak the plan is sized
+    for); the GPU types searched are ``spec.gpuTypes`` intersected with
+    ``gpu_candidates`` when both are given.
+    """
+    workload = spec.workload.inference
+    if workload is None:
+        raise ValueError("spec.workload.inference is not set; this plan sizes a training run")
+    if workload.model.name is None:
+        raise ValueError("spec.workload.inference.model needs a catalog name for inference sizing")
+    candidates = list(spec.gpu_types) or None
+    if gpu_candidates is not None:
+        candidates = [g for g in (candidates or gpu_candidates) if g in gpu_candidates]
+    return InferenceRequest(
+        model=workload.model.name,
+        precision=workload.precision,
+        tensor_parallel=workload.tensor_parallel,
+        prompt_tokens=workload.prompt_tokens,
+        output_tokens=workload.output_tokens,
+        batch=None if rps is not None else workload.batch,
+        rps=rps if rps is not None else workload.rps,
+        ttft_slo_ms=workload.ttft_slo_ms,
+        itl_slo_ms=workload.itl_slo_ms,
+        cloud=spec.cloud,
+        gpu_candidates=candidates,
+    )
+
+
+def recommendation_from_inference(plan: InferencePlan) -> Recommendation:
+    """A CapacityPlan recommendation for a serving plan (replicas x tensor-parallel GPUs)."""
+    return Recommendation(
+        gpu_type=plan.gpu,
+        gpus=plan.replicas * plan.tensor_parallel,
+        replicas=plan.replicas,
+        tensor_parallel=plan.tensor_parallel,
+        usd_per_hour=plan.cost.usd_per_hour,
+        requests_per_second=plan.throughput.requests_per_second,
+        ttft_seconds=plan.latency.ttft_seconds,
+        itl_seconds=plan.latency.itl_seconds,
+        usd_per_million_tokens=plan.cost.usd_per_million_tokens,
     )
