@@ -66,6 +66,12 @@ class GpuPool:
         per_node = self.free_per_node if free_only else self.allocatable_per_node
         return sum(1 for gpus in per_node if gpus >= gpus_per_node)
 
+    def replicas_holding(self, gpus_per_replica: int) -> int:
+        """Replicas of ``gpus_per_replica`` GPUs (each on one node) the free GPUs hold."""
+        if gpus_per_replica <= 0:
+            return 0
+        return sum(free // gpus_per_replica for free in self.free_per_node)
+
     def to_status(self) -> dict[str, Any]:
         return {
             "gpuType": self.gpu,

@@ -14,6 +14,10 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainwright.api.v1alpha1.common import Condition as ApiCondition
+from trainwright.api.v1alpha1.common import ConditionStatus
+from trainwright.api.v1alpha1.common import set_condition as api_set_condition
+
 Condition = dict[str, Any]
 
 
@@ -56,28 +60,23 @@ def set_condition(
     generation: int,
     now: datetime.datetime,
 ) -> list[Condition]:
-    """Return ``conditions`` with the entry of ``type_`` replaced (or added).
+    """Return ``conditions`` (as status dicts) with the entry of ``type_`` replaced or added.
 
-    ``status`` None means ``"Unknown"``. The transition time is kept when the
-    status is unchanged, so a re-run of a reconcile is not a transition.
+    ``status`` None means ``"Unknown"``. The API models' ``set_condition`` keeps
+    the transition time when the status is unchanged, so re-running a
+    reconcile is not a transition.
     """
-    status_text = "Unknown" if status is None else ("True" if status else "False")
-    previous = find_condition(conditions, type_)
-    if previous is not None and previous.get("status") == status_text:
-        transition = str(previous.get("lastTransitionTime") or utc_timestamp(now))
-    else:
-        transition = utc_timestamp(now)
-    updated: Condition = {
-        "type": type_,
-        "status": status_text,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": transition,
-        "observedGeneration": generation,
-    }
-    result = [dict(c) for c in conditions if c.get("type") != type_]
-    result.append(updated)
-    return result
+    status_text: ConditionStatus = "Unknown" if status is None else ("True" if status else "False")
+    updated = api_set_condition(
+        [ApiCondition.model_validate(c) for c in conditions],
+        type=type_,
+        status=status_text,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        now=now.replace(microsecond=0),
+    )
+    return [c.to_manifest() for c in updated]
 
 
 def find_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:

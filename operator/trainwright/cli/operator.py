@@ -1,0 +1,94 @@
+"""``trainwright operator``: run the TrainingJob and CapacityPlan controllers.
+
+Uses in-cluster credentials inside a pod and the current KUBECONFIG otherwise.
+kopf and the Kubernetes client are imported inside the handler so the rest of
+the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+
+from trainwright.cli._common import UsageError
+
+_LIVENESS_URL = re.compile(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator (TrainingJob, CapacityPlan)",
+        description="Run the Trainwright controllers against the current cluster.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="P",
+        help="serve /metrics and /healthz on this port (0 disables; default 8080)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="also serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        metavar="N",
+        help="threads running reconciles (default 16)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.set_defaults(handler=run_operator)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be 0 to 65535, got {args.metrics_port}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    if args.liveness is not None and not _LIVENESS_URL.match(args.liveness):
+        raise UsageError(
+            f"--liveness must be an http(s) URL such as http://0.0.0.0:8081/healthz, "
+            f"got {args.liveness!r}"
+        )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    _check(args)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from trainwright.operator.main import StartupError, Tuning, run
+
+    try:
+        run(
+            namespaces=args.namespace,
+            clusterwide=not args.namespace,
+            metrics_port=args.metrics_port,
+            liveness_endpoint=args.liveness,
+            tuning=Tuning(workers=args.workers, api_connections=max(args.workers * 2, 8)),
+        )
+    except StartupError as exc:
+        raise UsageError(str(exc)) from None
+    return 0

@@ -1,0 +1,346 @@
+"""The CapacityPlan controller: size a workload and say what the cluster holds today.
+
+For an inference workload the planner picks GPU type, tensor parallelism and
+replicas for the request rate (the forecast's peak at the chosen quantile
+when a forecast source is given); for a training workload it picks the
+cheapest layout. Status carries the recommendation, the ranked alternatives
+(each marked whether the live cluster's free GPUs hold it), the inventory and
+the forecast summary. With a forecast source a daemon re-runs the plan every
+``spec.forecast.refreshSeconds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+from typing import Any
+
+import kopf
+
+from trainwright.api.v1alpha1 import (
+    GROUP,
+    VERSION,
+    CapacityPlan,
+    InvalidResourceError,
+    Recommendation,
+)
+from trainwright.api.v1alpha1.capacityplan import ForecastSpec, ForecastStatus, InferenceWorkload
+from trainwright.operator.context import OperatorContext, as_body, context_from_memo
+from trainwright.operator.inventory import Inventory, build_inventory
+from trainwright.operator.planning import training_request
+from trainwright.operator.status import find_condition, set_condition, utc_timestamp
+from trainwright.planner.errors import InfeasibleError, PlannerError
+from trainwright.planner.inference import InferencePlan, InferenceRequest, recommend_inference
+from trainwright.planner.training import TrainingPlan, recommend_training
+
+KIND = "CapacityPlan"
+PLURAL = "capacityplans"
+MAX_RECOMMENDATIONS = 20
+
+logger = logging.getLogger(__name__)
+
+
+# Pure parts ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DemandForecast:
+    """The forecast peaks over the horizon and the rate the plan is sized for."""
+
+    status: ForecastStatus
+    sized_for_rps: float
+
+
+def forecast_demand(
+    forecast_spec: ForecastSpec, *, now: datetime.datetime, history: Any = None
+) -> DemandForecast:
+    """Forecast the demand history and pick the peak at ``forecast_spec.quantile``.
+
+    ``history`` is a ``trainwright.forecast.RawSeries`` already fetched (tests and
+    the inline source); None fetches the Prometheus source.
+    """
+    import pandas as pd
+
+    from trainwright.forecast import forecast, from_pairs, prepare
+
+    source = forecast_spec.source
+    if history is None and source.inline is not None:
+        history = from_pairs(
+            [point.timestamp for point in source.inline], [point.value for point in source.inline]
+        )
+    if history is None and source.prometheus is not None:
+        from trainwright.forecast.prometheus import fetch_query_range
+
+        prometheus = source.prometheus
+        end = pd.Timestamp(now)
+        history = fetch_query_range(
+            prometheus.url,
+            prometheus.query,
+            start=end - pd.Timedelta(seconds=prometheus.lookback_seconds),
+            end=end,
+            step_seconds=prometheus.step_seconds,
+        )
+    prepared = prepare(history, season_lengths=forecast_spec.season_lengths or None)
+    interval_seconds = max(1, int(prepared.series.interval.seconds))
+    steps = max(1, math.ceil(forecast_spec.horizon_seconds / interval_seconds))
+    result = forecast(prepared, horizon=steps)
+    peaks = {
+        "mean": float(result.band.mean.max()),
+        "p80": float(result.band.upper[80].max()),
+        "p95": float(result.band.upper[95].max()),
+    }
+    sized = max(peaks[forecast_spec.quantile], 0.0)
+    status = ForecastStatus(
+        peak_rps=max(peaks["mean"], 0.0),
+        p80_rps=max(peaks["p80"], 0.0),
+        p95_rps=max(peaks["p95"], 0.0),
+        sized_for_rps=sized,
+        quantile=forecast_spec.quantile,
+        horizon_seconds=forecast_spec.horizon_seconds,
+        interval_seconds=interval_seconds,
+        mase=result.backtest.mase if math.isfinite(result.backtest.mase) else None,
+        generated_time=now,
+    )
+    return DemandForecast(status=status, sized_for_rps=sized)
+
+
+def inference_request(
+    workload: InferenceWorkload, *, gpu_types: list[str], cloud: str, rps: float | None
+) -> InferenceRequest:
+    return InferenceRequest.model_validate(
+        {
+            "model": workload.model.name or workload.model.config_path,
+            "precision": workload.precision,
+            "tensor_parallel": workload.tensor_parallel,
+            "prompt_tokens": workload.prompt_tokens,
+            "output_tokens": workload.output_tokens,
+            "batch": workload.batch if rps is None else None,
+            "rps": rps,
+            "ttft_slo_ms": workload.ttft_slo_ms,
+            "itl_slo_ms": workload.itl_slo_ms,
+            "cloud": cloud,
+            "gpu_candidates": gpu_types or None,
+        }
+    )
+
+
+def inference_recommendations(plan: InferencePlan, inventory: Inventory) -> list[Recommendation]:
+    """The plan and its alternatives as status entries, marked whether they fit today."""
+    result = []
+    for option in [plan, *plan.recommendations][:MAX_RECOMMENDATIONS]:
+        pool = inventory.pools.get(option.gpu)
+        holds = pool.replicas_holding(option.tensor_parallel) if pool is not None else 0
+        result.append(
+            Recommendation(
+                gpu_type=option.gpu,
+                gpus=option.replicas * option.tensor_parallel,
+                replicas=option.replicas,
+                tensor_parallel=option.tensor_parallel,
+                usd_per_hour=option.cost.usd_per_hour,
+                requests_per_second=option.throughput.requests_per_second,
+                ttft_seconds=option.latency.ttft_seconds,
+                itl_seconds=option.latency.itl_seconds,
+                usd_per_million_tokens=option.cost.usd_per_million_tokens,
+                fits_inventory=holds >= option.replicas,
+            )
+        )
+    return result
+
+
+def training_recommendations(plan: TrainingPlan, inventory: Inventory) -> list[Recommendation]:
+    result = []
+    for option in [plan, *plan.recommendations][:MAX_RECOMMENDATIONS]:
+        check = inventory.check(option.gpu, nodes=option.nodes, gpus_per_node=option.gpus_per_node)
+        result.append(
+            Recommendation(
+                gpu_type=option.gpu,
+                gpus=option.num_gpus,
+                usd_per_hour=option.cost.usd_per_hour,
+                strategy=option.strategy,
+                estimated_duration_seconds=option.duration_seconds,
+                estimated_cost_usd=option.cost.total_usd,
+                fits_inventory=check.fits_now,
+            )
+        )
+    return result
+
+
+def inventory_status(
+    inventory: Inventory, best: Recommendation, *, now: datetime.datetime
+) -> dict[str, Any]:
+    """``status.inventory``: GPUs per product, and how much of the recommendation fits now."""
+    pool = inventory.pools.get(best.gpu_type)
+    replicas_today = pool.replicas_holding(best.tensor_parallel) if pool is not None else 0
+    entries = [
+        {
+            "gpuType": entry["gpuType"],
+            "gpuProduct": entry["product"],
+            "nodes": entry["nodes"],
+            "allocatableGpus": entry["allocatableGpus"],
+            "freeGpus": entry["freeGpus"],
+        }
+        for entry in inventory.to_status()
+    ]
+    return {
+        "gpus": entries,
+        "fitsToday": bool(best.fits_inventory),
+        # A training run is one gang: it runs today or it does not.
+        "replicasToday": (1 if best.fits_inventory else 0) if best.strategy else replicas_today,
+        "observedTime": utc_timestamp(now),
+    }
+
+
+def describe_recommendation(best: Recommendation, sized_for_rps: float | None) -> str:
+    where = f"{best.replicas} replica(s) x {best.tensor_parallel} {best.gpu_type}"
+    if best.strategy:
+        where = f"{best.gpus} x {best.gpu_type} with {best.strategy}"
+    load = f" for {sized_for_rps:.1f} requests/s" if sized_for_rps is not None else ""
+    today = "fits" if best.fits_inventory else "does not fit"
+    return (
+        f"Recommend {where}{load} at ${best.usd_per_hour:,.2f}/h; "
+        f"it {today} the cluster's free GPUs today."
+    )
+
+
+# Handlers ------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_capacityplan(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    reconcile(context_from_memo(memo), namespace or "default", name)
+
+
+def _has_forecast(spec: Any, **_: Any) -> bool:
+    return bool(spec.get("forecast"))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_has_forecast, cancellation_timeout=5)
+def refresh_forecast(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Re-forecast and re-plan every ``spec.forecast.refreshSeconds`` while a source is set."""
+    context = context_from_memo(memo)
+    while not stopped:
+        body = context.kube.get_custom(PLURAL, namespace or "default", name)
+        if body is None:
+            return
+        refresh = ((body.get("spec") or {}).get("forecast") or {}).get("refreshSeconds", 3600)
+        stopped.wait(float(refresh))
+        if not stopped:
+            reconcile(context, namespace or "default", name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_capacityplan_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    context_from_memo(memo).metrics.forget_capacityplan(namespace or "default", name)
+
+
+# Reconcile -----------------------------------------------------------------------------------
+
+
+def reconcile(context: OperatorContext, namespace: str, name: str) -> None:
+    with context.locks.hold(KIND, namespace, name), context.metrics.reconcile(KIND):
+        body = context.kube.get_custom(PLURAL, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        _plan(context, body)
+
+
+def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
+    now = context.now()
+    try:
+        plan = CapacityPlan.from_body(body)
+    except InvalidResourceError as exc:
+        _write(context, body, "Failed", [("Planned", False, "InvalidSpec", str(exc))], {})
+        return
+    nodes, pods = context.kube.nodes_and_pods()
+    inventory = build_inventory(nodes, pods)
+    conditions: list[tuple[str, bool | None, str, str]] = []
+    extra: dict[str, Any] = {}
+    rps = plan.spec.workload.inference.rps if plan.spec.workload.inference else None
+    if plan.spec.forecast is not None:
+        try:
+            demand = forecast_demand(plan.spec.forecast, now=now)
+        except (ValueError, OSError) as exc:
+            conditions.append(("Forecasted", False, "ForecastFailed", f"Forecast failed: {exc}."))
+        else:
+            rps = demand.sized_for_rps
+            extra["forecast"] = demand.status.to_manifest()
+            conditions.append(
+                ("Forecasted", True, "Forecasted", f"Sized for {plan.spec.forecast.quantile} "
+                 f"peak demand {rps:.2f} requests/s.")
+            )  # fmt: skip
+    try:
+        recommendations = _recommend(plan, inventory, rps)
+    except InfeasibleError as exc:
+        message = f"Nothing fits: {exc}."
+        conditions.append(("Planned", False, "DoesNotFit", message))
+        _write(context, body, "Infeasible", conditions, extra | {"message": message})
+        return
+    except PlannerError as exc:
+        message = f"CapacityPlan spec: {exc}."
+        conditions.append(("Planned", False, "InvalidSpec", message))
+        _write(context, body, "Failed", conditions, extra | {"message": message})
+        return
+    best = recommendations[0]
+    message = describe_recommendation(best, rps)
+    conditions.append(("Planned", True, "Planned", message))
+    extra |= {
+        "recommendation": best.to_manifest(),
+        "recommendations": [r.to_manifest() for r in recommendations],
+        "inventory": inventory_status(inventory, best, now=now),
+        "message": message,
+    }
+    _write(context, body, "Planned", conditions, extra)
+    context.metrics.recommended_gpus.labels(
+        namespace=body["metadata"]["namespace"], name=body["metadata"]["name"]
+    ).set(best.gpus)
+
+
+def _recommend(plan: CapacityPlan, inventory: Inventory, rps: float | None) -> list[Recommendation]:
+    spec = plan.spec
+    if spec.workload.inference is not None:
+        request = inference_request(
+            spec.workload.inference, gpu_types=spec.gpu_types, cloud=spec.cloud, rps=rps
+        )
+        return inference_recommendations(recommend_inference(request), inventory)
+    assert spec.workload.training is not None  # the model validator guarantees one of the two
+    training = training_request(spec.workload.training, spec.gpu_types or None)
+    return training_recommendations(recommend_training(training), inventory)
+
+
+def _write(
+    context: OperatorContext,
+    body: dict[str, Any],
+    phase: str,
+    conditions: list[tuple[str, bool | None, str, str]],
+    extra: dict[str, Any],
+) -> None:
+    """Patch the status (timestamps of unchanged conditions kept); Event on a new outcome."""
+    now = context.now()
+    status = dict(body.get("status") or {})
+    generation = int(body["metadata"].get("generation") or 1)
+    updated = list(status.get("conditions") or [])
+    for type_, value, reason, message in conditions:
+        updated = set_condition(
+            updated,
+            type_=type_,
+            status=value,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+    patch = {"phase": phase, "observedGeneration": generation, "conditions": updated, **extra}
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    context.kube.patch_status(PLURAL, namespace, name, patch)
+    old = find_condition(status.get("conditions") or [], "Planned")
+    _, _, reason, message = conditions[-1]
+    if status.get("phase") != phase or old is None or old.get("message") != message:
+        post = kopf.info if phase == "Planned" else kopf.warn
+        post(as_body(body), reason=reason, message=message)
+        logger.info("%s %s/%s: %s: %s", KIND, namespace, name, phase, message)

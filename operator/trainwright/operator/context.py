@@ -1,0 +1,71 @@
+"""What every handler shares: the API layer, the metrics and per-object locks.
+
+kopf hands it to the handlers as ``memo.context`` (``kopf.run(memo=...)``), so
+nothing lives in module globals and a test can build its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import kopf
+
+from trainwright.operator.kube import Kube
+from trainwright.operator.metrics import OperatorMetrics
+
+
+class KeyedLocks:
+    """One lock per object key, so two handlers never reconcile the same object at once.
+
+    kopf serialises handlers of one object, but a TrainingJob is also
+    reconciled from its Job's events, which kopf treats as another object.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def hold(self, *key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def discard(self, *key: str) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass
+class OperatorContext:
+    """The operator's shared state; ``now`` is injectable for tests."""
+
+    kube: Kube
+    metrics: OperatorMetrics
+    locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
+    now: Callable[[], datetime.datetime] = _utc_now
+
+
+def context_from_memo(memo: Any) -> OperatorContext:
+    """The context kopf passes in ``memo``; a clear error if the operator was started bare."""
+    context = getattr(memo, "context", None)
+    if not isinstance(context, OperatorContext):
+        raise RuntimeError(
+            "the operator was started without its context; run it with `trainwright operator`"
+        )
+    return context
+
+
+def as_body(raw: dict[str, Any]) -> kopf.Body:
+    """A dict read with the API layer, wrapped as kopf wants it for adopt() and events."""
+    return kopf.Body(cast(kopf.RawBody, raw))

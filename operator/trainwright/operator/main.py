@@ -1,0 +1,118 @@
+"""kopf settings and the operator's entry point (``trainwright operator``).
+
+Importing this module registers every handler (the controller modules
+decorate their functions with ``@kopf.on...``). :func:`run` starts the
+metrics endpoint, then kopf, and returns when kopf stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from kubernetes.config import ConfigException
+
+from trainwright.operator import capacityplan, trainingjob
+from trainwright.operator.context import OperatorContext
+from trainwright.operator.kube import Kube, load_client_configuration
+from trainwright.operator.metrics import OperatorMetrics, serve_metrics
+from trainwright.resources import JOB_LABEL
+
+# kopf keeps its bookkeeping in annotations under our own prefix; the CRDs'
+# status schema is strict, so kopf's default status.kopf stanza would be pruned.
+ANNOTATION_PREFIX = "trainwright.io"
+FINALIZER = "trainwright.io/finalizer"
+
+HANDLER_MODULES = (trainingjob, capacityplan)
+
+
+class StartupError(RuntimeError):
+    """The operator cannot start (no credentials, port taken); the message is one sentence."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Throughput knobs, measured with ``benchmarks/bench_operator.py``.
+
+    ``workers``: threads running the (synchronous) handlers, which mostly wait on
+    the API server; ``api_connections``: the client's HTTP connection pool.
+    """
+
+    workers: int = 16
+    api_connections: int = 32
+
+
+def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
+    """Apply Trainwright's kopf settings (called from the startup handler)."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Only the operator's own Events (kopf.info/kopf.warn on transitions) and
+    # warnings; "Handler succeeded" Events for every reconcile would double the
+    # API traffic and say nothing a person needs.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = tuning.workers
+    # Watch only the Jobs the operator created, filtered by the API server.
+    settings.watching.label_selectors["batch", "jobs"] = JOB_LABEL
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+
+
+def run(
+    *,
+    namespaces: Sequence[str] = (),
+    clusterwide: bool = False,
+    metrics_port: int = 8080,
+    liveness_endpoint: str | None = None,
+    tuning: Tuning | None = None,
+) -> None:
+    """Run the operator until interrupted; ``metrics_port`` 0 disables ``/metrics``."""
+    tuning = tuning or Tuning()
+    metrics = OperatorMetrics()
+    try:
+        kube = Kube(load_client_configuration(), pool_size=tuning.api_connections)
+    except ConfigException as exc:
+        raise StartupError(
+            f"no cluster credentials: set KUBECONFIG or run in a pod ({exc})"
+        ) from None
+    context = OperatorContext(kube=kube, metrics=metrics)
+    ready = threading.Event()
+    stopped = threading.Event()
+    server = None
+    if metrics_port:
+        try:
+            server = serve_metrics(
+                metrics, port=metrics_port, healthy=lambda: ready.is_set() and not stopped.is_set()
+            )
+        except OSError as exc:
+            raise StartupError(f"--metrics-port {metrics_port}: {exc.strerror}") from None
+    registry = kopf.get_default_registry()
+
+    @kopf.on.startup(registry=registry)
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, tuning)
+
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=clusterwide,
+            namespaces=list(namespaces),
+            standalone=True,
+            liveness_endpoint=liveness_endpoint,
+            ready_flag=ready,
+            memo=kopf.Memo(context=context),
+        )
+    finally:
+        stopped.set()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        context.kube.close()

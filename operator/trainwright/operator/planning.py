@@ -1,0 +1,219 @@
+"""From a TrainingJob spec and the cluster's GPUs to the plan stored in ``status.plan``.
+
+Pure: the handler passes the validated resource and the inventory it read.
+The user's GPU type, count and strategy are honoured; with ``gpuType: auto``
+the planner searches only the GPU types present in the cluster. A plan must
+also fit the cluster's nodes (nodes x GPUs per node on nodes of that type);
+the ranked alternatives are tried in order, and a layout wider than the
+cluster's nodes is re-planned across more, smaller nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
+from trainwright.api.v1alpha1.trainingjob import PlanAlternative, TrainingWorkload
+from trainwright.operator.inventory import Inventory
+from trainwright.planner.errors import InfeasibleError, PlannerError
+from trainwright.planner.lookup import model_from_hf_config
+from trainwright.planner.specs import ModelSpec
+from trainwright.planner.training import (
+    TrainingPlan,
+    TrainingRequest,
+    plan_training,
+    recommend_training,
+)
+
+GIB = 2**30
+MAX_ALTERNATIVES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOutcome:
+    """A plan (None when planning failed), the condition reason and a sentence for people.
+
+    ``reason`` is ``Planned``, ``InvalidSpec``, ``DoesNotFit`` (no layout has
+    the memory) or ``InsufficientCapacity`` (the cluster lacks the nodes).
+    """
+
+    plan: PlanStatus | None
+    reason: str
+    message: str
+
+
+def _model(workload: TrainingWorkload) -> str | ModelSpec:
+    model = workload.model
+    if model.name is not None:
+        return model.name
+    path = Path(model.config_path or "")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PlannerError(
+            f"spec.model.configPath {model.config_path!r} is not a config.json the operator "
+            f"can read ({exc.__class__.__name__}); name a catalog model in spec.model.name"
+        ) from None
+    return model_from_hf_config(config, name=path.parent.name or "custom")
+
+
+def training_request(spec: TrainingWorkload, gpu_candidates: list[str] | None) -> TrainingRequest:
+    """The planner's request for a training workload; ``gpu_candidates`` apply to ``auto``."""
+    resources = spec.resources
+    training = spec.training
+    budget = spec.budget
+    pinned = resources.gpu_type != "auto"
+    return TrainingRequest(
+        model=_model(spec),
+        method=spec.method,
+        gpu=resources.gpu_type if pinned else None,
+        num_gpus=resources.gpus,
+        nodes=resources.nodes,
+        gpus_per_node=resources.gpus_per_node,
+        strategy=spec.strategy,
+        precision=training.precision,
+        micro_batch=training.micro_batch_size,
+        seq_len=training.seq_len,
+        gradient_checkpointing=training.gradient_checkpointing,
+        optimizer=training.optimizer,
+        lora_rank=spec.lora.rank if spec.lora is not None else 16,
+        dataset_tokens=spec.dataset.tokens,
+        epochs=float(training.epochs),
+        cloud=spec.cloud,
+        global_batch_size=training.global_batch_size,
+        deadline_seconds=budget.deadline_seconds if budget else None,
+        max_cost_usd=budget.max_cost_usd if budget else None,
+        max_gpus=resources.max_gpus,
+        gpu_candidates=None if pinned else gpu_candidates,
+    )
+
+
+def plan_trainingjob(job: TrainingJob, inventory: Inventory) -> PlanOutcome:
+    """Plan ``job`` for this cluster: a fitting plan, or the reason and what would fit."""
+    candidates = inventory.gpu_types()
+    if job.spec.resources.gpu_type == "auto" and not candidates:
+        return PlanOutcome(
+            None,
+            "InsufficientCapacity",
+            "spec.resources.gpuType is auto, but the cluster has no GPU nodes labelled "
+            "nvidia.com/gpu.product with allocatable nvidia.com/gpu.",
+        )
+    try:
+        request = training_request(job.spec, candidates)
+        top = plan_training(request)
+    except InfeasibleError as exc:
+        return PlanOutcome(None, "DoesNotFit", f"No layout fits in GPU memory: {exc}.")
+    except (PlannerError, ValueError) as exc:
+        return PlanOutcome(None, "InvalidSpec", f"TrainingJob spec: {exc}.")
+    if not top.fits:
+        return PlanOutcome(_to_status(top, inventory), "DoesNotFit", _does_not_fit(top, request))
+    pinned_layout = job.spec.resources.gpus_per_node is not None
+    for option in [top, *top.recommendations]:
+        option = option if pinned_layout else _fit_node_width(option, request, inventory)
+        if (
+            option.fits
+            and inventory.check(
+                option.gpu, nodes=option.nodes, gpus_per_node=option.gpus_per_node
+            ).fits_cluster
+        ):
+            return PlanOutcome(_to_status(option, inventory, top), "Planned", describe(option))
+    check = inventory.check(top.gpu, nodes=top.nodes, gpus_per_node=top.gpus_per_node)
+    return PlanOutcome(_to_status(top, inventory), "InsufficientCapacity", check.message)
+
+
+def _fit_node_width(
+    plan: TrainingPlan, request: TrainingRequest, inventory: Inventory
+) -> TrainingPlan:
+    """Re-plan across more nodes when the cluster's nodes of that GPU are narrower."""
+    pool = inventory.pools.get(plan.gpu)
+    if pool is None or plan.gpus_per_node <= pool.max_gpus_per_node:
+        return plan
+    width = pool.max_gpus_per_node
+    if plan.num_gpus % width:
+        return plan
+    narrower = request.model_copy(
+        update={
+            "gpu": plan.gpu,
+            "num_gpus": plan.num_gpus,
+            "nodes": plan.num_gpus // width,
+            "gpus_per_node": width,
+            "strategy": plan.strategy,
+            "gpu_candidates": None,
+        }
+    )
+    try:
+        return plan_training(narrower)
+    except PlannerError:
+        return plan
+
+
+def _does_not_fit(plan: TrainingPlan, request: TrainingRequest) -> str:
+    need = plan.memory.per_gpu_bytes / GIB
+    have = plan.memory.capacity_bytes / GIB
+    sentence = (
+        f"{plan.num_gpus} x {plan.gpu} does not fit: each GPU would need {need:.1f} GiB "
+        f"and has {have:.1f} GiB"
+    )
+    try:
+        wider = recommend_training(
+            request.model_copy(update={"num_gpus": None, "nodes": None, "gpus_per_node": None})
+        )
+    except PlannerError:
+        return sentence + "; no count of this GPU fits either."
+    return sentence + f"; {wider.num_gpus} x {wider.gpu} with {wider.strategy} would fit."
+
+
+def describe(plan: TrainingPlan) -> str:
+    """One sentence a person reads in ``kubectl describe`` and the Planned event."""
+    parts = [
+        f"Planned {plan.nodes} node(s) x {plan.gpus_per_node} {plan.gpu}, {plan.strategy}, "
+        f"micro-batch {plan.micro_batch} x {plan.gradient_accumulation} accumulation",
+        f"{plan.memory.per_gpu_bytes / GIB:.1f} of {plan.memory.capacity_bytes / GIB:.0f} GiB "
+        "per GPU",
+        f"{plan.throughput.tokens_per_second:,.0f} tokens/s",
+    ]
+    if plan.duration_seconds is not None:
+        parts.append(f"about {plan.duration_seconds / 3600:.1f} h")
+    if plan.cost.total_usd is not None:
+        parts.append(f"about ${plan.cost.total_usd:,.2f}")
+    return "; ".join(parts) + "."
+
+
+def _to_status(
+    plan: TrainingPlan, inventory: Inventory, ranked_from: TrainingPlan | None = None
+) -> PlanStatus:
+    pool = inventory.pools.get(plan.gpu)
+    alternatives = [
+        PlanAlternative(
+            gpu_type=alt.gpu,
+            num_gpus=alt.num_gpus,
+            strategy=alt.strategy,
+            estimated_duration_seconds=alt.duration_seconds,
+            estimated_cost_usd=alt.cost.total_usd,
+        )
+        for alt in [ranked_from or plan, *(ranked_from or plan).recommendations]
+        if (alt.gpu, alt.num_gpus, alt.strategy) != (plan.gpu, plan.num_gpus, plan.strategy)
+    ]
+    return PlanStatus.model_validate(
+        {
+            "gpu_type": plan.gpu,
+            "gpu_product": pool.product if pool is not None else None,
+            "num_gpus": plan.num_gpus,
+            "nodes": plan.nodes,
+            "gpus_per_node": plan.gpus_per_node,
+            "strategy": plan.strategy,
+            "micro_batch_size": plan.micro_batch,
+            "gradient_accumulation_steps": plan.gradient_accumulation,
+            "gradient_checkpointing": plan.gradient_checkpointing != "off",
+            "memory_per_gpu_bytes": plan.memory.per_gpu_bytes,
+            "memory_capacity_bytes": plan.memory.capacity_bytes,
+            "tokens_per_second": plan.throughput.tokens_per_second,
+            "estimated_duration_seconds": plan.duration_seconds,
+            "estimated_cost_usd": plan.cost.total_usd,
+            "usd_per_hour": plan.cost.usd_per_hour,
+            "recommendations": alternatives[:MAX_ALTERNATIVES],
+            "warnings": plan.warnings[:16],
+        }
+    )

@@ -1,0 +1,410 @@
+"""The TrainingJob controller: plan, create the trainer's children, follow its Job.
+
+Level-based: every trigger (the TrainingJob created, changed or found at
+start-up; any event of one of its Jobs) runs the same :func:`reconcile`,
+which reads the object afresh, compares what exists with what should, and
+acts only on the difference. The plan is stored in ``status.plan`` before any
+child is created, so an operator restarted mid-reconcile re-reads it instead
+of planning again; child names are deterministic and creation treats
+409 AlreadyExists as success, so a restart creates no duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
+from trainwright.operator import lifecycle
+from trainwright.operator.context import OperatorContext, as_body, context_from_memo
+from trainwright.operator.inventory import build_inventory
+from trainwright.operator.lifecycle import Action, JobState
+from trainwright.operator.planning import plan_trainingjob
+from trainwright.operator.status import (
+    ConditionType,
+    Phase,
+    find_condition,
+    set_condition,
+    status_patch,
+    utc_timestamp,
+)
+from trainwright.resources import (
+    JOB_LABEL,
+    config_map_name,
+    headless_service,
+    service_name,
+    trainer_configmap,
+    trainer_job,
+    trainer_job_name,
+)
+from trainwright.resources.names import label_value
+
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# Planning failures a spec edit can cure; a run that failed stays failed.
+PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
+
+logger = logging.getLogger(__name__)
+
+
+# Handlers ----------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    reconcile(context_from_memo(memo), namespace or "default", name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_trainingjob_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Children go with their owner (garbage collection); only the gauges need forgetting."""
+    context = context_from_memo(memo)
+    context.metrics.forget_trainingjob(namespace or "default", name)
+    context.locks.discard(namespace or "default", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
+def on_trainer_job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A trainer Job changed (pods ready, done, failed, deleted): reconcile its owner."""
+    owner = owner_name(body)
+    namespace = body.get("metadata", {}).get("namespace")
+    if owner is None or namespace is None:
+        return
+    reconcile(context_from_memo(memo), namespace, owner, full=False)
+
+
+def owner_name(job: Mapping[str, Any]) -> str | None:
+    """The TrainingJob that owns a Job, from its controller owner reference."""
+    for reference in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("kind") == KIND and str(reference.get("apiVersion", "")).startswith(
+            f"{GROUP}/"
+        ):
+            return str(reference["name"])
+    return None
+
+
+# Reconcile ---------------------------------------------------------------------------------
+
+
+def reconcile(context: OperatorContext, namespace: str, name: str, *, full: bool = True) -> None:
+    """Bring one TrainingJob and its children to where its spec and status say.
+
+    ``full`` also re-checks the ConfigMap and Service while the Job exists;
+    Job events skip that (they were created before the Job).
+    """
+    with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
+        body = context.kube.get_custom(PLURAL, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        _Reconcile(context, body, full=full).run()
+
+
+class _Reconcile:
+    """One pass over one TrainingJob; each method handles one concern."""
+
+    def __init__(self, context: OperatorContext, body: dict[str, Any], *, full: bool) -> None:
+        self.context = context
+        self.kube = context.kube
+        self.body = body
+        self.full = full
+        self.namespace = str(body["metadata"]["namespace"])
+        self.name = str(body["metadata"]["name"])
+        self.generation = int(body["metadata"].get("generation") or 1)
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+
+    # Entry ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            job = TrainingJob.from_body(self.body)
+        except InvalidResourceError as exc:
+            if not self._terminal_and_final():
+                self._fail_planning("InvalidSpec", str(exc), plan=None)
+            return
+        if self._terminal_and_final():
+            self._record_metrics()
+            return
+        plan = self._ensure_plan(job)
+        if plan is None:
+            return
+        attempt = int(self.status.get("attempt") or 0)
+        trainer = self._ensure_children(job, plan, attempt)
+        self._delete_stale_attempts(job, attempt)
+        self._follow(job, plan, attempt, trainer)
+
+    def _terminal_and_final(self) -> bool:
+        """Succeeded stays; Failed stays unless planning failed and the spec changed since."""
+        phase = self.status.get("phase")
+        if phase == Phase.SUCCEEDED:
+            return True
+        if phase != Phase.FAILED:
+            return False
+        planned = find_condition(self.status.get("conditions") or [], ConditionType.PLANNED)
+        if planned is None or planned.get("status") == "True":
+            return True
+        retry = planned.get("reason") in PLANNING_REASONS and self.generation > int(
+            planned.get("observedGeneration") or 0
+        )
+        if retry:
+            self.status.pop("plan", None)
+        return not retry
+
+    # Plan ----------------------------------------------------------------------------------
+
+    def _ensure_plan(self, job: TrainingJob) -> PlanStatus | None:
+        stored = self.status.get("plan")
+        if stored:
+            return PlanStatus.model_validate(stored)
+        nodes, pods = self.kube.nodes_and_pods()
+        outcome = plan_trainingjob(job, build_inventory(nodes, pods))
+        if outcome.plan is None or outcome.reason != "Planned":
+            self._fail_planning(outcome.reason, outcome.message, plan=outcome.plan)
+            return None
+        plan = outcome.plan
+        children = {
+            "configMap": config_map_name(job.name),
+            "service": service_name(job.name),
+            "job": trainer_job_name(job.name, 0, nodes=plan.nodes),
+        }
+        self._write(
+            Phase.PLANNED,
+            [
+                (ConditionType.PLANNED, True, "Planned", outcome.message),
+                (ConditionType.RUNNING, False, "Creating", "Creating the trainer pods."),
+            ],
+            extra={
+                "plan": plan.to_manifest(),
+                "attempt": 0,
+                "restarts": 0,
+                "children": children,
+                "message": outcome.message,
+            },
+        )
+        return plan
+
+    def _fail_planning(self, reason: str, message: str, *, plan: PlanStatus | None) -> None:
+        extra: dict[str, Any] = {"message": message}
+        if plan is not None:
+            extra["plan"] = plan.to_manifest()
+        self._write(
+            Phase.FAILED,
+            [
+                (ConditionType.PLANNED, False, reason, message),
+                (ConditionType.FAILED, True, reason, message),
+            ],
+            extra=extra,
+        )
+
+    # Children ------------------------------------------------------------------------------
+
+    def _ensure_children(self, job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
+        name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
+        existing = self.kube.get_child("Job", self.namespace, name)
+        if existing is not None and not self.full:
+            return existing
+        for manifest in (trainer_configmap(job, plan), headless_service(job)):
+            if self.kube.get_child(manifest["kind"], self.namespace, manifest["metadata"]["name"]):
+                continue
+            self._create(manifest)
+        if existing is not None:
+            return existing
+        return self._create(trainer_job(job, plan, attempt))
+
+    def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kopf.adopt(manifest, owner=as_body(self.body))
+        created = self.kube.create_child(manifest)
+        logger.info(
+            "%s %s/%s: %s %s is there",
+            KIND,
+            self.namespace,
+            self.name,
+            manifest["kind"],
+            manifest["metadata"]["name"],
+        )
+        return created
+
+    def _delete_stale_attempts(self, job: TrainingJob, attempt: int) -> None:
+        """Jobs of earlier attempts (a restart interrupted before it deleted them)."""
+        if not self.full:
+            return
+        for stale in self.kube.list_children(
+            "Job", self.namespace, f"{JOB_LABEL}={label_value(job.name)}"
+        ):
+            labels = stale["metadata"].get("labels") or {}
+            if labels.get("trainwright.io/attempt") != str(attempt):
+                self.kube.delete_job(self.namespace, stale["metadata"]["name"])
+
+    # Follow the Job ------------------------------------------------------------------------
+
+    def _follow(
+        self, job: TrainingJob, plan: PlanStatus, attempt: int, trainer: dict[str, Any]
+    ) -> None:
+        state = lifecycle.job_state(trainer)
+        if state in (JobState.WAITING, JobState.RUNNING, JobState.SUSPENDED):
+            state = self._sync_suspend(job, trainer, state)
+        if state is JobState.FAILED:
+            self._after_failure(job, plan, attempt, trainer)
+            return
+        phase, conditions, extra = self._report(state, plan, trainer)
+        self._write(phase, conditions, extra=extra)
+
+    def _sync_suspend(self, job: TrainingJob, trainer: dict[str, Any], state: JobState) -> JobState:
+        wanted = job.spec.suspend
+        if bool((trainer.get("spec") or {}).get("suspend")) != wanted:
+            self.kube.set_job_suspend(self.namespace, trainer["metadata"]["name"], wanted)
+        if wanted:
+            return JobState.SUSPENDED
+        return JobState.WAITING if state is JobState.SUSPENDED else state
+
+    def _report(
+        self, state: JobState, plan: PlanStatus, trainer: dict[str, Any]
+    ) -> tuple[Phase, list[tuple[str, bool | None, str, str]], dict[str, Any]]:
+        """Phase, conditions and extra status for a Job that has not failed."""
+        ready = int((trainer.get("status") or {}).get("ready") or 0)
+        pods = f"{ready} of {plan.nodes} trainer pod(s) ready"
+        now = utc_timestamp(self.context.now())
+        extra: dict[str, Any] = {}
+        conditions: list[tuple[str, bool | None, str, str]] = []
+        if state is JobState.SUCCEEDED:
+            message = f"Training finished: all {plan.nodes} trainer pod(s) completed."
+            conditions = [
+                (ConditionType.RUNNING, False, "Completed", message),
+                (ConditionType.SUCCEEDED, True, "Completed", message),
+            ]
+            extra = {"completionTime": self.status.get("completionTime") or now}
+        elif state is JobState.SUSPENDED:
+            message = "Suspended by spec.suspend; the trainer pods are stopped."
+            conditions = [
+                (ConditionType.RUNNING, False, "Suspended", message),
+                (ConditionType.SUSPENDED, True, "Suspended", message),
+            ]
+        elif state is JobState.RUNNING:
+            message = f"Training: {pods}."
+            conditions = [(ConditionType.RUNNING, True, "PodsReady", message)]
+            extra = {"startTime": self.status.get("startTime") or now}
+        else:
+            message = f"Waiting for the trainer pods to start: {pods}."
+            conditions = [(ConditionType.RUNNING, False, "WaitingForPods", message)]
+        if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
+            conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
+        extra["message"] = message
+        return lifecycle.phase_for_job_state(state), conditions, extra
+
+    def _has_condition(self, type_: str) -> bool:
+        return find_condition(self.status.get("conditions") or [], type_) is not None
+
+    def _after_failure(
+        self, job: TrainingJob, plan: PlanStatus, attempt: int, trainer: dict[str, Any]
+    ) -> None:
+        trainer_name = str(trainer["metadata"]["name"])
+        pods = self.kube.list_pods(self.namespace, f"{JOB_NAME_LABEL}={trainer_name}")
+        exit_code = lifecycle.failed_exit_code(pods)
+        restarts = int(self.status.get("restarts") or 0)
+        decision = lifecycle.decide_after_failure(
+            exit_code=exit_code,
+            restarts=restarts,
+            max_restarts=job.spec.max_restarts,
+            job_reason=lifecycle.job_failure_reason(trainer),
+        )
+        extra: dict[str, Any] = {"lastExitCode": exit_code, "message": decision.message}
+        if decision.action is Action.FAIL:
+            extra["completionTime"] = utc_timestamp(self.context.now())
+            self._write(
+                Phase.FAILED,
+                [
+                    (ConditionType.RUNNING, False, decision.reason, decision.message),
+                    (ConditionType.FAILED, True, decision.reason, decision.message),
+                ],
+                extra=extra,
+            )
+            return
+        # Record the next attempt first: if the operator dies between these steps,
+        # the next reconcile creates that attempt and deletes this one as stale.
+        next_attempt = attempt + 1
+        next_name = trainer_job_name(job.name, next_attempt, nodes=plan.nodes)
+        extra |= {
+            "restarts": restarts + 1,
+            "attempt": next_attempt,
+            "children": {**(self.status.get("children") or {}), "job": next_name},
+        }
+        self._write(
+            Phase.PLANNED,
+            [(ConditionType.RUNNING, False, decision.reason, decision.message)],
+            extra=extra,
+            event_type="Warning",
+        )
+        self.kube.delete_job(self.namespace, trainer_name)
+        self._create(trainer_job(job, plan, next_attempt))
+
+    # Status --------------------------------------------------------------------------------
+
+    def _write(
+        self,
+        phase: Phase,
+        conditions: list[tuple[str, bool | None, str, str]],
+        *,
+        extra: dict[str, Any] | None = None,
+        event_type: str | None = None,
+    ) -> None:
+        """Patch status if it changed; post an Event when the phase or a reason changes."""
+        now = self.context.now()
+        current = list(self.status.get("conditions") or [])
+        updated = current
+        for type_, value, reason, message in conditions:
+            updated = set_condition(
+                updated,
+                type_=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                generation=self.generation,
+                now=now,
+            )
+        patch = status_patch(
+            self.status, phase=phase, conditions=updated, generation=self.generation, extra=extra
+        )
+        if patch is not None:
+            self.kube.patch_status(PLURAL, self.namespace, self.name, patch)
+            self._announce(phase, conditions, event_type)
+            self.status |= patch
+        self._record_metrics()
+
+    def _announce(
+        self,
+        phase: Phase,
+        conditions: list[tuple[str, bool | None, str, str]],
+        event_type: str | None,
+    ) -> None:
+        old_phase = self.status.get("phase")
+        type_, _, reason, message = conditions[-1]
+        old = find_condition(self.status.get("conditions") or [], type_)
+        if old_phase == phase and old is not None and old.get("reason") == reason:
+            return
+        warning = event_type == "Warning" or phase is Phase.FAILED
+        post = kopf.warn if warning else kopf.info
+        post(
+            as_body(self.body),
+            reason=reason if phase is not Phase.PLANNED else phase.value,
+            message=message,
+        )
+        logger.info("%s %s/%s: %s: %s", KIND, self.namespace, self.name, phase.value, message)
+
+    def _record_metrics(self) -> None:
+        metrics = self.context.metrics
+        phase = self.status.get("phase")
+        if phase in set(Phase):
+            metrics.set_phase(self.namespace, self.name, Phase(phase))
+        plan = self.status.get("plan")
+        if plan:
+            metrics.set_plan(
+                self.namespace,
+                self.name,
+                gpus=int(plan.get("numGpus") or 0),
+                cost_usd=plan.get("estimatedCostUsd"),
+            )
