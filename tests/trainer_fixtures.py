@@ -100,3 +100,101 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+# --- Tiny model (the trainer loop's tests) -----------------------------------------
+
+TINY_MODEL_HIDDEN = 64
+TINY_MODEL_LAYERS = 2
+TINY_MODEL_HEADS = 4
+
+
+def build_tiny_model(out_dir: Path, *, vocab_size: int | None = None, seed: int = 0) -> Path:
+    """Save a randomly initialised Llama (hidden 64, 2 layers, 4 heads) with the tiny tokenizer.
+
+    The directory looks like a real model's (config.json, safetensors weights and the
+    tokenizer files), so the trainer loads it with ``model.path`` alone.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=TINY_MODEL_HIDDEN,
+        intermediate_size=4 * TINY_MODEL_HIDDEN,
+        num_hidden_layers=TINY_MODEL_LAYERS,
+        num_attention_heads=TINY_MODEL_HEADS,
+        num_key_value_heads=TINY_MODEL_HEADS,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@functools.cache
+def tiny_model_dir() -> Path:
+    """A directory holding the tiny model and its tokenizer, built once per process."""
+    root = Path(tempfile.mkdtemp(prefix="trainwright-tiny-model-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return build_tiny_model(root / "model")
+
+
+def tiny_train_config(
+    tmp_path: Path,
+    *,
+    method: str = "full",
+    strategy: str = "ddp",
+    max_steps: int = 20,
+    seq_len: int = 64,
+    micro_batch_size: int = 2,
+    accumulation: int = 1,
+    learning_rate: float = 3e-3,
+    interval_steps: int = 5,
+    faults: dict[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A trainer config (as a dict) for the tiny model on the shipped plain-text corpus."""
+    config: dict[str, Any] = {
+        "model": {"path": str(tiny_model_dir())},
+        "method": method,
+        "data": {
+            "path": str(TRAINER_DATA_DIR / "text.txt"),
+            "seq_len": seq_len,
+            "cache_dir": str(tmp_path / "data-cache"),
+        },
+        "training": {
+            "epochs": 100,
+            "max_steps": max_steps,
+            "micro_batch_size": micro_batch_size,
+            "gradient_accumulation_steps": accumulation,
+            "learning_rate": learning_rate,
+            "lr_scheduler": "constant",
+            "seed": 7,
+            "max_grad_norm": 1.0,
+        },
+        "distributed": {"strategy": strategy, "backend": "gloo", "timeout_seconds": 120},
+        "checkpoint": {
+            "dir": str(tmp_path / "ckpt"),
+            "interval_steps": interval_steps,
+            "keep_last": 2,
+            "async_save": False,
+        },
+        "metrics": {"port": 0, "log_interval_steps": 5},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    if method != "full":
+        config["lora"] = {"rank": 8, "alpha": 16, "dropout": 0.0}
+    if faults:
+        config["faults"] = faults
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
