@@ -19,6 +19,11 @@ from typing import Any
 
 import kopf
 
+from trainwright.api.plans import (
+    inference_request_from,
+    recommendation_from_inference,
+    recommendation_from_training,
+)
 from trainwright.api.v1alpha1 import (
     GROUP,
     VERSION,
@@ -26,13 +31,13 @@ from trainwright.api.v1alpha1 import (
     InvalidResourceError,
     Recommendation,
 )
-from trainwright.api.v1alpha1.capacityplan import ForecastSpec, ForecastStatus, InferenceWorkload
-from trainwright.operator.context import OperatorContext, as_body, context_from_memo
+from trainwright.api.v1alpha1.capacityplan import ForecastSpec, ForecastStatus
+from trainwright.operator.context import OperatorContext, context_from_memo
 from trainwright.operator.inventory import Inventory, build_inventory
 from trainwright.operator.planning import training_request
 from trainwright.operator.status import find_condition, set_condition, utc_timestamp
-from trainwright.planner.errors import InfeasibleError, PlannerError
-from trainwright.planner.inference import InferencePlan, InferenceRequest, recommend_inference
+from trainwright.planner.errors import InfeasibleError
+from trainwright.planner.inference import InferencePlan, recommend_inference
 from trainwright.planner.training import TrainingPlan, recommend_training
 
 KIND = "CapacityPlan"
@@ -106,45 +111,15 @@ def forecast_demand(
     return DemandForecast(status=status, sized_for_rps=sized)
 
 
-def inference_request(
-    workload: InferenceWorkload, *, gpu_types: list[str], cloud: str, rps: float | None
-) -> InferenceRequest:
-    return InferenceRequest.model_validate(
-        {
-            "model": workload.model.name or workload.model.config_path,
-            "precision": workload.precision,
-            "tensor_parallel": workload.tensor_parallel,
-            "prompt_tokens": workload.prompt_tokens,
-            "output_tokens": workload.output_tokens,
-            "batch": workload.batch if rps is None else None,
-            "rps": rps,
-            "ttft_slo_ms": workload.ttft_slo_ms,
-            "itl_slo_ms": workload.itl_slo_ms,
-            "cloud": cloud,
-            "gpu_candidates": gpu_types or None,
-        }
-    )
-
-
 def inference_recommendations(plan: InferencePlan, inventory: Inventory) -> list[Recommendation]:
     """The plan and its alternatives as status entries, marked whether they fit today."""
     result = []
     for option in [plan, *plan.recommendations][:MAX_RECOMMENDATIONS]:
         pool = inventory.pools.get(option.gpu)
         holds = pool.replicas_holding(option.tensor_parallel) if pool is not None else 0
+        fits = holds >= option.replicas
         result.append(
-            Recommendation(
-                gpu_type=option.gpu,
-                gpus=option.replicas * option.tensor_parallel,
-                replicas=option.replicas,
-                tensor_parallel=option.tensor_parallel,
-                usd_per_hour=option.cost.usd_per_hour,
-                requests_per_second=option.throughput.requests_per_second,
-                ttft_seconds=option.latency.ttft_seconds,
-                itl_seconds=option.latency.itl_seconds,
-                usd_per_million_tokens=option.cost.usd_per_million_tokens,
-                fits_inventory=holds >= option.replicas,
-            )
+            recommendation_from_inference(option).model_copy(update={"fits_inventory": fits})
         )
     return result
 
@@ -154,14 +129,8 @@ def training_recommendations(plan: TrainingPlan, inventory: Inventory) -> list[R
     for option in [plan, *plan.recommendations][:MAX_RECOMMENDATIONS]:
         check = inventory.check(option.gpu, nodes=option.nodes, gpus_per_node=option.gpus_per_node)
         result.append(
-            Recommendation(
-                gpu_type=option.gpu,
-                gpus=option.num_gpus,
-                usd_per_hour=option.cost.usd_per_hour,
-                strategy=option.strategy,
-                estimated_duration_seconds=option.duration_seconds,
-                estimated_cost_usd=option.cost.total_usd,
-                fits_inventory=check.fits_now,
+            recommendation_from_training(option).model_copy(
+                update={"fits_inventory": check.fits_now}
             )
         )
     return result
@@ -281,7 +250,7 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
         conditions.append(("Planned", False, "DoesNotFit", message))
         _write(context, body, "Infeasible", conditions, extra | {"message": message})
         return
-    except PlannerError as exc:
+    except ValueError as exc:  # PlannerError, or a request the planner's model rejects
         message = f"CapacityPlan spec: {exc}."
         conditions.append(("Planned", False, "InvalidSpec", message))
         _write(context, body, "Failed", conditions, extra | {"message": message})
@@ -304,9 +273,7 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
 def _recommend(plan: CapacityPlan, inventory: Inventory, rps: float | None) -> list[Recommendation]:
     spec = plan.spec
     if spec.workload.inference is not None:
-        request = inference_request(
-            spec.workload.inference, gpu_types=spec.gpu_types, cloud=spec.cloud, rps=rps
-        )
+        request = inference_request_from(spec, rps=rps)
         return inference_recommendations(recommend_inference(request), inventory)
     assert spec.workload.training is not None  # the model validator guarantees one of the two
     training = training_request(spec.workload.training, spec.gpu_types or None)
@@ -341,6 +308,5 @@ def _write(
     old = find_condition(status.get("conditions") or [], "Planned")
     _, _, reason, message = conditions[-1]
     if status.get("phase") != phase or old is None or old.get("message") != message:
-        post = kopf.info if phase == "Planned" else kopf.warn
-        post(as_body(body), reason=reason, message=message)
+        context.post_event(body, "Normal" if phase == "Planned" else "Warning", reason, message)
         logger.info("%s %s/%s: %s: %s", KIND, namespace, name, phase, message)

@@ -46,14 +46,24 @@ def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+# (object, "Normal" | "Warning", reason, message)
+EventPoster = Callable[[dict[str, Any], str, str, str], None]
+
+
+def post_kopf_event(raw: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post a Kubernetes Event through kopf's poster (batched, retried, off the handler path)."""
+    kopf.event(as_body(raw), type=type_, reason=reason, message=message)
+
+
 @dataclasses.dataclass
 class OperatorContext:
-    """The operator's shared state; ``now`` is injectable for tests."""
+    """The operator's shared state; ``now`` and ``post_event`` are injectable for tests."""
 
     kube: Kube
     metrics: OperatorMetrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     now: Callable[[], datetime.datetime] = _utc_now
+    post_event: EventPoster = post_kopf_event
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

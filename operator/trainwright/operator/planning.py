@@ -14,6 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from trainwright.api.plans import plan_status_from, training_request_from
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import PlanAlternative, TrainingWorkload
 from trainwright.operator.inventory import Inventory
@@ -28,7 +29,7 @@ from trainwright.planner.training import (
 )
 
 GIB = 2**30
-MAX_ALTERNATIVES = 10
+MAX_ALTERNATIVES = 10  # status.plan.recommendations holds at most 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +45,11 @@ class PlanOutcome:
     message: str
 
 
-def _model(workload: TrainingWorkload) -> str | ModelSpec:
+def _model_spec(workload: TrainingWorkload) -> ModelSpec | None:
+    """The architecture of a ``model.configPath`` model, read from the operator's filesystem."""
     model = workload.model
     if model.name is not None:
-        return model.name
+        return None
     path = Path(model.config_path or "")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -59,34 +61,12 @@ def _model(workload: TrainingWorkload) -> str | ModelSpec:
     return model_from_hf_config(config, name=path.parent.name or "custom")
 
 
-def training_request(spec: TrainingWorkload, gpu_candidates: list[str] | None) -> TrainingRequest:
-    """The planner's request for a training workload; ``gpu_candidates`` apply to ``auto``."""
-    resources = spec.resources
-    training = spec.training
-    budget = spec.budget
-    pinned = resources.gpu_type != "auto"
-    return TrainingRequest(
-        model=_model(spec),
-        method=spec.method,
-        gpu=resources.gpu_type if pinned else None,
-        num_gpus=resources.gpus,
-        nodes=resources.nodes,
-        gpus_per_node=resources.gpus_per_node,
-        strategy=spec.strategy,
-        precision=training.precision,
-        micro_batch=training.micro_batch_size,
-        seq_len=training.seq_len,
-        gradient_checkpointing=training.gradient_checkpointing,
-        optimizer=training.optimizer,
-        lora_rank=spec.lora.rank if spec.lora is not None else 16,
-        dataset_tokens=spec.dataset.tokens,
-        epochs=float(training.epochs),
-        cloud=spec.cloud,
-        global_batch_size=training.global_batch_size,
-        deadline_seconds=budget.deadline_seconds if budget else None,
-        max_cost_usd=budget.max_cost_usd if budget else None,
-        max_gpus=resources.max_gpus,
-        gpu_candidates=None if pinned else gpu_candidates,
+def training_request(
+    workload: TrainingWorkload, gpu_candidates: list[str] | None
+) -> TrainingRequest:
+    """The planner's request; ``gpu_candidates`` restrict ``gpuType: auto``."""
+    return training_request_from(
+        workload, model_spec=_model_spec(workload), gpu_candidates=gpu_candidates
     )
 
 
@@ -175,16 +155,28 @@ def describe(plan: TrainingPlan) -> str:
         f"{plan.throughput.tokens_per_second:,.0f} tokens/s",
     ]
     if plan.duration_seconds is not None:
-        parts.append(f"about {plan.duration_seconds / 3600:.1f} h")
+        parts.append(f"about {_duration_text(plan.duration_seconds)}")
     if plan.cost.total_usd is not None:
         parts.append(f"about ${plan.cost.total_usd:,.2f}")
     return "; ".join(parts) + "."
 
 
+def _duration_text(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{max(seconds / 60, 1):.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _to_status(
     plan: TrainingPlan, inventory: Inventory, ranked_from: TrainingPlan | None = None
 ) -> PlanStatus:
+    """``status.plan`` (the API's conversion) with the product label this cluster's nodes
+    carry, and as alternatives the rest of the search (the chosen option may be one of them).
+    """
+    status = plan_status_from(plan)
     pool = inventory.pools.get(plan.gpu)
+    ranked = ranked_from or plan
+    chosen = (plan.gpu, plan.num_gpus, plan.strategy)
     alternatives = [
         PlanAlternative(
             gpu_type=alt.gpu,
@@ -193,27 +185,12 @@ def _to_status(
             estimated_duration_seconds=alt.duration_seconds,
             estimated_cost_usd=alt.cost.total_usd,
         )
-        for alt in [ranked_from or plan, *(ranked_from or plan).recommendations]
-        if (alt.gpu, alt.num_gpus, alt.strategy) != (plan.gpu, plan.num_gpus, plan.strategy)
+        for alt in [ranked, *ranked.recommendations]
+        if (alt.gpu, alt.num_gpus, alt.strategy) != chosen
     ]
-    return PlanStatus.model_validate(
-        {
-            "gpu_type": plan.gpu,
-            "gpu_product": pool.product if pool is not None else None,
-            "num_gpus": plan.num_gpus,
-            "nodes": plan.nodes,
-            "gpus_per_node": plan.gpus_per_node,
-            "strategy": plan.strategy,
-            "micro_batch_size": plan.micro_batch,
-            "gradient_accumulation_steps": plan.gradient_accumulation,
-            "gradient_checkpointing": plan.gradient_checkpointing != "off",
-            "memory_per_gpu_bytes": plan.memory.per_gpu_bytes,
-            "memory_capacity_bytes": plan.memory.capacity_bytes,
-            "tokens_per_second": plan.throughput.tokens_per_second,
-            "estimated_duration_seconds": plan.duration_seconds,
-            "estimated_cost_usd": plan.cost.total_usd,
-            "usd_per_hour": plan.cost.usd_per_hour,
+    return status.model_copy(
+        update={
+            "gpu_product": pool.product if pool is not None else status.gpu_product,
             "recommendations": alternatives[:MAX_ALTERNATIVES],
-            "warnings": plan.warnings[:16],
         }
     )

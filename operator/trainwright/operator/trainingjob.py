@@ -175,8 +175,8 @@ class _Reconcile:
         self._write(
             Phase.PLANNED,
             [
-                (ConditionType.PLANNED, True, "Planned", outcome.message),
                 (ConditionType.RUNNING, False, "Creating", "Creating the trainer pods."),
+                (ConditionType.PLANNED, True, "Planned", outcome.message),
             ],
             extra={
                 "plan": plan.to_manifest(),
@@ -387,12 +387,7 @@ class _Reconcile:
         if old_phase == phase and old is not None and old.get("reason") == reason:
             return
         warning = event_type == "Warning" or phase is Phase.FAILED
-        post = kopf.warn if warning else kopf.info
-        post(
-            as_body(self.body),
-            reason=reason if phase is not Phase.PLANNED else phase.value,
-            message=message,
-        )
+        self.context.post_event(self.body, "Warning" if warning else "Normal", reason, message)
         logger.info("%s %s/%s: %s: %s", KIND, self.namespace, self.name, phase.value, message)
 
     def _record_metrics(self) -> None:

@@ -1,0 +1,344 @@
+"""The TrainingJob reconcile against kmock's in-memory Kubernetes API.
+
+No kopf loop and no cluster: each test calls :func:`reconcile` the way a
+handler does, then changes the world as the job controller or kwok would
+(a Job's status, a failed pod) and reconciles again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import kmock
+import pytest
+from kubernetes import client
+
+from trainwright.operator.context import OperatorContext
+from trainwright.operator.kube import Kube
+from trainwright.operator.metrics import OperatorMetrics
+from trainwright.operator.trainingjob import owner_name, reconcile
+
+NS = "team-a"
+NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
+RESOURCES = {
+    "v1/nodes": ("Node", False),
+    "v1/pods": ("Pod", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "v1/services": ("Service", True),
+    "batch/v1/jobs": ("Job", True),
+    "trainwright.io/v1alpha1/trainingjobs": ("TrainingJob", True),
+}
+TJ = "trainwright.io/v1alpha1/trainingjobs"
+pytestmark = pytest.mark.asyncio
+
+
+class CountingKube(Kube):
+    """Counts status writes, so a test can assert that a no-op reconcile writes nothing."""
+
+    status_writes = 0
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: Any) -> Any:
+        self.status_writes += 1
+        return super().patch_status(plural, namespace, name, status)
+
+
+class World:
+    """The emulated API server plus the operator's context pointed at it."""
+
+    def __init__(self, server: kmock.KubernetesEmulator) -> None:
+        self.server = server
+        configuration = client.Configuration()
+        configuration.host = str(server.url).rstrip("/")
+        self.kube = CountingKube(configuration)
+        self.events: list[tuple[str, str, str]] = []
+        self.context = OperatorContext(
+            kube=self.kube,
+            metrics=OperatorMetrics(),
+            now=lambda: NOW,
+            post_event=lambda _body, type_, reason, message: self.events.append(
+                (type_, reason, message)
+            ),
+        )
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def reconcile(self, name: str, *, full: bool = True) -> dict[str, Any]:
+        await asyncio.to_thread(reconcile, self.context, NS, name, full=full)
+        return await self.status(name)
+
+    async def status(self, name: str) -> dict[str, Any]:
+        body = await self.call(self.kube.get_custom, "trainingjobs", NS, name)
+        return dict(body.get("status") or {})
+
+    async def child(self, kind: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.call(self.kube.get_child, kind, NS, name)
+        return found
+
+    async def set_job_status(self, name: str, status: dict[str, Any]) -> None:
+        job = await self.child("Job", name)
+        assert job is not None, f"Job {name} does not exist"
+        self.server.objects["batch/v1/jobs", NS, name] = {**job, "status": status}
+
+
+def _node(name: str, product: str, gpus: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product}},
+        "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
+    }
+
+
+def _trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "model": {"name": "llama-3.1-8b"},
+        "method": "lora",
+        "dataset": {"uri": "pvc://datasets/alpaca.jsonl", "tokens": 2_000_000},
+        "resources": {"gpuType": "H100-SXM", "gpus": 16},
+        "maxRestarts": 1,
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "trainwright.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+        "spec": body,
+    }
+
+
+def _failed_pod(job: str, exit_code: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job}-0-x", "namespace": NS, "labels": {"job-name": job}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}
+            ],
+        },
+    }
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture
+def world(kmock: kmock.KubernetesEmulator) -> World:
+    for key, (kind, namespaced) in RESOURCES.items():
+        kmock.resources[key] = {"kind": kind, "namespaced": namespaced}
+    for i in range(2):
+        kmock.objects["v1/nodes", None, f"h100-{i}"] = _node(
+            f"h100-{i}", "NVIDIA-H100-80GB-HBM3", 8
+        )
+    for i in range(2):
+        kmock.objects["v1/nodes", None, f"l4-{i}"] = _node(f"l4-{i}", "NVIDIA-L4", 4)
+    return World(kmock)
+
+
+async def test_a_new_job_is_planned_and_gets_three_adopted_children(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Planned"
+    plan = status["plan"]
+    assert (plan["gpuType"], plan["nodes"], plan["gpusPerNode"]) == ("H100-SXM", 2, 8)
+    assert plan["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"
+    assert status["observedGeneration"] == 1
+    assert status["children"] == {
+        "configMap": "ft-trainer",
+        "service": "ft-workers",
+        "job": "ft-a0",
+    }
+    assert _condition(status, "Planned")["status"] == "True"
+    job = await world.child("Job", "ft-a0")
+    assert job is not None
+    assert job["spec"]["completions"] == 2
+    assert job["spec"]["completionMode"] == "Indexed"
+    for kind, name in (("ConfigMap", "ft-trainer"), ("Service", "ft-workers"), ("Job", "ft-a0")):
+        child = await world.child(kind, name)
+        assert child is not None
+        owner = child["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("TrainingJob", "ft", True)
+    assert ("Normal", "Planned") in [(t, r) for t, r, _ in world.events]
+    assert owner_name(job) == "ft"
+
+
+async def test_reconciling_an_unchanged_job_writes_nothing(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    writes, events = world.kube.status_writes, len(world.events)
+    await world.reconcile("ft")
+    await world.reconcile("ft", full=False)
+    assert world.kube.status_writes == writes
+    assert len(world.events) == events
+
+
+async def test_a_restart_after_the_plan_was_stored_reuses_it_and_creates_only_what_is_missing(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    first = await world.reconcile("ft")
+    # The operator died after writing the plan and the ConfigMap, before the rest.
+    del world.server.objects["batch/v1/jobs", NS, "ft-a0"]
+    del world.server.objects["v1/services", NS, "ft-workers"]
+    # Another inventory now: a fresh plan would differ, the stored one must win.
+    for i in range(2):
+        del world.server.objects["v1/nodes", None, f"h100-{i}"]
+    second = await world.reconcile("ft")
+    assert second["plan"] == first["plan"]
+    assert await world.child("Job", "ft-a0") is not None
+    assert await world.child("Service", "ft-workers") is not None
+
+
+async def test_ready_pods_make_it_running_and_completion_makes_it_succeed(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status("ft-a0", {"active": 2, "ready": 2})
+    status = await world.reconcile("ft", full=False)
+    assert status["phase"] == "Running"
+    assert status["startTime"] == "2026-03-01T12:00:00Z"
+    assert _condition(status, "Running")["message"] == "Training: 2 of 2 trainer pod(s) ready."
+    await world.set_job_status(
+        "ft-a0", {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}
+    )
+    status = await world.reconcile("ft", full=False)
+    assert status["phase"] == "Succeeded"
+    assert _condition(status, "Succeeded")["reason"] == "Completed"
+    assert status["completionTime"] == "2026-03-01T12:00:00Z"
+    assert (
+        world.context.metrics.registry.get_sample_value(
+            "trainwright_trainingjobs", {"phase": "Succeeded"}
+        )
+        == 1
+    )
+
+
+async def test_a_retryable_exit_code_starts_the_next_attempt_then_fails_at_the_limit(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    failed = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "X"}]}
+    await world.set_job_status("ft-a0", failed)
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("ft-a0", 75)
+    status = await world.reconcile("ft", full=False)
+    assert (status["restarts"], status["attempt"], status["lastExitCode"]) == (1, 1, 75)
+    assert status["children"]["job"] == "ft-a1"
+    assert await world.child("Job", "ft-a0") is None
+    assert await world.child("Job", "ft-a1") is not None
+    assert _condition(status, "Running")["reason"] == "Restarting"
+
+    await world.set_job_status("ft-a1", failed)
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("ft-a1", 137)
+    status = await world.reconcile("ft", full=False)
+    assert status["phase"] == "Failed"
+    assert _condition(status, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert status["lastExitCode"] == 137
+    assert world.events[-1][:2] == ("Warning", "BackoffLimitExceeded")
+
+
+async def test_a_needs_replan_exit_code_fails_with_advice(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status(
+        "ft-a0", {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    )
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("ft-a0", 76)
+    status = await world.reconcile("ft", full=False)
+    failed = _condition(status, "Failed")
+    assert (status["phase"], failed["reason"]) == ("Failed", "NeedsReplan")
+    assert "fsdp or zero3" in failed["message"]
+    assert status.get("restarts", 0) == 0
+
+
+async def test_suspend_sets_the_job_suspended_and_resume_clears_it(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    world.server.objects[TJ, NS, "ft"] = {
+        **_trainingjob("ft", suspend=True),
+        "metadata": {"name": "ft", "namespace": NS, "uid": "uid-ft", "generation": 2},
+        "status": await world.status("ft"),
+    }
+    status = await world.reconcile("ft")
+    job = await world.child("Job", "ft-a0")
+    assert job is not None and job["spec"]["suspend"] is True
+    assert status["phase"] == "Suspended"
+    assert _condition(status, "Suspended")["observedGeneration"] == 2
+    world.server.objects[TJ, NS, "ft"] = {
+        **_trainingjob("ft", suspend=False),
+        "metadata": {"name": "ft", "namespace": NS, "uid": "uid-ft", "generation": 3},
+        "status": status,
+    }
+    status = await world.reconcile("ft")
+    job = await world.child("Job", "ft-a0")
+    assert job is not None and job["spec"]["suspend"] is False
+    assert status["phase"] == "Planned"
+    assert _condition(status, "Suspended")["status"] == "False"
+
+
+async def test_a_model_too_big_for_the_pinned_gpu_fails_with_the_memory_it_needs(
+    world: World,
+) -> None:
+    body = _trainingjob(
+        "big",
+        model={"name": "llama-3.1-70b"},
+        method="full",
+        resources={"gpuType": "L4", "gpus": 1},
+    )
+    world.server.objects[TJ, NS, "big"] = body
+    status = await world.reconcile("big")
+    assert status["phase"] == "Failed"
+    planned = _condition(status, "Planned")
+    assert planned["reason"] == "DoesNotFit"
+    assert planned["message"].startswith("1 x L4 does not fit: each GPU would need ")
+    assert await world.child("Job", "big-a0") is None
+
+
+async def test_more_gpus_than_the_cluster_has_fails_with_insufficient_capacity(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "wide"] = _trainingjob(
+        "wide", resources={"gpuType": "H100-SXM", "gpus": 32}
+    )
+    status = await world.reconcile("wide")
+    planned = _condition(status, "Planned")
+    assert (status["phase"], planned["reason"]) == ("Failed", "InsufficientCapacity")
+    assert "only 2 H100-SXM node(s) have 8 GPUs" in planned["message"]
+    assert await world.child("ConfigMap", "wide-trainer") is None
+
+
+async def test_auto_picks_a_gpu_type_the_cluster_has_and_fits_its_node_width(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "auto"] = _trainingjob(
+        "auto", resources={"gpuType": "auto", "maxGpus": 8}
+    )
+    status = await world.reconcile("auto")
+    plan = status["plan"]
+    assert plan["gpuType"] in {"H100-SXM", "L4"}
+    limit = {"H100-SXM": 8, "L4": 4}[plan["gpuType"]]
+    assert plan["gpusPerNode"] <= limit
+    assert plan["nodes"] * plan["gpusPerNode"] == plan["numGpus"]
+
+
+async def test_an_invalid_spec_fails_with_one_sentence_naming_the_field(world: World) -> None:
+    world.server.objects[TJ, NS, "bad"] = _trainingjob("bad", method="sgd-magic")
+    status = await world.reconcile("bad")
+    planned = _condition(status, "Planned")
+    assert (status["phase"], planned["reason"]) == ("Failed", "InvalidSpec")
+    assert planned["message"].startswith("TrainingJob spec.method: must be one of")
+
+
+async def test_a_deleted_or_deleting_job_is_left_alone(world: World) -> None:
+    await world.call(reconcile, world.context, NS, "missing")
+    body = _trainingjob("going")
+    body["metadata"]["deletionTimestamp"] = "2026-03-01T12:00:00Z"
+    world.server.objects[TJ, NS, "going"] = body
+    status = await world.reconcile("going")
+    assert status == {}
+    assert await world.child("ConfigMap", "going-trainer") is None
