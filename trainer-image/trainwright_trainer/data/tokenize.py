@@ -339,7 +339,7 @@ def _encode_by_spans(
     ids: list[int] = []
     trainable: list[bool] = []
     if add_special_tokens:
-        ids.extend(tokenizer.build_inputs_with_special_tokens([]))
+        ids.extend(tokenizer.encode("", add_special_tokens=True))  # BOS and the like
         trainable.extend([False] * len(ids))
     for start, end in itertools.pairwise(cuts):
         piece = tokenizer.encode(item.text[start:end], add_special_tokens=False)
