@@ -58,7 +58,9 @@ TENSOR_PARALLEL_CHOICES = (1, 2, 4, 8)
 class InferenceRequest(BaseModel):
     """A model to serve and the load and latency it must meet."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, defer_build=True
+    )
 
     model: str | ModelSpec
     gpu: str | None = None
@@ -78,7 +80,7 @@ class InferenceRequest(BaseModel):
 
 
 class InferenceMemory(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     weights_bytes: int
     kv_cache_bytes_per_token: int
@@ -89,7 +91,7 @@ class InferenceMemory(BaseModel):
 
 
 class InferenceLatency(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     ttft_seconds: float
     itl_seconds: float
@@ -98,7 +100,7 @@ class InferenceLatency(BaseModel):
 
 
 class InferenceThroughput(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     output_tokens_per_second: float
     requests_per_second: float
@@ -106,7 +108,7 @@ class InferenceThroughput(BaseModel):
 
 
 class InferenceCost(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     cloud: str
     usd_per_hour: float
@@ -118,7 +120,7 @@ class InferenceCost(BaseModel):
 class InferencePlan(BaseModel):
     """How to serve a model: GPU, tensor parallelism, replicas, latency and cost."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     model: str
     gpu: str
@@ -355,7 +357,7 @@ def _size_batch(
             engine,
             batch,
             1,
-            prefill + step,
+            prefill,
             itl,
             prefill,
             0.0,

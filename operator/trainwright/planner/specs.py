@@ -16,7 +16,7 @@ MlpKind = Literal["gated", "plain"]
 class ModelSpec(BaseModel):
     """A decoder-only transformer, described the way a Hugging Face ``config.json`` does."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     key: str = Field(description="catalog key, e.g. llama-3.1-8b")
     display_name: str
@@ -103,7 +103,7 @@ class ModelSpec(BaseModel):
 class GpuSpec(BaseModel):
     """One accelerator, from its datasheet (dense tensor-core figures, no sparsity)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     key: str
     display_name: str

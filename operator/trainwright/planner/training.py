@@ -38,7 +38,9 @@ RECOMMENDATIONS = 5
 class TrainingRequest(BaseModel):
     """What to train and on what; unset fields are searched or defaulted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, defer_build=True
+    )
 
     model: str | ModelSpec
     method: Method = "lora"
@@ -90,7 +92,7 @@ class TrainingRequest(BaseModel):
 class TrainingMemoryPlan(BaseModel):
     """Per-GPU bytes, broken down; ``per_gpu_bytes`` is their sum."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     per_gpu_bytes: int
     weights_bytes: int
@@ -103,7 +105,7 @@ class TrainingMemoryPlan(BaseModel):
 
 
 class TrainingThroughput(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     tokens_per_second: float
     mfu: float
@@ -111,7 +113,7 @@ class TrainingThroughput(BaseModel):
 
 
 class TrainingCost(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     cloud: str
     usd_per_hour: float
@@ -123,7 +125,7 @@ class TrainingCost(BaseModel):
 class TrainingPlan(BaseModel):
     """A training configuration with its memory, speed, duration and cost."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     model: str
     method: str

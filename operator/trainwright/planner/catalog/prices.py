@@ -16,7 +16,7 @@ CLOUDS: tuple[str, ...] = ("aws", "gcp", "azure", "lambda", "runpod")
 class Price(BaseModel):
     """One GPU-hour price on one cloud."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     gpu: str
     cloud: str
