@@ -52,7 +52,7 @@ bench: install ## benchmarks, printing their figures
 	$(PY) benchmarks/run_all.py
 
 accuracy-doc: install ## regenerate docs/planner-accuracy.md from ../shared/reference/measured-public.csv
-	$(PY) -m trainwright.planner.accuracy --write docs/planner-accuracy.md
+	$(PY) -m trainwright.cli.accuracy --write docs/planner-accuracy.md
 
 crds: install ## regenerate crds/ from the pydantic API models
 	$(PY) -m trainwright.api.crdgen crds

@@ -20,7 +20,7 @@ from typing import NoReturn
 from trainwright.cli._common import CliError
 
 # Modules under trainwright.cli that provide subcommands, in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("forecast", "operator")
+_COMMAND_MODULES: tuple[str, ...] = ("forecast", "operator", "plan", "catalog")
 
 
 class _OneLineParser(argparse.ArgumentParser):
