@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 
 from trainwright.api.plans import (
+    forecast_status_from,
     gpu_product_label,
     inference_request_from,
     plan_status_from,
@@ -152,3 +155,23 @@ def test_a_training_capacity_plan_is_not_sized_as_serving() -> None:
     plan = CapacityPlan.from_body({"spec": {"workload": {"training": workload}}})
     with pytest.raises(ValueError, match=r"spec\.workload\.inference is not set"):
         inference_request_from(plan.spec)
+
+
+def test_the_forecast_status_reports_the_horizon_peaks_and_the_rate_sized_for() -> None:
+    # The attributes forecast_status_from reads from a trainwright.forecast.ForecastResult.
+    band = SimpleNamespace(
+        mean=np.array([10.0, 18.0, 14.0]),
+        upper={80: np.array([12.0, 21.5, 16.0]), 95: np.array([13.0, 24.25, 17.0])},
+    )
+    result = SimpleNamespace(band=band, interval_seconds=3600, backtest=SimpleNamespace(mase=0.53))
+    status = forecast_status_from(
+        result,  # type: ignore[arg-type]
+        quantile="p80",
+        horizon_seconds=604800,
+        now=NOW,
+    )
+    assert (status.peak_rps, status.p80_rps, status.p95_rps) == (18.0, 21.5, 24.25)
+    assert status.sized_for_rps == 21.5
+    assert status.interval_seconds == 3600
+    assert status.mase == 0.53
+    assert status.generated_time == NOW

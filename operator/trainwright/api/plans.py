@@ -8,9 +8,14 @@ stored plan instead of re-planning (prices or the inventory may have moved).
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from trainwright.api.v1alpha1.capacityplan import CapacityPlanSpec, Recommendation
+from trainwright.api.v1alpha1.capacityplan import (
+    CapacityPlanSpec,
+    ForecastStatus,
+    Quantile,
+    Recommendation,
+)
 from trainwright.api.v1alpha1.trainingjob import (
     PlanAlternative,
     PlannedStrategy,
@@ -22,6 +27,11 @@ from trainwright.planner.inference import InferencePlan, InferenceRequest
 from trainwright.planner.lookup import get_gpu
 from trainwright.planner.specs import ModelSpec
 from trainwright.planner.training import TrainingPlan, TrainingRequest
+
+if TYPE_CHECKING:
+    # Only the result's attributes are read; importing the forecaster (pandas,
+    # statsmodels) here would slow every importer of the API models.
+    from trainwright.forecast import ForecastResult
 
 MAX_ALTERNATIVES = 5
 
@@ -178,4 +188,29 @@ def recommendation_from_inference(plan: InferencePlan) -> Recommendation:
         ttft_seconds=plan.latency.ttft_seconds,
         itl_seconds=plan.latency.itl_seconds,
         usd_per_million_tokens=plan.cost.usd_per_million_tokens,
+    )
+
+
+def forecast_status_from(
+    result: ForecastResult,
+    *,
+    quantile: Quantile,
+    horizon_seconds: int,
+    now: dt.datetime | None = None,
+) -> ForecastStatus:
+    """``status.forecast``: the horizon's peaks of the mean and of the 80% / 95% upper bounds."""
+    peak_rps = float(result.band.mean.max())
+    p80_rps = float(result.band.upper[80].max())
+    p95_rps = float(result.band.upper[95].max())
+    sized_for = {"mean": peak_rps, "p80": p80_rps, "p95": p95_rps}[quantile]
+    return ForecastStatus(
+        peak_rps=round(max(peak_rps, 0.0), 4),
+        p80_rps=round(max(p80_rps, 0.0), 4),
+        p95_rps=round(max(p95_rps, 0.0), 4),
+        sized_for_rps=round(max(sized_for, 0.0), 4),
+        quantile=quantile,
+        horizon_seconds=horizon_seconds,
+        interval_seconds=result.interval_seconds,
+        mase=round(result.backtest.mase, 4),
+        generated_time=now if now is not None else dt.datetime.now(dt.UTC),
     )
