@@ -65,12 +65,15 @@ class Interval:
 
     seconds: int
     months: int = 0
+    month_end: bool = False
 
     @property
     def is_calendar(self) -> bool:
         return self.months > 0
 
-    def offset(self, steps: int) -> pd.DateOffset | pd.Timedelta:
+    def offset(self, steps: int) -> Any:
+        if self.month_end:
+            return pd.offsets.MonthEnd(self.months * steps)
         if self.is_calendar:
             return pd.DateOffset(months=self.months * steps)
         return pd.Timedelta(seconds=self.seconds * steps)
@@ -92,8 +95,9 @@ class TimeSeries:
 
     def future_timestamps(self, horizon: int) -> pd.DatetimeIndex:
         """The ``horizon`` grid timestamps after the last observation."""
-        last = self.timestamps[-1]
-        return pd.DatetimeIndex([last + self.interval.offset(k) for k in range(1, horizon + 1)])
+        first, n = self.timestamps[0], len(self.timestamps)
+        steps = range(n, n + horizon)
+        return pd.DatetimeIndex([first + self.interval.offset(k) for k in steps])
 
     def tail(self, points: int) -> TimeSeries:
         """The last ``points`` observations (the fit window of a long series)."""
@@ -239,6 +243,9 @@ def _slots(timestamps: pd.DatetimeIndex, interval: Interval) -> tuple[NDArray[np
     # Anchor the grid at the median phase so jitter on the first point does not shift it.
     phase = offsets / step_ns - np.round(offsets / step_ns)
     anchor_ns = int(timestamps.asi8[0] + float(np.median(phase)) * step_ns)
+    # Round the anchor to the whole minute (second for sub-minute steps): samplers tick on it.
+    unit_ns = 60 * 10**9 if interval.seconds >= 60 else 10**9
+    anchor_ns = round(anchor_ns / unit_ns) * unit_ns
     slots = np.round((timestamps.asi8 - anchor_ns) / step_ns).astype(np.int64)
     return slots - slots[0], pd.Timestamp(anchor_ns + int(slots[0]) * step_ns, tz="UTC")
 
@@ -288,6 +295,8 @@ def regularize(
     if present.sum() < 3:
         raise SeriesError(f"the series has {int(present.sum())} numeric points; at least 3 needed")
     interval = interval or infer_interval(stamps[present])
+    if interval.is_calendar and bool(stamps.is_month_end.all()):
+        interval = Interval(seconds=interval.seconds, months=interval.months, month_end=True)
     slots, anchor = _slots(stamps, interval)
     size = int(slots[-1]) + 1
     counts = np.zeros(size)
