@@ -190,6 +190,7 @@ def _gpt2_from_config(config: Mapping[str, Any], name: str) -> ModelSpec:
         mlp="plain",
         qkv_bias=True,
         dropout=float(config.get("resid_pdrop", 0.0) or 0.0) > 0,
+        learned_positions=True,
         max_seq_len=_positive_int(config, "n_positions", 1024),
         source="user-supplied config.json",
     )

@@ -34,6 +34,9 @@ class ModelSpec(BaseModel):
     experts_per_token: int = Field(default=1, ge=1)
     qkv_bias: bool = False
     dropout: bool = Field(default=False, description="trains with dropout (Megatron GPT configs)")
+    learned_positions: bool = Field(
+        default=False, description="GPT-2/Megatron learned position embeddings (max_seq_len x h)"
+    )
     max_seq_len: int = Field(default=4096, gt=0)
     aliases: tuple[str, ...] = ()
     source: str = ""
@@ -61,13 +64,17 @@ class ModelSpec(BaseModel):
     def layer_params(self) -> int:
         router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
         norms = 2 * self.hidden_size
+        if self.mlp == "plain":
+            # GPT-style blocks: LayerNorm biases, MLP biases and the attention output bias.
+            norms += 2 * self.hidden_size + self.ffn_size + 2 * self.hidden_size
         return (
             self.attention_params_per_layer + self.num_experts * self.expert_params + router + norms
         )
 
     @property
     def embedding_params(self) -> int:
-        return self.vocab_size * self.hidden_size
+        positions = self.max_seq_len * self.hidden_size if self.learned_positions else 0
+        return self.vocab_size * self.hidden_size + positions
 
     @property
     def head_params(self) -> int:
@@ -75,11 +82,12 @@ class ModelSpec(BaseModel):
 
     @property
     def total_params(self) -> int:
+        final_norm = self.hidden_size * (2 if self.mlp == "plain" else 1)
         return (
             self.num_layers * self.layer_params
             + self.embedding_params
             + self.head_params
-            + self.hidden_size
+            + final_norm
         )
 
     @property
@@ -91,8 +99,7 @@ class ModelSpec(BaseModel):
     @property
     def linear_params(self) -> int:
         """Weights inside transformer blocks' linear layers (what QLoRA quantizes)."""
-        router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
-        per_layer = self.layer_params - 2 * self.hidden_size - router
+        per_layer = self.attention_params_per_layer + self.num_experts * self.expert_params
         return self.num_layers * per_layer
 
     @property

@@ -90,6 +90,7 @@ def _megatron(key: str, name: str, hidden: int, heads: int, layers: int) -> Mode
         mlp="plain",
         qkv_bias=True,
         dropout=True,
+        learned_positions=True,
         max_seq_len=2048,
         source="Korthikanti et al. 2022, Reducing Activation Recomputation, Table 3 (arXiv:2205.05198)",
     )

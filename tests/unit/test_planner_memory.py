@@ -1,0 +1,167 @@
+"""Training memory formulas against hand-checked numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainwright.planner import get_model
+from trainwright.planner.memory import (
+    NF4_DOUBLE_QUANT_BYTES_PER_PARAM,
+    activation_bytes_per_token_layer,
+    base_weight_bytes,
+    lora_trainable_params,
+    training_memory,
+)
+
+GIB = 2**30
+LLAMA_8B = get_model("llama-3.1-8b")
+MEGATRON_22B = get_model("megatron-22b")
+
+
+def _memory(**overrides: object):  # type: ignore[no-untyped-def]
+    fields: dict[str, object] = {
+        "method": "full",
+        "precision": "bf16",
+        "strategy": "ddp",
+        "data_parallel": 1,
+        "tensor_parallel": 1,
+        "pipeline_parallel": 1,
+        "micro_batch": 1,
+        "seq_len": 2048,
+        "recompute": "full",
+        "optimizer": "adamw",
+        "lora_rank": 16,
+    }
+    fields.update(overrides)
+    model = fields.pop("model", LLAMA_8B)
+    return training_memory(model, **fields)  # type: ignore[arg-type]
+
+
+def test_korthikanti_gpt_layer_keeps_34_plus_5as_over_h_bytes_per_token() -> None:
+    # 22B: h=6144, a=64, s=2048: 34h + 5·a·s = 208,896 + 655,360 bytes per token per layer.
+    per_token = activation_bytes_per_token_layer(
+        MEGATRON_22B,
+        tensor_parallel=1,
+        sequence_parallel=False,
+        flash_attention=False,
+        compiled=False,
+        seq_len=2048,
+    )
+    assert per_token == 34 * 6144 + 5 * 64 * 2048
+
+
+def test_tensor_parallel_divides_24h_and_scores_but_not_the_10h_outside() -> None:
+    per_token = activation_bytes_per_token_layer(
+        MEGATRON_22B,
+        tensor_parallel=8,
+        sequence_parallel=False,
+        flash_attention=False,
+        compiled=False,
+        seq_len=2048,
+    )
+    assert per_token == pytest.approx(6144 * (10 + 24 / 8) + 5 * 64 * 2048 / 8)
+
+
+def test_flash_attention_removes_the_sequence_squared_term() -> None:
+    eager = activation_bytes_per_token_layer(
+        MEGATRON_22B,
+        tensor_parallel=1,
+        sequence_parallel=False,
+        flash_attention=False,
+        compiled=False,
+        seq_len=8192,
+    )
+    flash = activation_bytes_per_token_layer(
+        MEGATRON_22B,
+        tensor_parallel=1,
+        sequence_parallel=False,
+        flash_attention=True,
+        compiled=False,
+        seq_len=8192,
+    )
+    assert eager - flash == 5 * 64 * 8192
+    assert flash == 34 * 6144
+
+
+def test_llama_layer_keeps_gqa_qkv_and_four_gated_mlp_tensors() -> None:
+    # 12h + 4·g·h + 8f with h=4096, g=1/4, f=14336 (bf16, no dropout).
+    per_token = activation_bytes_per_token_layer(
+        LLAMA_8B,
+        tensor_parallel=1,
+        sequence_parallel=False,
+        flash_attention=True,
+        compiled=False,
+        seq_len=2048,
+    )
+    assert per_token == 12 * 4096 + 4 * 0.25 * 4096 + 8 * 14336
+
+
+def test_full_fine_tuning_with_adamw_needs_16_bytes_per_parameter_of_model_state() -> None:
+    memory = _memory()
+    states = memory.weights_bytes + memory.gradients_bytes + memory.optimizer_bytes
+    assert states == pytest.approx(16 * LLAMA_8B.total_params, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "bytes_per_param"),
+    [("zero1", 4 + 12 / 8), ("zero2", 2 + 14 / 8), ("zero3", 16 / 8), ("fsdp", 16 / 8)],
+)
+def test_zero_stages_shard_model_states_as_the_zero_paper_says(
+    strategy: str, bytes_per_param: float
+) -> None:
+    memory = _memory(strategy=strategy, data_parallel=8)
+    states = memory.weights_bytes + memory.gradients_bytes + memory.optimizer_bytes
+    working_set = 0 if strategy in ("zero1", "zero2") else 3 * LLAMA_8B.total_params * 2 / 32
+    expected = bytes_per_param * LLAMA_8B.total_params + working_set
+    assert states == pytest.approx(expected, rel=1e-3)
+
+
+def test_eight_bit_adamw_keeps_two_bytes_and_paged_keeps_none_on_the_device() -> None:
+    eight_bit = _memory(optimizer="adamw8bit")
+    paged = _memory(optimizer="paged_adamw8bit")
+    assert eight_bit.optimizer_bytes / LLAMA_8B.total_params == pytest.approx(2.0, abs=0.01)
+    assert paged.optimizer_bytes == 0
+
+
+def test_sgd_keeps_momentum_and_master_weights() -> None:
+    assert _memory(optimizer="sgd").optimizer_bytes == pytest.approx(8 * LLAMA_8B.total_params)
+
+
+def test_qlora_nf4_with_double_quantization_costs_4_127_bits_per_weight() -> None:
+    assert pytest.approx(4.127, abs=0.001) == NF4_DOUBLE_QUANT_BYTES_PER_PARAM * 8
+    sixteen_bit = LLAMA_8B.total_params - LLAMA_8B.linear_params
+    expected = LLAMA_8B.linear_params * NF4_DOUBLE_QUANT_BYTES_PER_PARAM + 2 * sixteen_bit
+    assert base_weight_bytes(LLAMA_8B, "qlora", "bf16") == pytest.approx(expected)
+    assert expected / GIB == pytest.approx(5.31, abs=0.01)
+
+
+def test_lora_rank_8_on_every_linear_of_llama_31_8b_trains_21_million_parameters() -> None:
+    assert lora_trainable_params(LLAMA_8B, 8) == 20_971_520
+
+
+def test_logits_of_a_128k_vocabulary_outweigh_checkpointed_layers() -> None:
+    memory = _memory(method="lora", micro_batch=4, seq_len=4096)
+    # 16,384 tokens x 128,256 vocab x 6 bytes (bf16 logits + fp32 log-softmax).
+    assert memory.logits_bytes == 16_384 * 128_256 * 6
+    assert memory.logits_bytes > memory.layer_activations_bytes
+
+
+def test_gradient_checkpointing_keeps_only_layer_inputs_and_one_layer() -> None:
+    full = _memory(recompute="full", micro_batch=2)
+    off = _memory(recompute="off", micro_batch=2)
+    tokens = 2 * 2048
+    per_layer = 12 * 4096 + 4 * 0.25 * 4096 + 8 * 14336
+    assert full.layer_activations_bytes == pytest.approx(tokens * (2 * 4096 * 32 + per_layer))
+    assert off.layer_activations_bytes == pytest.approx(tokens * per_layer * 32)
+
+
+def test_optimizer_in_backward_keeps_one_gradient_tensor_at_a_time() -> None:
+    memory = _memory(optimizer_in_backward=True, optimizer="paged_adamw8bit")
+    assert memory.gradients_bytes == 128_256 * 4096 * 2
+
+
+def test_cpu_offload_under_fsdp_leaves_only_a_two_layer_working_set_on_the_gpu() -> None:
+    memory = _memory(strategy="fsdp", data_parallel=8, cpu_offload=True)
+    layer_bytes = LLAMA_8B.total_params * 2 / 32
+    assert memory.optimizer_bytes == 0 and memory.gradients_bytes == 0
+    assert memory.weights_bytes == pytest.approx(2 * layer_bytes + layer_bytes, rel=1e-6)
