@@ -59,26 +59,31 @@ class DemandForecast:
 
 
 def forecast_demand(
-    forecast_spec: ForecastSpec, *, now: datetime.datetime, history: Any = None
+    forecast_spec: ForecastSpec,
+    *,
+    now: datetime.datetime,
+    models: tuple[str, ...] | None = None,
 ) -> DemandForecast:
     """Forecast the demand history and pick the peak at ``forecast_spec.quantile``.
 
-    ``history`` is a ``trainwright.forecast.RawSeries`` already fetched (tests and
-    the inline source); None fetches the Prometheus source.
+    The inline source is used as written; a Prometheus source is queried over
+    its lookback window ending ``now``. ``models`` None is the forecaster's
+    default ensemble.
     """
     import pandas as pd
 
-    from trainwright.forecast import forecast, from_pairs, prepare
+    from trainwright.forecast import DEFAULT_MODELS, forecast, from_pairs, prepare
 
     source = forecast_spec.source
-    if history is None and source.inline is not None:
+    if source.inline is not None:
         history = from_pairs(
             [point.timestamp for point in source.inline], [point.value for point in source.inline]
         )
-    if history is None and source.prometheus is not None:
+    else:
         from trainwright.forecast.prometheus import fetch_query_range
 
         prometheus = source.prometheus
+        assert prometheus is not None  # the model validator guarantees one source
         end = pd.Timestamp(now)
         history = fetch_query_range(
             prometheus.url,
@@ -90,7 +95,7 @@ def forecast_demand(
     prepared = prepare(history, season_lengths=forecast_spec.season_lengths or None)
     interval_seconds = max(1, int(prepared.series.interval.seconds))
     steps = max(1, math.ceil(forecast_spec.horizon_seconds / interval_seconds))
-    result = forecast(prepared, horizon=steps)
+    result = forecast(prepared, horizon=steps, models=models or DEFAULT_MODELS)
     peaks = {
         "mean": float(result.band.mean.max()),
         "p80": float(result.band.upper[80].max()),
@@ -233,9 +238,14 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
     rps = plan.spec.workload.inference.rps if plan.spec.workload.inference else None
     if plan.spec.forecast is not None:
         try:
-            demand = forecast_demand(plan.spec.forecast, now=now)
-        except (ValueError, OSError) as exc:
-            conditions.append(("Forecasted", False, "ForecastFailed", f"Forecast failed: {exc}."))
+            demand = forecast_demand(plan.spec.forecast, now=now, models=context.forecast_models)
+        except Exception as exc:
+            # A forecast that cannot be made (no Prometheus, a series the models
+            # reject) must not stop the plan for today's rate: report and go on.
+            detail = f"{type(exc).__name__}: {exc}"
+            conditions.append(
+                ("Forecasted", False, "ForecastFailed", f"Forecast failed: {detail}.")
+            )
         else:
             rps = demand.sized_for_rps
             extra["forecast"] = demand.status.to_manifest()

@@ -57,13 +57,16 @@ def post_kopf_event(raw: dict[str, Any], type_: str, reason: str, message: str) 
 
 @dataclasses.dataclass
 class OperatorContext:
-    """The operator's shared state; ``now`` and ``post_event`` are injectable for tests."""
+    """The operator's shared state; ``now``, ``post_event`` and ``forecast_models`` are
+    injectable (tests use a fast single-model forecast)."""
 
     kube: Kube
     metrics: OperatorMetrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     now: Callable[[], datetime.datetime] = _utc_now
     post_event: EventPoster = post_kopf_event
+    # CapacityPlan forecasts: None uses the forecaster's default ensemble.
+    forecast_models: tuple[str, ...] | None = None
 
 
 def context_from_memo(memo: Any) -> OperatorContext:
