@@ -496,6 +496,11 @@ def _to_plan(request: InferenceRequest, sizing: _Sizing, others: list[_Sizing]) 
         )
     if request.precision == "fp8" and engine.gpu.fp8_flops_per_second is None:
         warnings.append(f"{engine.gpu.key} has no fp8 tensor cores; fp8 runs as weight-only")
+    if request.prompt_tokens + request.output_tokens > engine.model.max_seq_len:
+        warnings.append(
+            f"prompt + output ({request.prompt_tokens + request.output_tokens} tokens) exceeds "
+            f"{engine.model.key}'s context of {engine.model.max_seq_len} tokens"
+        )
     if request.rps is None:
         warnings.append(
             f"no --rps given: sized one replica at batch {sizing.batch}; its capacity is "

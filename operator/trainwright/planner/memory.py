@@ -293,8 +293,9 @@ def training_memory(
         logits = logits_bytes(model, tokens, tensor_parallel, compiled)
     activations = layers + logits
     transient = 0.0
-    if method == "qlora":
-        # Each NF4 weight is dequantized to 16 bits just before its matmul.
+    if method in ("qlora", "dora"):
+        # QLoRA dequantizes each NF4 weight to 16 bits just before its matmul; DoRA
+        # materializes W + s·BA to take its column norms (Liu et al. 2024, Eq. 5).
         transient = model.ffn_size * model.hidden_size * 2 / tensor_parallel
     distributed = n * model_split > 1
     other = (

@@ -552,6 +552,11 @@ def _warnings(context: _Context, candidate: _Candidate) -> list[str]:
             f"logits ({memory.logits_bytes / 2**30:.1f} GiB for a {context.model.vocab_size}-token "
             "vocabulary) dominate activations; a chunked or fused cross-entropy saves most of it"
         )
+    if request.seq_len > context.model.max_seq_len:
+        warnings.append(
+            f"seq_len {request.seq_len} exceeds {context.model.key}'s context of "
+            f"{context.model.max_seq_len} tokens"
+        )
     if gpu.vendor == "amd":
         warnings.append("MI300X needs ROCm builds of PyTorch, bitsandbytes and flash-attention")
     if context.total_tokens is None:
