@@ -103,9 +103,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _payload_files(ckpt_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
-    )
+    return sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
 
 
 def write_manifest(ckpt_dir: Path, *, step: int, meta: dict[str, Any] | None = None) -> Path:

@@ -344,7 +344,10 @@ class DeepSpeedTrainEngine(TrainEngine):
 
     def write_checkpoint(self, staging: Path, *, async_save: bool) -> Future[Any] | None:
         self.engine.save_checkpoint(
-            str(staging / "deepspeed"), tag="state", save_latest=False, exclude_frozen_parameters=True
+            str(staging / "deepspeed"),
+            tag="state",
+            save_latest=False,
+            exclude_frozen_parameters=True,
         )
         return None
 
@@ -382,4 +385,3 @@ def autocast_for(engine: TrainEngine, device: torch.device, dtype: torch.dtype) 
     enabled = not engine.handles_precision and dtype != torch.float32 and device.type == "cuda"
     with torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled):
         yield
-

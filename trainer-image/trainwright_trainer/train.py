@@ -168,9 +168,7 @@ class _Faults:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def kill_during_save(self, step: int) -> bool:
-        return self.cfg is not None and self.once(
-            "save", step, self.cfg.crash_during_save_at_step
-        )
+        return self.cfg is not None and self.once("save", step, self.cfg.crash_during_save_at_step)
 
 
 class Recipe:
@@ -350,6 +348,11 @@ class Recipe:
             if outcome is None:
                 continue  # the OOM ladder changed the batch shape: redo this step
             loss, grad_norm, tokens, skipped, preempted = outcome
+            if self.faults.cfg and self.faults.once(
+                "spike", step_no, self.faults.cfg.spike_at_steps
+            ):
+                # The injected spike scales the measured loss (every rank agrees on it).
+                loss *= self.faults.cfg.spike_loss_factor
             self.step = step_no
             self.tokens_trained += tokens
             lr = self._current_lr(step_no - 1)
@@ -478,8 +481,14 @@ class Recipe:
             grad_norm = engine.clip_grad_norm(self.cfg.training.max_grad_norm)
         nonfinite = loss_nonfinite or (not oom and not math.isfinite(grad_norm))
         reduced = _all_reduce_sum(
-            [loss_sum, float(label_tokens), float(tokens), float(oom), float(nonfinite),
-             float(self.preemption.received)],
+            [
+                loss_sum,
+                float(label_tokens),
+                float(tokens),
+                float(oom),
+                float(nonfinite),
+                float(self.preemption.received),
+            ],
             env.device,
         )
         if reduced[3] > 0:
@@ -573,8 +582,14 @@ class Recipe:
             self.lr_scale,
         )
         if self.env.is_main:
-            self._append_log({"event": "rollback", "at_step": step_no, "to_step": self.step,
-                              "lr_scale": self.lr_scale})
+            self._append_log(
+                {
+                    "event": "rollback",
+                    "at_step": step_no,
+                    "to_step": self.step,
+                    "lr_scale": self.lr_scale,
+                }
+            )
 
     # -------------------------------------------------------------- logging
     def _append_log(self, record: dict[str, Any]) -> None:
@@ -620,8 +635,11 @@ class Recipe:
             log.info("merging the adapter into the base weights")
             merged = model.merge_and_unload()
             merged.save_pretrained(str(out_dir / "merged"), safe_serialization=True)
-        log.info("saved the trained %s to %s",
-                 "adapter" if self.cfg.method != "full" else "model", out_dir)
+        log.info(
+            "saved the trained %s to %s",
+            "adapter" if self.cfg.method != "full" else "model",
+            out_dir,
+        )
 
     def cleanup(self) -> None:
         self.preemption.uninstall()
