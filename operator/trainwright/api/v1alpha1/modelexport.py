@@ -130,7 +130,7 @@ class ModelExportSpec(ApiModel):
         default=DEFAULT_TRAINER_IMAGE,
         min_length=1,
         max_length=1024,
-        description="Exporter image (the trainer image: python -m trainwright_trainer export).",
+        description="Image that runs the export (default: the trainer image, which has gguf).",
     )
 
     @model_validator(mode="after")
