@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from trainwright.cli.accuracy import evaluate_rows, read_rows, render_text, summary
+from trainwright.cli import main
+from trainwright.cli.accuracy import (
+    command_line,
+    evaluate_rows,
+    read_rows,
+    render_text,
+    row_specs,
+    summary,
+)
 
 CSV = Path(__file__).resolve().parents[1] / "data" / "measured-public.csv"
 
@@ -41,3 +52,23 @@ def test_skipped_rows_say_why(results) -> None:  # type: ignore[no-untyped-def]
     skipped = [r for r in results if r.estimate is None]
     assert {r.row_id for r in skipped} >= {3, 7, 17, 21, 29}
     assert all(r.note for r in skipped)
+
+
+def _namespace(value):  # type: ignore[no-untyped-def]
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: _namespace(v) for k, v in value.items()})
+    return value
+
+
+@pytest.mark.parametrize("row_id", [1, 9, 13, 15, 52, 56, 60, 79, 103, 113])
+def test_each_rows_command_line_reproduces_its_estimate(
+    results,
+    row_id: int,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    spec = row_specs()[row_id]
+    argv = shlex.split(command_line(spec.kind, spec.fields))[1:]
+    assert main([*argv, "-o", "json"]) == 0
+    plan = _namespace(json.loads(capsys.readouterr().out))
+    expected = next(r.estimate for r in results if r.row_id == row_id)
+    assert spec.extract(plan) == pytest.approx(expected, rel=1e-3)

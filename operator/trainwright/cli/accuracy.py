@@ -103,7 +103,7 @@ _QLORA_8B = {**_TORCHTUNE_8B, "method": "qlora", "lora_rank": 8}
 _FULL_70B = {**_TORCHTUNE_70B, "model": "llama-3.1-70b", "method": "full", "cpu_offload": True}
 _LORA_70B = {**_TORCHTUNE_70B, "model": "llama-3.1-70b", "method": "lora", "lora_rank": 16}
 _QLORA_405B = {**_TORCHTUNE_70B, "model": "llama-3.1-405b", "method": "qlora", "lora_rank": 16}
-_TT = "torchtune recipe as in the notes"
+_TT = "torchtune recipe from the notes (bs 2, packed 2048, compile, AC)"
 
 
 def _megatron(model: str, pp: int, micro: int, batch: int, interleave: int) -> dict[str, Any]:
@@ -258,6 +258,26 @@ SKIPPED_REASONS = {
 _PEFT_REASON = "T5/BLOOM model not in the catalog and sequence lengths not stated"
 
 
+_FLAG_NAMES = {"num_gpus": "gpus", "utilization": "mfu"}
+
+
+def command_line(kind: str, fields: dict[str, Any]) -> str:
+    """The `trainwright plan` invocation that reproduces a row's request."""
+    parts = ["trainwright plan", kind]
+    for name, value in fields.items():
+        flag = "--" + _FLAG_NAMES.get(name, name).replace("_", "-")
+        if name == "flash_attention":
+            if not value:
+                parts.append("--no-flash-attention")
+        elif name == "sequence_parallel":
+            parts.append(flag if value else "--no-sequence-parallel")
+        elif value is True:
+            parts.append(flag)
+        elif value is not False and value is not None:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 def _tolerance_ok(kind: str, measured: float, estimate: float) -> bool | None:
     error = estimate / measured - 1
     if kind == "memory":
@@ -324,7 +344,7 @@ def evaluate_rows(rows: Iterable[dict[str, str]]) -> list[RowResult]:
                 estimate / measured_unit - 1,
                 spec.tolerance,
                 within,
-                spec.note,
+                f"{spec.note}: `{command_line(spec.kind, spec.fields)}`",
             )
         )
     return results
@@ -377,7 +397,7 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         "",
         "## Rows",
         "",
-        "| id | model | GPU | metric | measured | estimate | error | class | ok | configuration |",
+        "| id | model | GPU | metric | measured | estimate | error | class | ok | request |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

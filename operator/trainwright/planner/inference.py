@@ -217,7 +217,7 @@ def prefill_seconds(engine: _Engine, prompt_tokens: int) -> float:
     attention = 2 * model.num_layers * prompt_tokens**2 * model.num_heads * model.head_dim
     flops = (2 * model.active_params * prompt_tokens + attention) / engine.tp
     peak = gpu.peak_flops_per_second(engine.precision) * PREFILL_EFFICIENCY[engine.precision]
-    stream = _weights_stream_seconds(engine)
+    stream = _weights_stream_seconds(engine, prompt_tokens)
     return (
         flops / peak
         + stream
@@ -226,9 +226,26 @@ def prefill_seconds(engine: _Engine, prompt_tokens: int) -> float:
     )
 
 
-def _weights_stream_seconds(engine: _Engine) -> float:
+def experts_touched_fraction(model: ModelSpec, tokens: int) -> float:
+    """Share of a layer's experts that ``tokens`` tokens route to, with uniform routing.
+
+    Each token picks k of E experts, so an expert stays idle with probability
+    (1 - k/E)^tokens (Mixtral at batch 1 reads 2 of 8 experts, at batch 64 nearly all).
+    """
+    if model.num_experts == 1:
+        return 1.0
+    idle = (1 - model.experts_per_token / model.num_experts) ** tokens
+    return max(1 - idle, model.experts_per_token / model.num_experts)
+
+
+def _weights_stream_seconds(engine: _Engine, tokens: int) -> float:
+    """Time to read the weights a step touches once (all but the idle experts)."""
+    model = engine.model
+    expert_bytes = engine.weights_bytes * model.num_layers * model.num_experts
+    expert_bytes *= model.expert_params / model.total_params if model.num_experts > 1 else 0.0
+    idle_bytes = expert_bytes * (1 - experts_touched_fraction(model, tokens))
     bandwidth = engine.gpu.memory_bandwidth_bytes_per_second * MEMORY_BANDWIDTH_EFFICIENCY
-    return engine.weights_bytes / engine.tp / bandwidth
+    return (engine.weights_bytes - idle_bytes) / engine.tp / bandwidth
 
 
 def decode_step_seconds(engine: _Engine, batch: int) -> float:
@@ -236,7 +253,7 @@ def decode_step_seconds(engine: _Engine, batch: int) -> float:
     model, gpu = engine.model, engine.gpu
     bandwidth = gpu.memory_bandwidth_bytes_per_second * MEMORY_BANDWIDTH_EFFICIENCY
     kv_read = batch * engine.context_tokens * engine.kv_bytes_per_token_gpu
-    memory = _weights_stream_seconds(engine) + kv_read / bandwidth + _dequant_seconds(engine)
+    memory = _weights_stream_seconds(engine, batch) + kv_read / bandwidth + _dequant_seconds(engine)
     attention = 4 * batch * engine.context_tokens * model.num_heads * model.head_dim
     flops = (2 * model.active_params * batch + attention * model.num_layers) / engine.tp
     compute = flops / (gpu.peak_flops_per_second(engine.precision) * DECODE_COMPUTE_EFFICIENCY)
