@@ -27,6 +27,8 @@ import shlex
 from typing import Any
 
 from trainwright.api.v1alpha1.trainingjob import PlanStatus, TrainingJob
+from trainwright.planner.errors import PlannerError
+from trainwright.planner.lookup import get_model
 from trainwright.resources.names import (
     ATTEMPT_LABEL,
     common_labels,
@@ -105,9 +107,6 @@ def _model_location(job: TrainingJob) -> str:
 
 def hugging_face_repo(name: str) -> str:
     """The Hugging Face repository of a catalog model (``llama-3.1-8b`` -> ``meta-llama/Llama-3.1-8B``)."""
-    from trainwright.planner.errors import PlannerError
-    from trainwright.planner.lookup import get_model
-
     try:
         spec = get_model(name)
     except PlannerError:
