@@ -3,11 +3,12 @@
 Read a series (:func:`parse_series`, :func:`fetch_query_range`), align it
 (:func:`prepare`), forecast it with P80/P95 bands (:func:`forecast`), refresh it
 cheaply as points arrive (:func:`update`), and turn a request-rate forecast into
-GPUs (:func:`trainwright.forecast.capacity.capacity_forecast`). The pure parts do
+GPUs (:func:`capacity_forecast`). The pure parts do
 no I/O; only :mod:`trainwright.forecast.prometheus` talks HTTP.
 """
 
 from trainwright.forecast._errors import ForecastError, PrometheusError, ScenarioError, SeriesError
+from trainwright.forecast.capacity import CapacityForecast, CapacityStep, capacity_forecast
 from trainwright.forecast.engine import (
     DEFAULT_MODELS,
     Backtest,
@@ -33,6 +34,8 @@ __all__ = [
     "DEFAULT_MODELS",
     "Backtest",
     "Band",
+    "CapacityForecast",
+    "CapacityStep",
     "ForecastError",
     "ForecastResult",
     "ModelReport",
@@ -43,6 +46,7 @@ __all__ = [
     "ScenarioError",
     "SeriesError",
     "TimeSeries",
+    "capacity_forecast",
     "forecast",
     "from_pairs",
     "parse_csv",
