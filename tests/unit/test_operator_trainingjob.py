@@ -342,3 +342,23 @@ async def test_a_deleted_or_deleting_job_is_left_alone(world: World) -> None:
     status = await world.reconcile("going")
     assert status == {}
     assert await world.child("ConfigMap", "going-trainer") is None
+
+
+async def test_fixing_the_spec_after_a_failed_plan_plans_again(world: World) -> None:
+    world.server.objects[TJ, NS, "wide"] = _trainingjob(
+        "wide", resources={"gpuType": "H100-SXM", "gpus": 32}
+    )
+    failed = await world.reconcile("wide")
+    assert failed["phase"] == "Failed"
+    assert await world.reconcile("wide") == failed  # the same generation stays failed
+    world.server.objects[TJ, NS, "wide"] = {
+        **_trainingjob("wide", resources={"gpuType": "H100-SXM", "gpus": 16}),
+        "metadata": {"name": "wide", "namespace": NS, "uid": "uid-wide", "generation": 2},
+        "status": failed,
+    }
+    status = await world.reconcile("wide")
+    assert status["phase"] == "Planned"
+    assert status["plan"]["numGpus"] == 16
+    assert _condition(status, "Failed")["status"] == "False"
+    assert _condition(status, "Planned")["observedGeneration"] == 2
+    assert await world.child("Job", "wide-a0") is not None

@@ -172,12 +172,16 @@ class _Reconcile:
             "service": service_name(job.name),
             "job": trainer_job_name(job.name, 0, nodes=plan.nodes),
         }
+        conditions: list[tuple[str, bool | None, str, str]] = [
+            (ConditionType.RUNNING, False, "Creating", "Creating the trainer pods."),
+            (ConditionType.PLANNED, True, "Planned", outcome.message),
+        ]
+        if self._has_condition(ConditionType.FAILED):
+            # An edited spec cured an earlier planning failure.
+            conditions.insert(0, (ConditionType.FAILED, False, "Replanned", outcome.message))
         self._write(
             Phase.PLANNED,
-            [
-                (ConditionType.RUNNING, False, "Creating", "Creating the trainer pods."),
-                (ConditionType.PLANNED, True, "Planned", outcome.message),
-            ],
+            conditions,
             extra={
                 "plan": plan.to_manifest(),
                 "attempt": 0,
