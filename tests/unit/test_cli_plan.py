@@ -298,3 +298,54 @@ def test_exit_codes_from_a_real_process() -> None:
     infeasible = run("plan", "inference", "--model", "llama-3.1-405b", "--gpu", "L4")
     assert infeasible.returncode == 3 and "GiB per GPU" in infeasible.stderr
     assert "Traceback" not in bad.stderr + infeasible.stderr
+
+
+def test_an_explicit_plan_that_does_not_fit_prints_it_and_exits_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "plan",
+            "training",
+            "--model",
+            "llama-3.1-70b",
+            "--method",
+            "full",
+            "--gpu",
+            "H100-SXM",
+            "--gpus",
+            "8",
+            "-o",
+            "json",
+        ]
+    )
+    captured = capsys.readouterr()
+    plan = json.loads(captured.out)
+    assert code == 3
+    assert plan["fits"] is False and plan["memory"]["per_gpu_bytes"] / GIB > 130
+    assert plan["recommendations"][0]["num_gpus"] > 8 and plan["recommendations"][0]["fits"]
+    assert "does not fit: it needs" in captured.err and captured.err.count("\n") == 1
+
+
+def test_nodes_times_gpus_per_node_sets_the_world_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, plan, _ = _run(
+        capsys,
+        "plan",
+        "training",
+        "--model",
+        "llama-3.1-8b",
+        "--method",
+        "lora",
+        "--gpu",
+        "H100-SXM",
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    assert (plan["num_gpus"], plan["nodes"], plan["gpus_per_node"]) == (8, 2, 4)

@@ -316,6 +316,12 @@ def run_training(args: argparse.Namespace) -> int:
         raise UsageError("--gpus-per-node needs --nodes (or use --gpus N)")
     plan = _run(lambda: plan_training(TrainingRequest(**fields)))
     emit(plan.to_contract(), args.output, render_training)
+    if not plan.fits:
+        raise InfeasibleExit(
+            f"{plan.model} {plan.method} on {plan.num_gpus}x {plan.gpu} does not fit: it needs "
+            f"{plan.memory.per_gpu_bytes / 2**30:.1f} GiB per GPU of "
+            f"{plan.memory.capacity_bytes / 2**30:.1f} GiB"
+        )
     return 0
 
 

@@ -197,7 +197,8 @@ class _Context(NamedTuple):
 def plan_training(request: TrainingRequest) -> TrainingPlan:
     """Plan ``request``; with no GPU (or no GPU count) it searches like :func:`recommend_training`.
 
-    An explicit GPU and count always return a plan, with ``fits`` false when it does not.
+    An explicit GPU and count always return a plan, with ``fits`` false when it does not;
+    then ``recommendations`` holds the counts of the same GPU that would fit.
     """
     if request.gpu is None or _world_size(request) is None:
         return recommend_training(request)
@@ -205,9 +206,12 @@ def plan_training(request: TrainingRequest) -> TrainingPlan:
     gpu = get_gpu(request.gpu)
     candidates = _evaluate_space(context, [gpu], [_world_size(request) or 1])
     fitting = [c for c in candidates if c.fits]
-    best = min(fitting, key=_rank_key) if fitting else min(candidates, key=_memory_key)
-    alternatives = sorted(fitting, key=_rank_key)
-    return _to_plan(context, best, alternatives)
+    if fitting:
+        return _to_plan(context, min(fitting, key=_rank_key), sorted(fitting, key=_rank_key))
+    best = min(candidates, key=_memory_key)
+    larger = [count for count in _candidate_counts(request) if count > best.setup.num_gpus]
+    wider = [c for c in _evaluate_space(context, [gpu], larger) if c.fits]
+    return _to_plan(context, best, sorted(wider, key=_rank_key))
 
 
 def recommend_training(request: TrainingRequest) -> TrainingPlan:
