@@ -119,6 +119,23 @@ def test_sharegpt_renders_the_same_as_the_equivalent_chat() -> None:
     )
 
 
+def test_turn_spellings_and_text_parts_mean_the_same_conversation() -> None:
+    tok = tiny_tokenizer()
+    mixed = {
+        "messages": [
+            {"from": "system", "value": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "text", "text": "What is two plus two?"}]},
+            {"from": "gpt", "value": "Two plus two is four."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Thank"}, {"type": "text", "text": " you."}],
+            },
+            {"role": "assistant", "content": "You are welcome."},
+        ]
+    }
+    assert render_row(mixed, "chat", tok) == render_row({"messages": CONVERSATION}, "chat", tok)
+
+
 def test_a_template_with_generation_blocks_uses_transformers_assistant_mask() -> None:
     tok = tiny_tokenizer()
     tok.chat_template = CHAT_TEMPLATE.replace(
@@ -172,14 +189,24 @@ def test_chat_data_without_a_chat_template_fails_the_run_with_advice() -> None:
             "messages has no assistant turn, so there is nothing to learn",
         ),
         (
-            {"messages": [{"role": "bot", "content": "hi"}]},
+            {"messages": [{"role": "narrator", "content": "hi"}]},
             "chat",
-            "messages[0].role 'bot' is not one of system, user, assistant, tool",
+            "messages[0].role 'narrator' is not one of system, user, assistant, tool",
         ),
         (
             {"messages": [{"role": "assistant", "content": None}]},
             "chat",
-            "messages[0].content must be a string (got NoneType)",
+            "messages[0].content must be a string or a list of text parts (got NoneType)",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": "Hi."}]},
+            "chat",
+            "messages starts with an assistant turn; put a user or system turn first",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "url": "x"}]}]},
+            "chat",
+            "messages[0].content must be a string or a list of text parts (got a list with",
         ),
         (
             {"conversations": [{"from": "narrator", "value": "Once."}]},

@@ -11,7 +11,9 @@ chat                ``messages``: [{``role``, ``content``}]        assistant tur
 sharegpt            ``conversations``: [{``from``, ``value``}]     assistant (``gpt``) turns only
 ==================  ============================================  ===========================
 
-``data.train_on_prompt`` puts the loss on every token instead.
+``data.train_on_prompt`` puts the loss on every token instead. Conversation turns may be
+spelled ``{role, content}`` or ``{from, value}`` under either list name, and ``content``
+may be a list of OpenAI-style text parts.
 
 Alpaca rows use the Stanford Alpaca prompt (``PROMPT_DICT`` in tatsu-lab/stanford_alpaca,
 ``train.py``). Chat and ShareGPT rows are rendered with the tokenizer's own chat template
@@ -183,7 +185,7 @@ def render_row(
         completion = _string_field(value, "completion", fmt)
         return _prompt_and_answer(prompt, completion, train_on_prompt, add_eos)
     if fmt in ("chat", "sharegpt"):
-        messages = _chat_messages(value) if fmt == "chat" else _sharegpt_messages(value)
+        messages = _conversation(value, fmt)
         return render_chat(messages, tokenizer, train_on_prompt=train_on_prompt)
     raise DataError(f"data.format: {fmt!r} is not one of {', '.join(FORMAT_FIELDS)}")
 
@@ -241,38 +243,39 @@ def _apply_template(tokenizer: Any, messages: list[dict[str, str]], **kwargs: An
     return str(rendered)
 
 
-def _chat_messages(value: Any) -> list[dict[str, str]]:
-    turns = _list_field(value, "messages", "chat")
+def _conversation(value: Any, fmt: str) -> list[dict[str, str]]:
+    # Datasets mix the two spellings of a turn ({role, content} and {from, value})
+    # under either list name, and OpenAI-style content may be a list of text parts;
+    # all of them mean the same conversation.
+    field = "messages" if fmt == "chat" else "conversations"
+    turns = _list_field(value, field, fmt)
     messages: list[dict[str, str]] = []
     for index, turn in enumerate(turns):
-        where = f"messages[{index}]"
+        where = f"{field}[{index}]"
         if not isinstance(turn, dict):
-            raise RowError(f"{where} must be an object with role and content")
-        role, content = turn.get("role"), turn.get("content")
-        if role not in CHAT_ROLES:
-            raise RowError(f"{where}.role {role!r} is not one of {', '.join(CHAT_ROLES)}")
-        if not isinstance(content, str):
-            raise RowError(f"{where}.content must be a string (got {type(content).__name__})")
-        messages.append({"role": str(role), "content": content})
-    return _check_conversation(messages, "messages")
-
-
-def _sharegpt_messages(value: Any) -> list[dict[str, str]]:
-    turns = _list_field(value, "conversations", "sharegpt")
-    messages: list[dict[str, str]] = []
-    for index, turn in enumerate(turns):
-        where = f"conversations[{index}]"
-        if not isinstance(turn, dict):
-            raise RowError(f"{where} must be an object with from and value")
-        speaker, content = turn.get("from"), turn.get("value")
+            raise RowError(f"{where} must be an object with role and content (or from and value)")
+        role_key = "role" if "role" in turn else "from"
+        content_key = "content" if "content" in turn else "value"
+        speaker = turn.get(role_key)
         role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
-            accepted = ", ".join(SHAREGPT_ROLES)
-            raise RowError(f"{where}.from {speaker!r} is not one of {accepted}")
-        if not isinstance(content, str):
-            raise RowError(f"{where}.value must be a string (got {type(content).__name__})")
+            accepted = ", ".join(CHAT_ROLES if role_key == "role" else SHAREGPT_ROLES)
+            raise RowError(f"{where}.{role_key} {speaker!r} is not one of {accepted}")
+        content = _content_text(turn.get(content_key), f"{where}.{content_key}")
         messages.append({"role": role, "content": content})
-    return _check_conversation(messages, "conversations")
+    return _check_conversation(messages, field)
+
+
+def _content_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return "".join(part["text"] for part in content)
+    kind = "a list with non-text parts" if isinstance(content, list) else type(content).__name__
+    raise RowError(f"{where} must be a string or a list of text parts (got {kind})")
 
 
 def _check_conversation(messages: list[dict[str, str]], field: str) -> list[dict[str, str]]:
@@ -281,6 +284,8 @@ def _check_conversation(messages: list[dict[str, str]], field: str) -> list[dict
         raise RowError(f"{field} has no assistant turn, so there is nothing to learn")
     if any(not m["content"].strip() for m in assistant):
         raise RowError(f"{field} has an empty assistant turn")
+    if messages[0]["role"] == "assistant":
+        raise RowError(f"{field} starts with an assistant turn; put a user or system turn first")
     return messages
 
 
