@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from trainer_fixtures import TRAINER_DATA_DIR, tiny_tokenizer
 from trainwright_trainer.config import DataConfig
@@ -190,3 +192,34 @@ def test_packed_documents_do_not_see_each_other_in_a_llama_with_sdpa(tmp_path: P
         leaky = model(input_ids=ids, use_cache=False).logits
     torch.testing.assert_close(packed[:, second], alone, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(leaky[:, second], alone, atol=1e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=8, max_value=60),
+    world_size=st.integers(min_value=1, max_value=4),
+    micro_batch=st.integers(min_value=1, max_value=3),
+    cut=st.integers(min_value=0, max_value=30),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_stopping_anywhere_and_resuming_replays_exactly_the_rest_of_the_epoch(
+    n: int, world_size: int, micro_batch: int, cut: int, seed: int
+) -> None:
+    assume(n >= world_size * micro_batch)
+    dataset = _numbered_dataset(n)
+
+    def make(rank: int) -> ShardedLoader:
+        return ShardedLoader(
+            dataset, rank=rank, world_size=world_size, micro_batch_size=micro_batch, seed=seed
+        )
+
+    for rank in range(world_size):
+        expected = _rows(make(rank))
+        first = make(rank)
+        iterator = iter(first)
+        taken = [
+            int(r[0]) for _, b in zip(range(cut), iterator, strict=False) for r in b["input_ids"]
+        ]
+        resumed = make(rank)
+        resumed.load_state_dict(first.state_dict())
+        assert taken + _rows(resumed) == expected

@@ -209,3 +209,14 @@ def test_empty_or_missing_datasets_fail_before_any_work(tmp_path: Path) -> None:
 def test_an_explicit_format_that_does_not_fit_reports_every_row(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^20 of 20 rows \(100\.0%\)"):
         prepare_dataset(_cfg("chat.jsonl", format="alpaca"), tiny_tokenizer(), cache_dir=tmp_path)
+
+
+def test_a_writer_that_loses_the_publish_race_keeps_the_winners_copy(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    final = prepare_dataset(_cfg("prompt_completion.jsonl"), tok, cache_dir=tmp_path)
+    winner = load_prepared(final)
+    stats = winner.stats
+    zeros = np.zeros((1, SEQ_LEN), dtype=np.int32)
+    tokenize_module._publish(final, (zeros, zeros, zeros), stats, '{"bad_rows": []}')
+    assert np.array_equal(load_prepared(final).input_ids, winner.input_ids)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
