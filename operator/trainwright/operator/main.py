@@ -16,7 +16,8 @@ from typing import Any
 import kopf
 from kubernetes.config import ConfigException
 
-from trainwright.operator import capacityplan, trainingjob
+import trainwright.operator.capacityplan
+import trainwright.operator.trainingjob
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
@@ -27,7 +28,8 @@ from trainwright.resources import JOB_LABEL
 ANNOTATION_PREFIX = "trainwright.io"
 FINALIZER = "trainwright.io/finalizer"
 
-HANDLER_MODULES = (trainingjob, capacityplan)
+# Imported for their @kopf.on... decorators, which register the handlers.
+HANDLER_MODULES = (trainwright.operator.trainingjob, trainwright.operator.capacityplan)
 
 
 class StartupError(RuntimeError):
