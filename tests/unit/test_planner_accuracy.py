@@ -68,7 +68,9 @@ def test_each_rows_command_line_reproduces_its_estimate(
 ) -> None:
     spec = row_specs()[row_id]
     argv = shlex.split(command_line(spec.kind, spec.fields))[1:]
-    assert main([*argv, "-o", "json"]) == 0
+    code = main([*argv, "-o", "json"])
     plan = _namespace(json.loads(capsys.readouterr().out))
+    # Korthikanti's TP-only configurations exceed 80 GB: the CLI prints them and exits 3.
+    assert code == (0 if plan.fits else 3)
     expected = next(r.estimate for r in results if r.row_id == row_id)
     assert spec.extract(plan) == pytest.approx(expected, rel=1e-3)

@@ -159,8 +159,6 @@ def _pretraining(model: str, gpu: str, gpus: int, seq: int, tokens: float, tp: i
         "tensor_parallel": tp,
         "strategy": "fsdp",
         "seq_len": seq,
-        "micro_batch": 1,
-        "gradient_checkpointing": "selective",
         "dataset_tokens": int(tokens),
     }
     note = f"{gpus} GPUs, TP{tp} + FSDP, {tokens / 1e12:g}T tokens"

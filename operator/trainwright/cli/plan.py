@@ -387,6 +387,10 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}"
 
 
+def _as_of(cost: dict[str, Any]) -> str:
+    return f" (price as of {cost['price_as_of']})" if cost.get("price_as_of") else ""
+
+
 def render_training(plan: dict[str, Any]) -> str:
     """The plan a person reads at a glance: fit, memory breakdown, speed, duration, cost."""
     memory = plan["memory"]
@@ -415,7 +419,7 @@ def render_training(plan: dict[str, Any]) -> str:
     )
     lines.append(f"duration: {_duration(plan['duration_seconds'])}")
     lines.append(
-        f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}, "
+        f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"total {_money(cost['total_usd'])}"
     )
     if plan["recommendations"]:
@@ -451,11 +455,13 @@ def render_inference(plan: dict[str, Any]) -> str:
         f"GiB; weights {_gib(memory['weights_bytes'])} GiB in all; KV cache "
         f"{memory['kv_cache_bytes_per_token']:,} bytes/token; up to "
         f"{memory['max_concurrent_sequences']} concurrent sequences",
-        f"latency: TTFT {latency['ttft_seconds'] * 1000:.0f} ms (p95, prefill "
-        f"{latency['prefill_seconds'] * 1000:.0f} ms), ITL {latency['itl_seconds'] * 1000:.1f} ms",
+        f"latency: TTFT {latency['ttft_seconds'] * 1000:.0f} ms (prefill "
+        f"{latency['prefill_seconds'] * 1000:.0f} ms + p95 queue wait "
+        f"{latency['queue_wait_p95_seconds'] * 1000:.0f} ms), "
+        f"ITL {latency['itl_seconds'] * 1000:.1f} ms",
         f"throughput: {throughput['output_tokens_per_second']:,.0f} output tokens/s, "
         f"{throughput['requests_per_second']:.2f} requests/s",
-        f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}, "
+        f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"{_money(cost['usd_per_million_tokens'])} per million output tokens",
     ]
     if plan["recommendations"]:

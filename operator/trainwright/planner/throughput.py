@@ -82,12 +82,13 @@ def flops_per_token(
 def gemm_efficiency(model: ModelSpec, tokens_per_microbatch: int, tensor_parallel: int) -> float:
     """Fraction of the large-GEMM rate reached by this model's matrix shapes.
 
-    Tensor cores need a few hundred rows and columns per tile wave to stay busy; with
-    fewer tokens per micro-batch or narrow (or TP-split) layers, utilization drops
-    roughly as x / (x + x_half).
+    A GEMM fills the GPU in waves of 128x256 output tiles (CUTLASS/cuBLAS Hopper and
+    Ampere kernels); with few tokens per micro-batch or narrow (or TP-split) layers the
+    last wave runs partly empty, so utilization drops roughly as x / (x + x_half) with
+    x_half about one tile edge: 128 tokens, 256 columns.
     """
     width = model.hidden_size / tensor_parallel
-    return tokens_per_microbatch / (tokens_per_microbatch + 256) * width / (width + 512)
+    return tokens_per_microbatch / (tokens_per_microbatch + 128) * width / (width + 256)
 
 
 class StepTime(NamedTuple):
@@ -149,6 +150,7 @@ def training_step(
         compute,
         tokens_mb * gradient_accumulation,
         lora_rank,
+        gradient_accumulation,
     )
     if cpu_offload:
         shard = model.total_params / (model_split * data_parallel)
@@ -177,6 +179,7 @@ def _exposed_comm_seconds(
     compute_seconds: float,
     tokens_per_replica_step: int,
     lora_rank: int,
+    gradient_accumulation: int = 1,
 ) -> float:
     model_split = tensor_parallel * pipeline_parallel
     value_bytes = 4 if precision == "fp32" else 2
@@ -192,7 +195,8 @@ def _exposed_comm_seconds(
         else:
             grads = lora_trainable_params(model, lora_rank) / model_split * 4
         if strategy in ("fsdp", "zero3"):
-            volume = 2 * ring * base + ring * grads
+            # Weights are gathered again for every micro-batch's forward and backward.
+            volume = 2 * ring * base * gradient_accumulation + ring * grads
             hidden = 0.9 * compute_seconds
         else:
             volume = 2 * ring * grads

@@ -209,7 +209,7 @@ def plan_training(request: TrainingRequest) -> TrainingPlan:
     if fitting:
         return _to_plan(context, min(fitting, key=_rank_key), sorted(fitting, key=_rank_key))
     best = min(candidates, key=_memory_key)
-    larger = [count for count in _candidate_counts(request) if count > best.setup.num_gpus]
+    larger = _candidate_counts(request, start=best.setup.num_gpus + 1)
     wider = [c for c in _evaluate_space(context, [gpu], larger) if c.fits]
     return _to_plan(context, best, sorted(wider, key=_rank_key))
 
@@ -270,19 +270,16 @@ def _candidate_gpus(request: TrainingRequest) -> list[GpuSpec]:
     return [g for g in list_gpus() if price_for(g.key, request.cloud, request.prices)]
 
 
-def _candidate_counts(request: TrainingRequest) -> list[int]:
-    limit = request.max_gpus or DEFAULT_MAX_GPUS
+def _candidate_counts(request: TrainingRequest, start: int = 1) -> list[int]:
+    """GPU counts to try: the model-parallel size t·p times powers of two, from ``start``."""
     step = request.tensor_parallel * request.pipeline_parallel
+    limit = max(request.max_gpus or DEFAULT_MAX_GPUS, step)
     counts: list[int] = []
-    count = 1
+    count = step
     while count <= limit:
-        if count % step == 0:
+        if count >= start:
             counts.append(count)
         count *= 2
-    if not counts:
-        raise PlannerError(
-            f"max_gpus {limit} is smaller than tensor_parallel x pipeline_parallel = {step}"
-        )
     return counts
 
 
