@@ -11,10 +11,16 @@ from trainwright.planner import (
     InferenceRequest,
     PlannerError,
     get_model,
+    kv_cache_bytes_per_token,
     plan_inference,
     recommend_inference,
 )
-from trainwright.planner.inference import erlang_c, weight_bytes
+from trainwright.planner.inference import (
+    erlang_c,
+    experts_touched_fraction,
+    kv_cache_bytes_per_token_per_gpu,
+    weight_bytes,
+)
 
 GIB = 2**30
 
@@ -122,3 +128,21 @@ def test_a_model_too_big_for_eight_gpus_is_infeasible_with_the_memory_needed() -
 def test_fp8_on_a_gpu_without_fp8_is_rejected() -> None:
     with pytest.raises(PlannerError, match="fp8"):
         _plan(gpu="A100-80GB-SXM", precision="fp8")
+
+
+def test_mixtral_decode_at_batch_one_reads_two_of_eight_experts() -> None:
+    mixtral = get_model("mixtral-8x7b")
+    assert experts_touched_fraction(mixtral, 1) == pytest.approx(0.25)
+    assert experts_touched_fraction(mixtral, 2) == pytest.approx(1 - 0.75**2)
+    assert experts_touched_fraction(get_model("llama-3.1-8b"), 1) == 1.0
+    one = _plan(model="mixtral-8x7b", tensor_parallel=2, batch=1)
+    many = _plan(model="mixtral-8x7b", tensor_parallel=2, batch=64)
+    assert one.latency.itl_seconds < 0.5 * many.latency.itl_seconds
+
+
+def test_kv_heads_are_replicated_when_tensor_parallelism_exceeds_them() -> None:
+    qwen = get_model("qwen2.5-7b")  # 4 KV heads
+    full = kv_cache_bytes_per_token(qwen, "bf16")
+    assert kv_cache_bytes_per_token_per_gpu(qwen, "bf16", 2) == full / 2
+    assert kv_cache_bytes_per_token_per_gpu(qwen, "bf16", 4) == full / 4
+    assert kv_cache_bytes_per_token_per_gpu(qwen, "bf16", 8) == full / 4

@@ -8,12 +8,18 @@ from trainwright.planner import (
     InfeasibleError,
     PlannerError,
     TrainingRequest,
+    get_gpu,
     get_model,
     plan_training,
     prices_from_mapping,
     recommend_training,
 )
-from trainwright.planner.throughput import flops_per_token
+from trainwright.planner.throughput import (
+    exposed_comm_seconds,
+    flops_per_token,
+    gemm_efficiency,
+    training_step,
+)
 
 GIB = 2**30
 CONTRACT_KEYS = {
@@ -223,3 +229,76 @@ def test_gpu_count_must_be_a_multiple_of_the_model_parallel_size() -> None:
                 model="llama-3.1-70b", method="full", gpu="H100-SXM", num_gpus=12, tensor_parallel=8
             )
         )
+
+
+def test_a_ddp_gradient_all_reduce_moves_twice_the_gradients_over_nvlink() -> None:
+    # Ring all-reduce of 8B bf16 gradients over 8 H100s: 2 x 7/8 x 16.06 GB / 450 GB/s.
+    seconds = exposed_comm_seconds(
+        get_model("llama-3.1-8b"),
+        get_gpu("H100-SXM"),
+        "full",
+        "bf16",
+        "ddp",
+        8,
+        1,
+        1,
+        1,
+        0.0,
+        4096,
+        16,
+    )
+    assert seconds == pytest.approx(2 * 7 / 8 * 2 * 8.030261248e9 / 450e9, rel=1e-6)
+
+
+def test_fsdp_gathers_weights_for_every_micro_batch_across_nodes() -> None:
+    # 16 GPUs on 2 nodes: per-GPU network share 50 GB/s; 4 micro-batches.
+    seconds = exposed_comm_seconds(
+        get_model("llama-3.1-8b"),
+        get_gpu("H100-SXM"),
+        "full",
+        "bf16",
+        "fsdp",
+        16,
+        1,
+        1,
+        2,
+        0.0,
+        4096,
+        16,
+        4,
+    )
+    weights = 2 * 8.030261248e9
+    expected = (2 * 15 / 16 * weights * 4 + 15 / 16 * weights) / 50e9
+    assert seconds == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_pipeline_bubble_costs_p_minus_1_over_m_micro_batches() -> None:
+    model, gpu = get_model("llama-3.1-70b"), get_gpu("H100-SXM")
+
+    def compute(interleave: int) -> float:
+        return training_step(
+            model,
+            gpu,
+            method="full",
+            precision="bf16",
+            strategy="ddp",
+            data_parallel=1,
+            tensor_parallel=8,
+            pipeline_parallel=4,
+            nodes=4,
+            micro_batch=1,
+            gradient_accumulation=8,
+            seq_len=4096,
+            recompute="full",
+            lora_rank=16,
+            pipeline_interleave=interleave,
+        ).compute_seconds
+
+    assert compute(1) / compute(10**9) == pytest.approx(1 + 3 / 8, rel=1e-6)
+    assert compute(3) / compute(10**9) == pytest.approx(1 + 3 / 24, rel=1e-6)
+
+
+def test_small_micro_batches_and_narrow_layers_lose_gemm_efficiency() -> None:
+    model = get_model("llama-3.1-8b")
+    assert gemm_efficiency(model, 4096, 1) == pytest.approx(4096 / 4224 * 4096 / 4352)
+    assert gemm_efficiency(model, 512, 8) < 0.6 * gemm_efficiency(model, 4096, 1)

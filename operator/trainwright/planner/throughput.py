@@ -137,7 +137,7 @@ def training_step(
     if pipeline_parallel > 1:
         bubble = (pipeline_parallel - 1) / (gradient_accumulation * pipeline_interleave)
         compute *= 1 + bubble
-    exposed = _exposed_comm_seconds(
+    exposed = exposed_comm_seconds(
         model,
         gpu,
         method,
@@ -166,7 +166,7 @@ def training_step(
     return StepTime(compute, exposed, step, tokens_step / step, mfu)
 
 
-def _exposed_comm_seconds(
+def exposed_comm_seconds(
     model: ModelSpec,
     gpu: GpuSpec,
     method: Method,
@@ -181,6 +181,7 @@ def _exposed_comm_seconds(
     lora_rank: int,
     gradient_accumulation: int = 1,
 ) -> float:
+    """Communication seconds a step cannot hide behind its compute (module docstring)."""
     model_split = tensor_parallel * pipeline_parallel
     value_bytes = 4 if precision == "fp32" else 2
     exposed = 0.0
