@@ -4,6 +4,11 @@ Prices move (AWS cut P4/P5 prices by up to 45% in June 2025), so each entry
 keeps its ``as_of`` and source, and a user overrides any of them with a file
 (``trainwright plan --prices FILE``) that the CLI reads and hands to
 :func:`trainwright.planner.prices_from_mapping`.
+
+All entries are on-demand (pay-as-you-go) list prices, so clouds compare like for
+like. Reserved prices go in a price file: AWS Capacity Blocks were $4.916 per
+H100-hour (p5, late 2024) and $5.408 per H200-hour (p5e/p5en), which is the only
+way AWS sells H200s (gpu_prices.csv); so AWS has no H200 entry here.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ PRICES: tuple[Price, ...] = (
     _p("A100-40GB-SXM", "aws", 4.097, "pre-2025-06", f"{_AWS} (p4d.24xlarge / 8)"),
     _p("A100-80GB-SXM", "aws", 5.12, "pre-2025-06", f"{_AWS} (p4de.24xlarge / 8)"),
     _p("H100-SXM", "aws", 12.29, "2023-07..2025-06", f"{_AWS} (p5.48xlarge / 8)"),
-    _p("H200", "aws", 5.408, "late 2024", "AWS EC2 Capacity Blocks (p5e, us-east-2)"),
     _p("A100-40GB-SXM", "gcp", 3.67, "2024", f"{_GCP} (a2-highgpu-1g)"),
     _p("A100-80GB-SXM", "gcp", 5.07, "2024", f"{_GCP} (a2-ultragpu-1g)"),
     _p("H100-SXM", "gcp", 11.03, "2024", f"{_GCP} (a3-highgpu-8g / 8)"),
