@@ -238,7 +238,8 @@ def crd_for(kind: Kind) -> dict[str, Any]:
         "description": properties["apiVersion"]["description"],
     }
     properties["kind"] = {"type": "string", "description": properties["kind"]["description"]}
-    properties["metadata"] = {"type": "object", "description": "Standard object metadata."}
+    # The API server rejects anything under metadata but name/generateName constraints.
+    properties["metadata"] = {"type": "object"}
     # The status default lives in the model; a CRD default on status would be written on create.
     properties["status"].pop("default", None)
     schema["required"] = ["spec"]

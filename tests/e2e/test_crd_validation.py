@@ -1,0 +1,272 @@
+"""The API server enforces the generated CRDs: examples are accepted, bad manifests are
+rejected with messages that name the field, defaults are filled in, and a Running job's
+inputs cannot change under it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from e2e.cluster import Kube, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "trainwright.io", "v1alpha1"
+PLURALS = {
+    "TrainingJob": "trainingjobs",
+    "CapacityPlan": "capacityplans",
+    "ModelExport": "modelexports",
+}
+
+
+@pytest.fixture(scope="module")
+def crds(kube: Kube) -> Iterator[None]:
+    """The CRDs from crds/, created or replaced, and Established."""
+    extensions = client.ApiextensionsV1Api(kube.api_client)
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            extensions.create_custom_resource_definition(crd)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            stored = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = stored.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+
+    def established() -> bool:
+        for plural in PLURALS.values():
+            crd = extensions.read_custom_resource_definition(f"{plural}.{GROUP}")
+            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    wait_until(established, timeout_s=60, what="the trainwright CRDs to be Established")
+    yield
+
+
+def custom(kube: Kube) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube.api_client)
+
+
+def create(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    created: dict[str, Any] = custom(kube).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[body["kind"]], body
+    )
+    return created
+
+
+def rejection(kube: Kube, namespace: str, body: dict[str, Any]) -> str:
+    """The API server's message when it refuses ``body``."""
+    with pytest.raises(ApiException) as caught:
+        create(kube, namespace, body)
+    assert caught.value.status == 422, caught.value.body
+    return str(yaml.safe_load(caught.value.body)["message"])
+
+
+def example(name: str) -> dict[str, Any]:
+    docs = yaml.safe_load_all((REPO / "examples" / name).read_text(encoding="utf-8"))
+    return next(d for d in docs if d and d.get("apiVersion") == f"{GROUP}/{VERSION}")
+
+
+def lora_job(**spec_changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(example("training-lora.yaml"))
+    body["metadata"] = {"name": "bad-job"}
+    body["spec"].update(spec_changes)
+    return body
+
+
+def test_every_example_is_accepted(kube: Kube, namespace: str, crds: None) -> None:
+    names = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc and doc.get("apiVersion") == f"{GROUP}/{VERSION}":
+                names.append(create(kube, namespace, doc)["metadata"]["name"])
+    assert sorted(names) == [
+        "chat-serving",
+        "chat-serving-forecast",
+        "llama8b-lora",
+        "llama8b-lora-export",
+        "qwen7b-qlora",
+    ]
+
+
+def test_the_api_server_fills_in_the_defaults(kube: Kube, namespace: str, crds: None) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingJob",
+        "metadata": {"name": "minimal"},
+        "spec": {
+            "model": {"name": "llama-3.2-1b"},
+            "method": "lora",
+            "dataset": {"uri": "pvc://datasets/a.jsonl"},
+        },
+    }
+    spec = create(kube, namespace, body)["spec"]
+    assert spec["maxRestarts"] == 3
+    assert spec["strategy"] == "auto"
+    assert spec["resources"] == {"gpuType": "auto"}
+    assert spec["training"]["seqLen"] == 2048
+    assert spec["training"]["epochs"] == 1
+    assert spec["dataset"]["format"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("spec_changes", "expected"),
+    [
+        ({"resources": {"gpuType": "H100-SXM", "gpus": 0}}, "spec.resources.gpus"),
+        ({"strategy": "zero4"}, 'spec.strategy: Unsupported value: "zero4"'),
+        ({"budget": {"maxCostUsd": -1}}, "spec.budget.maxCostUsd"),
+        (
+            {"model": {"name": "llama-3.1-8b", "configPath": "/m/config.json"}},
+            'spec.model: Invalid value: "object": model: set exactly one of name or configPath',
+        ),
+        (
+            {"method": "full"},
+            'spec.lora: Invalid value: "object": lora is only allowed with method lora, qlora or dora',
+        ),
+        (
+            {"resources": {"gpuType": "auto", "gpusPerNode": 8}},
+            "resources.gpusPerNode needs a concrete resources.gpuType, not auto",
+        ),
+        (
+            {"resources": {"gpuType": "L4", "gpus": 12, "nodes": 2, "gpusPerNode": 4}},
+            "resources.gpus must equal resources.nodes x resources.gpusPerNode",
+        ),
+    ],
+    ids=[
+        "zero-gpus",
+        "strategy-enum",
+        "negative-budget",
+        "two-models",
+        "lora-on-full",
+        "auto-layout",
+        "layout-sum",
+    ],
+)
+def test_an_invalid_training_job_is_rejected_naming_the_field(
+    kube: Kube, namespace: str, crds: None, spec_changes: dict[str, Any], expected: str
+) -> None:
+    assert expected in rejection(kube, namespace, lora_job(**spec_changes))
+
+
+def test_an_invalid_capacity_plan_and_export_are_rejected_naming_the_field(
+    kube: Kube, namespace: str, crds: None
+) -> None:
+    plan = copy.deepcopy(example("capacityplan-chat.yaml"))
+    plan["spec"]["workload"]["training"] = {
+        "model": {"name": "llama-3.1-8b"},
+        "method": "lora",
+        "dataset": {"uri": "pvc://d/a.jsonl"},
+    }
+    assert (
+        'spec.workload: Invalid value: "object": workload: set exactly one of inference or training'
+        in rejection(kube, namespace, plan)
+    )
+    export = copy.deepcopy(example("modelexport.yaml"))
+    export["spec"]["formats"] = ["safetensors"]
+    del export["spec"]["ollama"]
+    assert (
+        'spec.quantization: Invalid value: "object": quantization needs format gguf or ollama'
+        in rejection(kube, namespace, export)
+    )
+
+
+def test_the_method_cannot_change_after_creation(kube: Kube, namespace: str, crds: None) -> None:
+    created = create(kube, namespace, example("training-lora.yaml"))
+    changed = copy.deepcopy(created)
+    changed["spec"]["method"] = "dora"
+    with pytest.raises(ApiException) as caught:
+        custom(kube).replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", changed
+        )
+    assert 'spec.method: Invalid value: "object": method is immutable' in str(
+        yaml.safe_load(caught.value.body)["message"]
+    )
+
+
+def test_a_running_job_keeps_its_inputs_until_it_stops_running(
+    kube: Kube, namespace: str, crds: None
+) -> None:
+    api = custom(kube)
+    create(kube, namespace, example("training-lora.yaml"))
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", {"status": {"phase": "Running"}}
+    )
+    bigger = {"spec": {"resources": {"gpuType": "H100-SXM", "gpus": 16}}}
+    with pytest.raises(ApiException) as caught:
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", bigger
+        )
+    assert "immutable while the job is Running" in str(yaml.safe_load(caught.value.body)["message"])
+    # Fields that do not change the run (suspend, restarts) may still change.
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", {"spec": {"suspend": True}}
+    )
+    api.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "trainingjobs",
+        "llama8b-lora",
+        {"status": {"phase": "Suspended"}},
+    )
+    patched = api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", bigger
+    )
+    assert patched["spec"]["resources"]["gpus"] == 16
+
+
+def test_kubectl_get_tj_prints_the_plan_columns(kube: Kube, namespace: str, crds: None) -> None:
+    create(kube, namespace, example("training-lora.yaml"))
+    status = {
+        "phase": "Running",
+        "plan": {
+            "gpuType": "H100-SXM",
+            "numGpus": 8,
+            "nodes": 1,
+            "gpusPerNode": 8,
+            "strategy": "fsdp",
+            "microBatchSize": 4,
+            "gradientAccumulationSteps": 2,
+            "memoryPerGpuBytes": 61000000000,
+            "tokensPerSecond": 100340.0,
+            "estimatedCostUsd": 5.44,
+            "estimatedFinishTime": "2026-11-23T08:00:00Z",
+        },
+    }
+    custom(kube).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "trainingjobs", "llama8b-lora", {"status": status}
+    )
+    table = kube.kubectl("get", "tj", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == [
+        "NAME",
+        "PHASE",
+        "GPUS",
+        "GPU",
+        "TYPE",
+        "STRATEGY",
+        "ETA",
+        "COST",
+        "USD",
+        "AGE",
+    ]
+    row = table[1].split()
+    assert row[:7] == [
+        "llama8b-lora",
+        "Running",
+        "8",
+        "H100-SXM",
+        "fsdp",
+        "2026-11-23T08:00:00Z",
+        "5.44",
+    ]
+    listed = kube.kubectl("get", "trainwright", "-n", namespace, "-o", "name").stdout.split()
+    assert "trainingjob.trainwright.io/llama8b-lora" in listed
