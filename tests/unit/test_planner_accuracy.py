@@ -14,6 +14,7 @@ from trainwright.cli.accuracy import (
     command_line,
     evaluate_rows,
     read_rows,
+    render_markdown,
     render_text,
     row_specs,
     summary,
@@ -74,3 +75,9 @@ def test_each_rows_command_line_reproduces_its_estimate(
     assert code == (0 if plan.fits else 3)
     expected = next(r.estimate for r in results if r.row_id == row_id)
     assert spec.extract(plan) == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_committed_accuracy_doc_matches_the_planner(results) -> None:  # type: ignore[no-untyped-def]
+    doc = Path(__file__).resolve().parents[2] / "docs" / "planner-accuracy.md"
+    expected = render_markdown(results, "shared/reference/measured-public.csv")
+    assert doc.read_text(encoding="utf-8") == expected, "run `make accuracy-doc`"
