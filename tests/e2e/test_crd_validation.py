@@ -15,6 +15,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster import Kube, wait_until
+from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
+from trainwright.resources import headless_service, trainer_configmap, trainer_job
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "trainwright.io", "v1alpha1"
@@ -270,3 +272,40 @@ def test_kubectl_get_tj_prints_the_plan_columns(kube: Kube, namespace: str, crds
     ]
     listed = kube.kubectl("get", "trainwright", "-n", namespace, "-o", "name").stdout.split()
     assert "trainingjob.trainwright.io/llama8b-lora" in listed
+
+
+def test_the_trainer_children_pass_the_api_servers_validation(
+    kube: Kube, namespace: str, crds: None
+) -> None:
+    # The builders' dicts, as the controller would create them (dry run: nothing runs).
+    body = example("training-lora.yaml") | {
+        "metadata": {"name": "llama8b-lora", "namespace": namespace}
+    }
+    job = TrainingJob.from_body(body)
+    plan = PlanStatus(
+        gpu_type="H100-SXM",
+        gpu_product="NVIDIA-H100-80GB-HBM3",
+        num_gpus=16,
+        nodes=2,
+        gpus_per_node=8,
+        strategy="fsdp",
+        micro_batch_size=4,
+        gradient_accumulation_steps=2,
+        memory_per_gpu_bytes=61_000_000_000,
+        tokens_per_second=180_000.0,
+    )
+    core, batch = kube.core_v1, kube.batch_v1
+    created = [
+        core.create_namespaced_config_map(namespace, trainer_configmap(job, plan), dry_run="All"),
+        core.create_namespaced_service(namespace, headless_service(job), dry_run="All"),
+        batch.create_namespaced_job(namespace, trainer_job(job, plan, attempt=0), dry_run="All"),
+    ]
+    assert [c.metadata.name for c in created] == [
+        "llama8b-lora-trainer",
+        "llama8b-lora-workers",
+        "llama8b-lora-a0",
+    ]
+    indexed = created[2].spec
+    assert indexed.completion_mode == "Indexed"
+    assert indexed.completions == indexed.parallelism == 2
+    assert indexed.pod_failure_policy.rules[1].on_exit_codes.values == [76]

@@ -56,6 +56,12 @@ def test_every_user_and_status_field_has_a_description(kind: Kind) -> None:
     assert missing == []
 
 
+def test_metadata_is_left_to_the_api_server() -> None:
+    # Anything under metadata but name/generateName constraints makes the CRD invalid.
+    for kind in KINDS:
+        assert schema_of(kind.kind)["properties"]["metadata"] == {"type": "object"}
+
+
 def test_the_names_scope_and_subresources_follow_the_contract() -> None:
     names = {k.kind: crd_for(k)["spec"]["names"] for k in KINDS}
     assert names["TrainingJob"]["plural"] == "trainingjobs"

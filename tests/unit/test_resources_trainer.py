@@ -99,7 +99,7 @@ def test_pods_request_the_planned_gpus_on_nodes_of_the_planned_product() -> None
     manifest = trainer_job(make_job(), make_plan(nodes=2, gpus_per_node=8), attempt=0)
     pod = manifest["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert container(manifest)["resources"]["limits"] == {"nvidia.com/gpu": 8}
+    assert container(manifest)["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     keys = [t.get("key") for t in pod["tolerations"]]
     assert keys == ["nvidia.com/gpu", "kwok.x-k8s.io/node"]
     assert pod["subdomain"] == "llama8b-lora-workers"

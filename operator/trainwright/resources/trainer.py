@@ -344,8 +344,8 @@ def _pod_spec(
                     {"name": "metrics", "containerPort": METRICS_PORT},
                 ],
                 "resources": {
-                    "limits": {GPU_RESOURCE: plan.gpus_per_node},
-                    "requests": {GPU_RESOURCE: plan.gpus_per_node},
+                    "limits": {GPU_RESOURCE: str(plan.gpus_per_node)},
+                    "requests": {GPU_RESOURCE: str(plan.gpus_per_node)},
                 },
                 "volumeMounts": volume_mounts,
             }
