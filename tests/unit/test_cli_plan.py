@@ -244,7 +244,9 @@ def test_models_and_gpus_list_the_catalogs(capsys: pytest.CaptureFixture[str]) -
         "usd_per_gpu_hour": 12.29,
         "as_of": "2023-07..2025-06",
         "source": "AWS EC2 on-demand pricing page, us-east-1 (p5.48xlarge / 8)",
+        "note": gpus["H100-SXM"]["prices"]["aws"]["note"],
     }
+    assert "June 2025" in gpus["H100-SXM"]["prices"]["aws"]["note"]
 
 
 def test_table_output_shows_fit_memory_speed_and_cost(capsys: pytest.CaptureFixture[str]) -> None:

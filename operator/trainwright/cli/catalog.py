@@ -66,6 +66,7 @@ def gpus_document() -> list[dict[str, Any]]:
                     "usd_per_gpu_hour": price.usd_per_gpu_hour,
                     "as_of": price.as_of,
                     "source": price.source,
+                    "note": price.note,
                 }
         documents.append(
             {

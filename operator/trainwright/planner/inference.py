@@ -507,6 +507,8 @@ def _to_plan(request: InferenceRequest, sizing: _Sizing, others: list[_Sizing]) 
         + kv_used * engine.kv_bytes_per_token_gpu
     )
     warnings = []
+    if sizing.price is not None and sizing.price.note:
+        warnings.append(sizing.price.note)
     if sizing.price is None:
         warnings.append(
             f"no {request.cloud} price for {engine.gpu.key}; cost is 0 (pass --prices FILE)"

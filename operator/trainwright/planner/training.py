@@ -542,6 +542,8 @@ def _warnings(context: _Context, candidate: _Candidate) -> list[str]:
         )
     if candidate.price is None:
         warnings.append(f"no {request.cloud} price for {gpu.key}; cost is 0 (pass --prices FILE)")
+    elif candidate.price.note:
+        warnings.append(candidate.price.note)
     if request.optimizer == "paged_adamw8bit":
         warnings.append(
             "paged 8-bit AdamW states live in CUDA unified memory and are not counted; "

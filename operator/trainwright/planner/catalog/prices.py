@@ -28,10 +28,17 @@ class Price(BaseModel):
     usd_per_gpu_hour: float = Field(gt=0)
     as_of: str
     source: str
+    note: str = Field(default="", description="what a user should know before trusting it")
 
 
-def _p(gpu: str, cloud: str, usd: float, as_of: str, source: str) -> Price:
-    return Price(gpu=gpu, cloud=cloud, usd_per_gpu_hour=usd, as_of=as_of, source=source)
+def _p(gpu: str, cloud: str, usd: float, as_of: str, source: str, note: str = "") -> Price:
+    return Price(gpu=gpu, cloud=cloud, usd_per_gpu_hour=usd, as_of=as_of, source=source, note=note)
+
+
+_AWS_CUT = (
+    "AWS cut P4/P5 on-demand prices by up to 45% in June 2025 (H100 about $6.9/GPU-hour); "
+    "this list price predates the cut, pass --prices to use today's"
+)
 
 
 _AWS = "AWS EC2 on-demand pricing page, us-east-1"
@@ -44,9 +51,9 @@ PRICES: tuple[Price, ...] = (
     _p("A10G", "aws", 1.006, "2024", f"{_AWS} (g5.xlarge)"),
     _p("L4", "aws", 0.8048, "2024", f"{_AWS} (g6.xlarge)"),
     _p("L40S", "aws", 1.861, "2024-2025", f"{_AWS} (g6e.xlarge)"),
-    _p("A100-40GB-SXM", "aws", 4.097, "pre-2025-06", f"{_AWS} (p4d.24xlarge / 8)"),
-    _p("A100-80GB-SXM", "aws", 5.12, "pre-2025-06", f"{_AWS} (p4de.24xlarge / 8)"),
-    _p("H100-SXM", "aws", 12.29, "2023-07..2025-06", f"{_AWS} (p5.48xlarge / 8)"),
+    _p("A100-40GB-SXM", "aws", 4.097, "pre-2025-06", f"{_AWS} (p4d.24xlarge / 8)", _AWS_CUT),
+    _p("A100-80GB-SXM", "aws", 5.12, "pre-2025-06", f"{_AWS} (p4de.24xlarge / 8)", _AWS_CUT),
+    _p("H100-SXM", "aws", 12.29, "2023-07..2025-06", f"{_AWS} (p5.48xlarge / 8)", _AWS_CUT),
     _p("A100-40GB-SXM", "gcp", 3.67, "2024", f"{_GCP} (a2-highgpu-1g)"),
     _p("A100-80GB-SXM", "gcp", 5.07, "2024", f"{_GCP} (a2-ultragpu-1g)"),
     _p("H100-SXM", "gcp", 11.03, "2024", f"{_GCP} (a3-highgpu-8g / 8)"),
