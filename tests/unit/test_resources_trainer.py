@@ -21,7 +21,7 @@ from trainwright.resources import (
     trainer_job_name,
 )
 from trainwright.resources.names import dns_label
-from trainwright.resources.trainer import torchrun_command
+from trainwright.resources.trainer import render_trainer_config, torchrun_command
 from trainwright_trainer.config import parse_config
 
 MANIFEST = """
@@ -230,3 +230,8 @@ def test_the_container_exits_with_the_trainer_code_that_torchrun_hides(
     }
     result = subprocess.run([command[0], "-c", script], env=env, check=False, timeout=30)
     assert result.returncode == expected
+
+
+def test_the_fast_config_rendering_is_the_trainers_own_yaml() -> None:
+    config = trainer_config(make_job(), make_plan())
+    assert render_trainer_config(config) == config.to_yaml()
