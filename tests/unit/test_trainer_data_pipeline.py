@@ -220,3 +220,12 @@ def test_a_writer_that_loses_the_publish_race_keeps_the_winners_copy(tmp_path: P
     tokenize_module._publish(final, (zeros, zeros, zeros), stats, '{"bad_rows": []}')
     assert np.array_equal(load_prepared(final).input_ids, winner.input_ids)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_unusable_cache_directory_fails_before_tokenizing(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        prepare_dataset(_cfg("alpaca.jsonl"), tiny_tokenizer(), cache_dir=blocker / "cache")
+    assert str(err.value).startswith(f"cannot write the tokenization cache under {blocker}/cache")
+    assert str(err.value).endswith("set data.cache_dir to a writable directory with free space")

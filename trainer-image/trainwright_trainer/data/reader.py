@@ -130,13 +130,18 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
         reader = csv.DictReader(handle)
         if not reader.fieldnames:
             raise DataError(f"dataset file {path} has no CSV header row")
-        for index, record in enumerate(reader, start=1):
-            if None in record:
-                yield RawRow(
-                    index, None, f"has more cells than the {len(reader.fieldnames)} headers"
-                )
-                continue
-            yield RawRow(index, {k: _parse_json_cell(v) for k, v in record.items()})
+        try:
+            for index, record in enumerate(reader, start=1):
+                if None in record:
+                    headers = len(reader.fieldnames)
+                    yield RawRow(index, None, f"has more cells than the {headers} headers")
+                    continue
+                yield RawRow(index, {k: _parse_json_cell(v) for k, v in record.items()})
+        except csv.Error as exc:
+            # A structural fault (a NUL byte, an unclosed quote) ends the file here.
+            raise DataError(
+                f"dataset file {path} is not valid CSV at line {reader.line_num} ({exc})"
+            ) from None
 
 
 def _parse_json_cell(value: str | None) -> Any:
@@ -156,15 +161,16 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+    index = 0
     try:
         parquet = pq.ParquetFile(path)
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"dataset file {path} is not a valid Parquet file ({exc})") from None
-    index = 0
-    for batch in parquet.iter_batches(batch_size=4096):
-        for record in batch.to_pylist():
-            index += 1
-            yield RawRow(index, record)
+        for batch in parquet.iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                index += 1
+                yield RawRow(index, record)
+    except pa.ArrowException as exc:
+        where = f" after row {index}" if index else ""
+        raise DataError(f"dataset file {path} is not a valid Parquet file{where} ({exc})") from None
 
 
 def _read_txt(path: Path) -> Iterator[RawRow]:

@@ -102,17 +102,23 @@ def prepare_dataset(
     root = Path(root_text)
     key = cache_key(cfg, tokenizer, source, file_type)
     final = root / f"{_safe_stem(source)}-{key[:16]}"
+    report_path = root / f"{final.name}.bad_rows.json"
     if (final / "stats.json").is_file():
         stats = DatasetStats.from_dict(json.loads((final / "stats.json").read_text("utf-8")))
-        _check_bad_fraction(stats.rows_bad, stats.rows_total, cfg, source, final)
+        _check_bad_fraction(stats.rows_bad, stats.rows_total, cfg, source, report_path)
         log.info("reusing tokenized dataset %s (%d sequences)", final, stats.sequences)
         return final
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # before the work, so a bad path fails fast
+    except OSError as exc:
+        raise _unwritable(root, exc) from None
     started = time.perf_counter()
     result = _tokenize_file(cfg, tokenizer, source, file_type)
-    report_path = root / f"{final.name}.bad_rows.json"
-    root.mkdir(parents=True, exist_ok=True)
     report = _report_json(source, result)
-    _write_atomic_text(report_path, report)
+    try:
+        _write_atomic_text(report_path, report)
+    except OSError as exc:
+        raise _unwritable(root, exc) from None
     _log_bad_rows(result, report_path)
     _check_bad_fraction(len(result.bad_rows), result.rows_total, cfg, source, report_path)
     if not result.documents:
@@ -121,7 +127,10 @@ def prepare_dataset(
         result.documents, cfg.seq_len, pad_token_id=_pad_id(tokenizer), pack=cfg.pack
     )
     stats = _stats(cfg, source, file_type, result, arrays, time.perf_counter() - started)
-    _publish(final, arrays, stats, report)
+    try:
+        _publish(final, arrays, stats, report)
+    except OSError as exc:
+        raise _unwritable(root, exc) from None
     log.info(
         "tokenized %s: %d rows (%d bad) -> %d sequences of %d tokens, packing efficiency %.3f",
         source,
@@ -357,6 +366,13 @@ def _pad_id(tokenizer: Any) -> int:
         if value is not None:
             return int(value)
     return 0
+
+
+def _unwritable(root: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"cannot write the tokenization cache under {root} ({exc.strerror or exc}); "
+        "set data.cache_dir to a writable directory with free space"
+    )
 
 
 def _check_bad_fraction(
