@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainer_fixtures import CHAT_TEMPLATE, tiny_tokenizer
 from trainwright_trainer.data.formats import (
@@ -240,3 +242,20 @@ def test_tokenizers_without_offsets_get_the_same_alpaca_labels_span_by_span() ->
     assert tok.decode(slow_ids[slow_mask]) == "Hello there.</s>"
     assert int(slow_mask.sum()) == int(fast_mask.sum())
     assert np.array_equal(slow_ids[slow_mask], fast_ids[fast_mask])
+
+
+_WORDS = ["the", "model", "loss", "step", "data", "Paris", "four", "?", "\n", ".", "42"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prompt=st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12),
+    completion=st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12),
+)
+def test_the_loss_falls_exactly_on_the_completion_when_it_starts_a_new_word(
+    prompt: list[str], completion: list[str]
+) -> None:
+    tok = tiny_tokenizer()
+    row = {"prompt": " ".join(prompt) + ":", "completion": " " + " ".join(completion)}
+    rendered = render_row(row, "prompt_completion", tok)
+    assert _loss_text(rendered, tok) == row["completion"] + "</s>"

@@ -310,7 +310,10 @@ def tokenize_rendered(
                 np.asarray(item.input_ids, dtype=np.int32),
                 np.asarray(item.trainable, dtype=np.bool_),
             )
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    if len(done) != len(items):  # every item is text or tokens; anything else is a bug here
+        raise TypeError(f"cannot tokenize {len(items) - len(done)} rendered rows of unknown kind")
+    return done
 
 
 def _encode_texts(
