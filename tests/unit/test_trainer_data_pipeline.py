@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +231,16 @@ def test_an_unusable_cache_directory_fails_before_tokenizing(tmp_path: Path) -> 
         prepare_dataset(_cfg("alpaca.jsonl"), tiny_tokenizer(), cache_dir=blocker / "cache")
     assert str(err.value).startswith(f"cannot write the tokenization cache under {blocker}/cache")
     assert str(err.value).endswith("set data.cache_dir to a writable directory with free space")
+
+
+def test_staging_left_by_a_killed_writer_is_removed_once_stale(tmp_path: Path) -> None:
+    stale = tmp_path / ".alpaca-0123456789abcdef.tmp-999-deadbeef"
+    stale.mkdir()
+    (stale / "input_ids.npy").write_bytes(b"half")
+    fresh = tmp_path / ".alpaca-0123456789abcdef.tmp-998-cafebabe"
+    fresh.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    prepare_dataset(_cfg("alpaca.jsonl"), tiny_tokenizer(), cache_dir=tmp_path)
+    assert not stale.exists()
+    assert fresh.exists()  # may be a writer still at work

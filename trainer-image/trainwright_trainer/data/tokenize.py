@@ -71,6 +71,8 @@ PIPELINE_VERSION = 1
 _BATCH_ROWS = 1024
 _REPORT_MAX_ROWS = 10_000
 _LOG_BAD_ROWS = 5
+# A staging directory this old belongs to a writer that was killed mid-publish.
+_STALE_STAGING_SECONDS = 3600
 
 Int32Array = npt.NDArray[np.int32]
 Document = tuple[Int32Array, Int32Array]
@@ -112,6 +114,7 @@ def prepare_dataset(
         root.mkdir(parents=True, exist_ok=True)  # before the work, so a bad path fails fast
     except OSError as exc:
         raise _unwritable(root, exc) from None
+    _remove_stale_staging(root)
     started = time.perf_counter()
     result = _tokenize_file(cfg, tokenizer, source, file_type)
     report = _report_json(source, result)
@@ -478,6 +481,20 @@ def _publish(
             _fsync_dir(final.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(root: Path) -> None:
+    cutoff = time.time() - _STALE_STAGING_SECONDS
+    for child in root.glob(".*.tmp-*"):
+        try:
+            if child.stat().st_mtime < cutoff:
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+                log.info("removed %s, left by an interrupted cache writer", child)
+        except FileNotFoundError:
+            continue  # another process removed it first
 
 
 def _write_synced(path: Path, text: str) -> None:
