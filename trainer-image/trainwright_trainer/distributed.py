@@ -99,8 +99,11 @@ def init_distributed(cfg: TrainerConfig) -> DistEnv:
 
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         else:
+            # nccl for CUDA tensors plus gloo for CPU ones: dcp.async_save stages
+            # the state in host memory and coordinates over a CPU-capable group.
+            group_backend = "cuda:nccl,cpu:gloo" if backend == "nccl" else backend
             dist.init_process_group(
-                backend=backend,
+                backend=group_backend,
                 timeout=timeout,
                 device_id=device if cuda else None,
             )
@@ -180,7 +183,8 @@ def _make_optimizer(cfg: TrainerConfig, params: list[torch.nn.Parameter]) -> tor
         cls = bnb.optim.PagedAdamW8bit if t.optimizer == "paged_adamw8bit" else bnb.optim.AdamW8bit
         optimizer: torch.optim.Optimizer = cls(groups, lr=t.learning_rate)
         return optimizer
-    fused = bool(params) and params[0].device.type == "cuda"
+    # Fused AdamW on plain CUDA tensors; FSDP2's DTensor parameters take the foreach path.
+    fused = bool(params) and params[0].device.type == "cuda" and cfg.distributed.strategy != "fsdp"
     return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(0.9, 0.95), fused=fused)
 
 

@@ -363,10 +363,10 @@ class Recipe:
             verdict = SpikeVerdict.OK if skipped else self.spikes.observe(loss)
             if verdict is not SpikeVerdict.OK:
                 self.metrics.count(self.metrics.loss_spikes)
-            self._log_step(step_no, loss, lr, grad_norm, skipped, verdict)
             now = time.monotonic()
             step_seconds = now - step_started
             tokens_per_second = tokens / step_seconds if step_seconds > 0 else 0.0
+            self._log_step(step_no, loss, lr, grad_norm, skipped, verdict, step_seconds)
             done = self.step - first_step
             eta = (now - started) / done * (self.total_steps - self.step) if done else None
             if self.env.is_main and (
@@ -605,11 +605,20 @@ class Recipe:
         grad_norm: float,
         skipped: bool,
         verdict: SpikeVerdict,
+        step_seconds: float,
     ) -> None:
         if not self.env.is_main:
             return
+        memory: dict[str, int] = {}
+        if self.env.device.type == "cuda":
+            memory = {
+                "max_memory_allocated_bytes": torch.cuda.max_memory_allocated(self.env.device),
+                "max_memory_reserved_bytes": torch.cuda.max_memory_reserved(self.env.device),
+            }
         self._append_log(
             {
+                "step_seconds": step_seconds,
+                **memory,
                 "step": step_no,
                 "loss": loss,
                 "lr": lr,
