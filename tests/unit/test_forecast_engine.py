@@ -94,11 +94,11 @@ def test_ets_bands_that_explode_fall_back_to_a_random_walk_band() -> None:
     np.testing.assert_array_equal(mean, [10.0] * horizon)
 
 
-def test_weights_follow_inverse_squared_mase_and_drop_models_far_behind_the_best() -> None:
-    weights = ensemble_weights({"arima": 0.5, "ets": 0.8, "stl": 0.6})
-    assert weights["ets"] == 0.0  # 1.6x the best
-    assert weights["arima"] == pytest.approx(0.6**2 / (0.6**2 + 0.5**2))
-    assert sum(weights.values()) == pytest.approx(1.0)
+def test_weights_follow_inverse_mase_and_drop_a_model_three_times_worse_than_the_best() -> None:
+    weights = ensemble_weights({"arima": 0.5, "ets": 1.6, "stl": 1.0})
+    assert weights["ets"] == 0.0
+    assert weights["arima"] == pytest.approx((1 / 0.5) / (1 / 0.5 + 1 / 1.0))
+    assert weights["stl"] == pytest.approx(1 / 3)
 
 
 def test_bands_use_empirical_quantiles_when_model_bands_are_too_narrow() -> None:
