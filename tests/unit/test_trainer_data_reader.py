@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,20 @@ def test_unreadable_files_raise_data_errors_not_tracebacks(tmp_path: Path) -> No
     fake.write_text("not parquet", encoding="utf-8")
     with pytest.raises(DataError, match=r"is not a valid Parquet file"):
         list(read_rows(fake))
+
+
+def test_gzip_compressed_files_read_like_the_plain_ones(tmp_path: Path) -> None:
+    for name in ("alpaca.jsonl", "alpaca.json", "alpaca.csv"):
+        packed = tmp_path / f"{name}.gz"
+        packed.write_bytes(gzip.compress((TRAINER_DATA_DIR / name).read_bytes()))
+        assert file_type_of(packed) == name.rsplit(".", 1)[1]
+        assert list(read_rows(packed)) == list(read_rows(TRAINER_DATA_DIR / name))
+
+
+def test_a_truncated_gzip_file_is_a_data_error(tmp_path: Path) -> None:
+    broken = tmp_path / "cut.jsonl.gz"
+    broken.write_bytes(gzip.compress((TRAINER_DATA_DIR / "alpaca.jsonl").read_bytes())[:200])
+    with pytest.raises(DataError, match=r"is not a complete gzip file"):
+        list(read_rows(broken))
+    with pytest.raises(DataError, match=r"from its suffix ''; use one of"):
+        file_type_of(Path("archive.gz"))

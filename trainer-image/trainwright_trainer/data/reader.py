@@ -14,6 +14,8 @@ txt           the line number where the paragraph starts; paragraphs are
               separated by blank lines and each one is a document (a ``str``)
 ============  ================================================================
 
+Text formats may be gzip-compressed (``train.jsonl.gz``); they are read decompressed.
+
 A row that cannot be parsed (a broken JSON line) comes back with ``error`` set
 instead of failing the whole file; a file that cannot be read at all raises
 :class:`~trainwright_trainer.errors.DataError`.
@@ -22,11 +24,12 @@ instead of failing the whole file; a file that cannot be read at all raises
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from trainwright_trainer.errors import DataError
 
@@ -58,17 +61,34 @@ class RawRow:
 
 
 def file_type_of(path: Path, file_type: str = "auto") -> str:
-    """The file type to read ``path`` as: ``file_type`` unless it is 'auto', else from the suffix."""
+    """The file type to read ``path`` as: ``file_type`` unless it is 'auto', else from the suffix.
+
+    A ``.gz`` suffix is looked through (``train.jsonl.gz`` is jsonl, read decompressed).
+    """
     if file_type != "auto":
         return file_type
-    found = SUFFIX_TO_FILE_TYPE.get(path.suffix.lower())
+    suffix = _data_suffix(path)
+    found = SUFFIX_TO_FILE_TYPE.get(suffix)
     if found is None:
         accepted = ", ".join(sorted(SUFFIX_TO_FILE_TYPE))
         raise DataError(
-            f"cannot tell the file type of {path} from its suffix '{path.suffix}'; "
-            f"use one of {accepted} or set data.file_type"
+            f"cannot tell the file type of {path} from its suffix '{suffix}'; "
+            f"use one of {accepted} (optionally .gz) or set data.file_type"
         )
     return found
+
+
+def _data_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_text(path: Path, *, newline: str | None = None) -> IO[str]:
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
+    return path.open(encoding="utf-8", newline=newline)
 
 
 def read_rows(path: Path, file_type: str = "auto") -> Iterator[RawRow]:
@@ -87,12 +107,14 @@ def read_rows(path: Path, file_type: str = "auto") -> Iterator[RawRow]:
         yield from readers[kind](path)
     except UnicodeDecodeError as exc:
         raise DataError(f"dataset file {path} is not UTF-8 text ({exc.reason})") from None
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"dataset file {path} is not a complete gzip file ({exc})") from None
     except OSError as exc:
         raise DataError(f"cannot read dataset file {path}: {exc.strerror or exc}") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
-    with path.open(encoding="utf-8") as handle:
+    with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -103,7 +125,8 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
 
 
 def _read_json(path: Path) -> Iterator[RawRow]:
-    text = path.read_text(encoding="utf-8")
+    with _open_text(path) as handle:
+        text = handle.read()
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -126,7 +149,7 @@ def _read_json(path: Path) -> Iterator[RawRow]:
 
 def _read_csv(path: Path) -> Iterator[RawRow]:
     csv.field_size_limit(_CSV_FIELD_LIMIT_BYTES)
-    with path.open(encoding="utf-8", newline="") as handle:
+    with _open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames:
             raise DataError(f"dataset file {path} has no CSV header row")
@@ -176,7 +199,7 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
 def _read_txt(path: Path) -> Iterator[RawRow]:
     paragraph: list[str] = []
     start = 0
-    with path.open(encoding="utf-8") as handle:
+    with _open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if line.strip():
                 if not paragraph:
