@@ -152,7 +152,24 @@ def test_a_template_with_generation_blocks_uses_transformers_assistant_mask() ->
     assert _loss_text(rendered, tok) == "Two plus two is four.<|im_end|>You are welcome.<|im_end|>"
 
 
-def test_a_template_that_rewrites_earlier_turns_makes_the_row_bad_not_silently_wrong() -> None:
+def test_a_template_that_marks_only_the_last_turn_is_split_by_finding_each_turn() -> None:
+    tok = tiny_tokenizer()
+    tok.eos_token = "<|im_end|>"  # as in Qwen's instruct tokenizers
+    # Like Qwen3: only the final assistant turn gets an (empty) reasoning block, so
+    # rendering a turn alone differs from how it appears in the whole conversation.
+    tok.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['role'] == 'assistant' and loop.last %}<think>\n\n</think>\n\n{% endif %}"
+        "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    rendered = render_row({"messages": CONVERSATION}, "chat", tok)
+    assert isinstance(rendered, RenderedText)
+    assert "</think>\n\nYou are welcome." in rendered.text
+    assert _loss_text(rendered, tok) == "Two plus two is four.<|im_end|>You are welcome.<|im_end|>"
+
+
+def test_a_template_that_drops_earlier_turns_makes_the_row_bad_not_silently_wrong() -> None:
     tok = tiny_tokenizer()
     # Shows only the last assistant turn, as templates that drop old reasoning do.
     tok.chat_template = (

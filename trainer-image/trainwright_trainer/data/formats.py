@@ -23,8 +23,11 @@ Alpaca rows use the Stanford Alpaca prompt (``PROMPT_DICT`` in tatsu-lab/stanfor
   assistant token mask itself (``return_assistant_tokens_mask``);
 - otherwise (most templates) the conversation is rendered up to each assistant turn, with
   and without it, and the characters in between are that turn (its end-of-turn token
-  included, so the model learns to stop). A template that renders earlier turns differently
-  once later ones exist cannot be split this way and such rows are reported as bad.
+  included, so the model learns to stop);
+- a template that renders earlier turns differently once later ones exist (Qwen3 marks
+  only the last turn's reasoning) is split by finding each turn's text, in order, in the
+  full rendering; the loss covers an assistant turn's text and the EOS right after it. A
+  row whose turns cannot all be found that way is reported as bad.
 
 This module imports no torch.
 """
@@ -219,6 +222,25 @@ def render_chat(
         ids = tuple(int(i) for i in out["input_ids"])
         mask = tuple(bool(m) for m in out["assistant_masks"])
         return RenderedTokens(ids, mask)
+    spans = _spans_by_prefix(messages, tokenizer, full)
+    if spans is None:
+        spans = _spans_by_search(messages, full, getattr(tokenizer, "eos_token", None))
+    if spans is None:
+        raise RowError(
+            "the chat template renders earlier turns differently once later turns are "
+            "added, so assistant turns cannot be located; use a template with "
+            "{% generation %} blocks or set data.train_on_prompt"
+        )
+    return RenderedText(full, tuple(spans), False, False)
+
+
+def _spans_by_prefix(
+    messages: list[dict[str, str]], tokenizer: Any, full: str
+) -> list[tuple[int, int]] | None:
+    """Each assistant turn is what rendering it adds after the generation prompt.
+
+    None when the template is not prefix-consistent (it rewrites earlier turns).
+    """
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -226,13 +248,37 @@ def render_chat(
         before = _apply_template(tokenizer, messages[:index], add_generation_prompt=True)
         through = _apply_template(tokenizer, messages[: index + 1], add_generation_prompt=False)
         if not (through.startswith(before) and full.startswith(through)):
-            raise RowError(
-                "the chat template renders earlier turns differently once later turns are "
-                "added, so assistant turns cannot be located; use a template with "
-                "{% generation %} blocks or set data.train_on_prompt"
-            )
+            return None
         spans.append((len(before), len(through)))
-    return RenderedText(full, tuple(spans), False, False)
+    return spans
+
+
+def _spans_by_search(
+    messages: list[dict[str, str]], full: str, eos_token: str | None
+) -> list[tuple[int, int]] | None:
+    """Find each turn's text in order in the full rendering; the loss covers an assistant
+    turn's text and the EOS token right after it (Qwen3-style templates, which mark only
+    the last turn's reasoning, are not prefix-consistent but keep every turn's text).
+
+    None when some turn's text is not in the rendering.
+    """
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for message in messages:
+        text = message["content"].strip()
+        if not text:
+            continue
+        start = full.find(text, cursor)
+        if start < 0:
+            return None
+        cursor = start + len(text)
+        if message["role"] != "assistant":
+            continue
+        end = cursor
+        if eos_token and full.startswith(eos_token, end):
+            end += len(eos_token)
+        spans.append((start, end))
+    return spans
 
 
 def _apply_template(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> str:
