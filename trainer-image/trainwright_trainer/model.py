@@ -176,6 +176,8 @@ def build_model(cfg: TrainerConfig, device: torch.device) -> ModelBundle:
         ) from None
     if quantization is None:
         model.to(device)
+    # from_pretrained returns eval mode, which would silently disable (LoRA) dropout.
+    model.train()
     model.config.use_cache = False
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)

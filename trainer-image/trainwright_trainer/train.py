@@ -181,6 +181,7 @@ class Recipe:
         self.rollbacks = 0
         self.skipped_steps = 0
         self.tokens_trained = 0
+        self.loop_seconds = 0.0  # wall time of the step loop (setup and final save excluded)
         self.preemption = PreemptionSignal()
 
     # ----------------------------------------------------------------- setup
@@ -409,6 +410,9 @@ class Recipe:
                 return ExitCode.RETRYABLE
             if self.step % cfg.checkpoint.interval_steps == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
+        self.loop_seconds = time.monotonic() - started
+        if self.env.is_main:
+            log.info("trained %d steps in %.1f s", self.step - first_step, self.loop_seconds)
         if self.checkpoints.last_published_step != self.step:
             self.save_checkpoint(final=True)
         self.checkpoints.wait()
