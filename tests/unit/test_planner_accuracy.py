@@ -20,12 +20,14 @@ from trainwright.cli.accuracy import (
     summary,
 )
 
-CSV = Path(__file__).resolve().parents[1] / "data" / "measured-public.csv"
+DATA = Path(__file__).resolve().parents[1] / "data"
+CSV = DATA / "measured-public.csv"
+OWN_CSV = DATA / "measured-own-h100.csv"
 
 
 @pytest.fixture(scope="module")
 def results():  # type: ignore[no-untyped-def]
-    results = evaluate_rows(read_rows(CSV))
+    results = evaluate_rows(read_rows(CSV) + read_rows(OWN_CSV))
     print("\n" + render_text(results))
     return results
 
@@ -47,6 +49,12 @@ def test_decode_tokens_per_second_is_within_25_percent_on_gpt_fast_rows(results)
 
 def test_ttft_is_within_35_percent_on_tensorrt_llm_rows(results) -> None:  # type: ignore[no-untyped-def]
     assert summary(results)["ttft"] == (10, 10)
+
+
+def test_our_own_h100_memory_measurements_are_all_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
+    assert summary(results)["memory-own"] == (9, 9)
+    errors = [r.error for r in results if r.tolerance == "memory-own"]
+    assert max(abs(e) for e in errors if e is not None) < 0.08
 
 
 def test_skipped_rows_say_why(results) -> None:  # type: ignore[no-untyped-def]

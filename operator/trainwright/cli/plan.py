@@ -156,6 +156,13 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--deadline-seconds", type=positive_float("--deadline-seconds"))
     parser.add_argument("--max-gpus", type=positive_int("--max-gpus"))
     parser.add_argument("--max-cost-usd", type=positive_float("--max-cost-usd"))
+    parser.add_argument(
+        "--framework",
+        choices=("hf", "torchtune", "megatron"),
+        default="hf",
+        help="training stack whose memory and speed to model (default hf: Transformers + "
+        "PEFT, what Trainwright's trainer runs)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile (fewer activations)")
     parser.add_argument(
         "--no-flash-attention",
@@ -305,6 +312,7 @@ def run_training(args: argparse.Namespace) -> int:
         "max_cost_usd": args.max_cost_usd,
         "gpu_candidates": _candidates(args.gpu_candidates),
         "prices": load_prices(args.prices),
+        "framework": args.framework,
         "flash_attention": args.flash_attention,
         "compile": args.compile,
         "cpu_offload": args.cpu_offload,
@@ -412,6 +420,8 @@ def render_training(plan: dict[str, Any]) -> str:
         ("  of which logits", _gib(memory["logits_bytes"])),
         ("other", _gib(memory["other_bytes"])),
     ]
+    if memory.get("overlap_bytes"):
+        rows.append(("gradients reuse freed activations", "-" + _gib(memory["overlap_bytes"])))
     lines += ["  " + line for line in format_table(("PART", "GiB"), rows).splitlines()]
     throughput, cost = plan["throughput"], plan["cost"]
     lines.append(

@@ -26,6 +26,16 @@ Sources, by term:
   (2 + 4 = 6 bytes per logit); a compiled, chunked loss (torchtune
   ``CEWithChunkedOutputLoss`` under torch.compile, 8 chunks) saves only the 16-bit logits
   and one chunk's fp32 working copy (2 + 4/8 = 2.5 bytes).
+- Implementations differ (``framework``): ``torchtune`` and ``megatron`` follow the
+  lean accounting above; ``hf`` (Transformers + PEFT + accelerate, which Trainwright's
+  trainer runs) saves fp32 norm inputs and fp32 adapter inputs, keeps fp32 weights under
+  AMP, and its eager loss peaks at 16-bit logits + fp32 upcast + fp32 log-softmax
+  (10 bytes per logit allocated, 9.6 measured on an H100) and reserves one more fp32
+  copy for the backward's gradient (reserved minus allocated measured 1 fp32 copy).
+- Gradients and activations are not all alive at once: with no gradient accumulation
+  and no persistent gradient buckets (one GPU, or FSDP/ZeRO-3), backward frees
+  activations as it creates gradients, so the peak counts only the larger of the two
+  (``overlap_bytes``; PyTorch ``zero_grad(set_to_none=True)``, the default since 2.0).
 - Runtime: CUDA context and kernels (~0.5 GiB, outside PyTorch's reserved pool), NCCL
   buffers when distributed, and caching-allocator fragmentation (~5% of what is
   allocated and freed every step: activations and gradients).
@@ -41,13 +51,21 @@ Method = Literal["full", "lora", "qlora", "dora"]
 Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
 Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
 Recompute = Literal["off", "selective", "full"]
+Framework = Literal["hf", "torchtune", "megatron"]
 
 GIB = 2**30
 CUDA_CONTEXT_BYTES = 512 * 2**20
 NCCL_BUFFER_BYTES = 256 * 2**20
 FRAGMENTATION_FRACTION = 0.05
 NF4_DOUBLE_QUANT_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
-EAGER_LOGITS_BYTES_PER_VALUE = 2 + 4
+# Logits bytes per (token, vocabulary entry) at the loss's peak, per implementation.
+LOGITS_BYTES_PER_VALUE = {
+    # 16-bit logits, their fp32 upcast, the fp32 log-softmax the loss saves, and in backward
+    # its fp32 gradient while the forward's blocks stay cached (reserved, not allocated).
+    "hf": 2 + 4 + 4 + 4,
+    "torchtune": 2 + 4 + 4 / 8,  # chunked: 16-bit logits, fp32 log-softmax, one chunk upcast
+    "megatron": 2 + 4,  # vocabulary-parallel CE: 16-bit logits and fp32 softmax
+}
 COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE = 2 + 4 / 8
 # Data-parallel shards of ZeRO stage: which model states are divided by N.
 SHARDED = {
@@ -69,6 +87,7 @@ class TrainingMemory(NamedTuple):
     logits_bytes: int
     cuda_context_bytes: int
     other_bytes: int
+    overlap_bytes: int = 0
 
     @property
     def layer_activations_bytes(self) -> int:
@@ -82,6 +101,7 @@ class TrainingMemory(NamedTuple):
             + self.optimizer_bytes
             + self.activations_bytes
             + self.other_bytes
+            - self.overlap_bytes
         )
 
 
@@ -135,6 +155,8 @@ def activation_bytes_per_token_layer(
     compiled: bool,
     seq_len: int,
     bytes_per_value: int = 2,
+    framework: Framework = "torchtune",
+    adapters: bool = False,
 ) -> float:
     """Bytes one token keeps alive in one layer (Korthikanti et al. 2022, Eq. 1-3).
 
@@ -142,7 +164,12 @@ def activation_bytes_per_token_layer(
     outside TP regions, 24h inside, 5·a·s for scores. Gated MLPs keep gate, up,
     activation and product (4·f values); torch.compile's min-cut partitioner
     recomputes pointwise results instead of saving them (norm outputs, GELU, SiLU·up).
+    Hugging Face eager code saves more (see :func:`hf_eager_bytes_per_token_layer`).
     """
+    if framework == "hf" and not compiled:
+        return hf_eager_bytes_per_token_layer(
+            model, tensor_parallel, flash_attention, seq_len, adapters
+        )
     h = model.hidden_size
     g = model.kv_fraction
     f = model.ffn_size * model.experts_per_token
@@ -163,6 +190,37 @@ def activation_bytes_per_token_layer(
     return (outside / t if sequence_parallel else outside) + inside / t + scores / t
 
 
+def hf_eager_bytes_per_token_layer(
+    model: ModelSpec, tensor_parallel: int, flash_attention: bool, seq_len: int, adapters: bool
+) -> float:
+    """What Hugging Face Transformers (eager, SDPA) with PEFT or AMP saves per token and layer.
+
+    Read off ``LlamaDecoderLayer`` and PEFT's ``lora.Linear``: RMSNorm upcasts to fp32 and
+    saves the fp32 input (4h), plus the fp32 normalized value when its weight trains (under
+    AMP the residual stream itself is fp32); SDPA keeps q, k, v and its output. PEFT keeps
+    fp32 adapters and casts each adapted layer's input to fp32 (4 bytes per input value,
+    once per adapter: q, k and v each make a copy); full fine-tuning under autocast saves
+    each projection's bf16 cast instead. The gated MLP keeps gate, SiLU and up outputs, and
+    the product as the down projection's input. Eager attention adds the fp32 softmax and
+    its 16-bit cast (6·a·s). Checked on an H100 (benchmarks/measure_gpu_training.py):
+    Llama 3.1 8B with LoRA measured 74h bytes per token and layer; this gives 72h.
+    """
+    h = model.hidden_size
+    g = model.kv_fraction
+    f = model.ffn_size * model.experts_per_token
+    gated = model.mlp == "gated"
+    attention = (2 + 4 * g) * h + 2 * h  # q, k, v and the output that SDPA saves
+    mlp = (3 if gated else 1) * 2 * f
+    if adapters:
+        norms = 2 * 4 * h
+        inputs = 3 * 4 * h + 4 * h + (2 if gated else 1) * 4 * h + 4 * f
+    else:
+        norms = 2 * 8 * h
+        inputs = 3 * 2 * h + 2 * h + (2 if gated else 1) * 2 * h + 2 * f
+    scores = 0.0 if flash_attention else 6 * model.num_heads * seq_len
+    return norms + (attention + inputs + mlp + scores) / tensor_parallel
+
+
 def layer_activation_bytes(
     model: ModelSpec,
     *,
@@ -176,6 +234,8 @@ def layer_activation_bytes(
     pipeline_parallel: int,
     microbatches: int,
     pipeline_interleave: int,
+    framework: Framework = "torchtune",
+    adapters: bool = False,
 ) -> float:
     """Activations of the transformer layers on the busiest pipeline stage, in bytes."""
 
@@ -187,6 +247,8 @@ def layer_activation_bytes(
             flash_attention=flash,
             compiled=compiled,
             seq_len=seq_len,
+            framework=framework,
+            adapters=adapters,
         )
 
     full = per_token(flash_attention)
@@ -195,7 +257,9 @@ def layer_activation_bytes(
     elif recompute == "selective":
         per_layer = per_token(True)
     else:
-        per_layer = 2 * model.hidden_size / (tensor_parallel if sequence_parallel else 1)
+        # The layer input: 16-bit, or fp32 where AMP keeps the residual stream in fp32.
+        input_bytes = 4 if (framework == "hf" and not adapters) else 2
+        per_layer = input_bytes * model.hidden_size / (tensor_parallel if sequence_parallel else 1)
     p = pipeline_parallel
     layers_per_stage = model.num_layers / p
     in_flight = min(p, microbatches)
@@ -207,10 +271,16 @@ def layer_activation_bytes(
     return stored
 
 
-def logits_bytes(model: ModelSpec, tokens: int, tensor_parallel: int, compiled: bool) -> float:
+def logits_bytes(
+    model: ModelSpec,
+    tokens: int,
+    tensor_parallel: int,
+    compiled: bool,
+    framework: Framework = "torchtune",
+) -> float:
     """Vocabulary-parallel logits and what the loss saves (see the module docstring)."""
     per_value = (
-        COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE if compiled else EAGER_LOGITS_BYTES_PER_VALUE
+        COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE if compiled else LOGITS_BYTES_PER_VALUE[framework]
     )
     return tokens * model.vocab_size * per_value / tensor_parallel
 
@@ -237,6 +307,7 @@ def training_memory(
     cpu_offload: bool = False,
     optimizer_in_backward: bool = False,
     fp32_gradients: bool = False,
+    framework: Framework = "hf",
 ) -> TrainingMemory:
     """Peak memory of one GPU for one training configuration (see the module docstring)."""
     model_split = tensor_parallel * pipeline_parallel
@@ -244,16 +315,23 @@ def training_memory(
     n = data_parallel
     full = method == "full"
     base_bytes = base_weight_bytes(model, method, precision) / model_split
+    # Hugging Face Trainer without ZeRO/FSDP trains fp32 weights under autocast (AMP):
+    # fp32 weights + the 16-bit copies autocast caches for backward, fp32 gradients, and
+    # the fp32 weights double as the optimizer's master copy.
+    amp = framework == "hf" and full and strategy == "ddp" and precision != "fp32"
+    if amp:
+        base_bytes = model.total_params * (4 + 2) / model_split
     trained = model.total_params if full else lora_trainable_params(model, lora_rank)
     if method == "dora":
         trained += model.num_layers * (model.hidden_size * 4 + model.ffn_size * 3)
     trained_per_gpu = trained / model_split
-    grad_bpp = 4.0 if (fp32_gradients or precision == "fp32" or not full) else 2.0
+    grad_bpp = 4.0 if (fp32_gradients or precision == "fp32" or not full or amp) else 2.0
     adapter_bpp = 0.0 if full else 4.0
     gradients = trained_per_gpu * grad_bpp
     if optimizer_in_backward:
         gradients = model.largest_param_tensor / tensor_parallel * grad_bpp
-    optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, full)
+    master = full and not amp
+    optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, master)
     if optimizer == "paged_adamw8bit":
         optimizer_state = 0.0
     weights = base_bytes + trained_per_gpu * adapter_bpp
@@ -287,10 +365,12 @@ def training_memory(
         pipeline_parallel=pipeline_parallel,
         microbatches=microbatches,
         pipeline_interleave=pipeline_interleave,
+        framework=framework,
+        adapters=not full,
     )
     logits = 0.0
     if pipeline_parallel == 1:
-        logits = logits_bytes(model, tokens, tensor_parallel, compiled)
+        logits = logits_bytes(model, tokens, tensor_parallel, compiled, framework)
     activations = layers + logits
     transient = 0.0
     if method in ("qlora", "dora"):
@@ -304,7 +384,12 @@ def training_memory(
         + transient
         + FRAGMENTATION_FRACTION * (activations + gradients)
     )
+    overlap = 0.0
+    transient_gradients = microbatches == 1 and (n == 1 or strategy in ("fsdp", "zero3"))
+    if transient_gradients and not optimizer_in_backward:
+        overlap = min(gradients, activations)
     return TrainingMemory(
+        overlap_bytes=int(overlap),
         weights_bytes=int(weights),
         gradients_bytes=int(gradients),
         optimizer_bytes=int(optimizer_state),

@@ -26,7 +26,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from trainwright.planner.memory import Method, Recompute, Strategy, lora_trainable_params
+from trainwright.planner.memory import (
+    Framework,
+    Method,
+    Recompute,
+    Strategy,
+    lora_trainable_params,
+)
 from trainwright.planner.specs import GpuSpec, ModelSpec
 
 # Hardware FLOPs utilization a tuned stack reaches on large GEMMs (see module docstring).
@@ -38,6 +44,12 @@ BASE_HFU = {
     "pcie": 0.55,
 }
 QLORA_DEQUANT_SLOWDOWN = 0.8
+# Hugging Face Transformers + PEFT in eager mode run every norm, cast, RoPE and SiLU as
+# its own memory-bound kernel, and PEFT adds fp32 casts and rank-r GEMMs per adapted
+# layer. Measured on an H100 (benchmarks/measure_gpu_training.py, transformers 5.17,
+# peft 0.21, torch 2.11): LoRA steps reach 0.45-0.66 and full fine-tuning 0.72-0.80 of
+# the lean estimate; torch.compile removes most of it.
+HF_EAGER_EFFICIENCY = {"adapters": 0.6, "full": 0.75}
 # DoRA recomputes the weight norm of W + s·BA every step: PEFT documents it as
 # markedly slower than LoRA (about 1.3x step time without its caching option).
 DORA_NORM_SLOWDOWN = 0.75
@@ -118,6 +130,8 @@ def training_step(
     pipeline_interleave: int = 1,
     cpu_offload: bool = False,
     utilization: float | None = None,
+    framework: Framework = "torchtune",
+    compiled: bool = False,
 ) -> StepTime:
     """Seconds per optimizer step and the resulting tokens/s and MFU for the whole job."""
     tokens_mb = micro_batch * seq_len
@@ -130,6 +144,8 @@ def training_step(
         hfu *= QLORA_DEQUANT_SLOWDOWN
     elif method == "dora":
         hfu *= DORA_NORM_SLOWDOWN
+    if framework == "hf" and not compiled and utilization is None:
+        hfu *= HF_EAGER_EFFICIENCY["full" if method == "full" else "adapters"]
     peak = gpu.peak_flops_per_second(precision)
     model_split = tensor_parallel * pipeline_parallel
     tokens_per_gpu_step = tokens_mb * gradient_accumulation * pipeline_parallel / model_split

@@ -18,6 +18,7 @@ from trainwright.planner.catalog import Price
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
 from trainwright.planner.memory import (
+    Framework,
     Method,
     Optimizer,
     Recompute,
@@ -68,6 +69,11 @@ class TrainingRequest(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0)
     gpu_candidates: list[str] | None = None
     prices: tuple[Price, ...] | None = None
+    framework: Framework = Field(
+        default="hf",
+        description="training stack: hf (Transformers + PEFT + accelerate/DeepSpeed, what "
+        "Trainwright's trainer runs), torchtune, or megatron (lean kernels)",
+    )
     flash_attention: bool = True
     compile: bool = Field(default=False, description="torch.compile (saves fewer activations)")
     cpu_offload: bool = False
@@ -101,6 +107,10 @@ class TrainingMemoryPlan(BaseModel):
     activations_bytes: int
     logits_bytes: int
     other_bytes: int
+    overlap_bytes: int = Field(
+        default=0,
+        description="gradients created as activations are freed: not alive at the same time",
+    )
     capacity_bytes: int
 
 
@@ -354,6 +364,7 @@ def _memory(
         cpu_offload=request.cpu_offload,
         optimizer_in_backward=request.optimizer_in_backward,
         fp32_gradients=request.fp32_gradients,
+        framework=request.framework,
     )
 
 
@@ -409,6 +420,8 @@ def _evaluate(context: _Context, setup: _Setup, price: Price | None) -> _Candida
         pipeline_interleave=request.pipeline_interleave,
         cpu_offload=request.cpu_offload,
         utilization=request.utilization,
+        framework=request.framework,
+        compiled=request.compile,
     )
     usd_per_hour = price.usd_per_gpu_hour * setup.num_gpus if price else None
     duration = None
@@ -489,6 +502,7 @@ def _to_plan(
             activations_bytes=memory.activations_bytes,
             logits_bytes=memory.logits_bytes,
             other_bytes=memory.other_bytes,
+            overlap_bytes=memory.overlap_bytes,
             capacity_bytes=setup.gpu.memory_bytes,
         ),
         fits=best.fits,
