@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# The local control plane: etcd + kube-apiserver + kube-controller-manager +
+# kube-scheduler + kwok on loopback, with fake GPU nodes from an inventory file.
+#
+#   hack/k8s/cluster.sh up       start it (or say it is already up)
+#   hack/k8s/cluster.sh down     stop it and remove its state (idempotent)
+#   hack/k8s/cluster.sh status   say whether it is up
+#
+# Environment:
+#   CLUSTER_DIR            state dir (default: <repo>/.cluster): kubeconfig, logs, pids, certs
+#   TRAINWRIGHT_INVENTORY  fake GPU node inventory (default: hack/k8s/inventory.yaml)
+#   TRAINWRIGHT_CACHE      where hack/k8s/build.sh put the binaries (default ~/.cache/trainwright)
+#   K8S_BIN                the binary dir itself, overriding the cache layout
+set -euo pipefail
+
+K8S_VERSION=v1.34.4
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
+bin=${K8S_BIN:-$cache/k8s/$K8S_VERSION/bin}
+state=${CLUSTER_DIR:-$repo/.cluster}
+inventory=${TRAINWRIGHT_INVENTORY:-$here/inventory.yaml}
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+ready_timeout_s=${CLUSTER_READY_TIMEOUT_S:-120}
+
+log() { echo "cluster: $*"; }
+die() {
+	echo "cluster: error: $*" >&2
+	exit 1
+}
+
+pick_python() {
+	local candidate
+	for candidate in "$repo/.venv/bin/python" python3; do
+		if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import yaml' 2>/dev/null; then
+			echo "$candidate"
+			return 0
+		fi
+	done
+	die "needs a Python with PyYAML to read the inventory; run 'make install' first."
+}
+
+free_port() {
+	"$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+alive() {
+	local pidfile=$state/$1.pid
+	[ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+kubectl_() { "$bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
+
+apiserver_ready() {
+	local server token
+	[ -s "$state/kubeconfig" ] || return 1
+	server=$(awk '/server:/ {print $2; exit}' "$state/kubeconfig")
+	token=$(awk '/token:/ {print $2; exit}' "$state/kubeconfig")
+	curl -fs --max-time 5 --cacert "$state/pki/ca.crt" -H "Authorization: Bearer $token" \
+		"$server/readyz" -o /dev/null
+}
+
+# wait_for DESCRIPTION COMPONENT COMMAND...: poll COMMAND until it succeeds; fail
+# naming what did not happen (and the log to read) if COMPONENT died or time ran out.
+wait_for() {
+	local what=$1 component=$2
+	shift 2
+	local deadline=$((SECONDS + ready_timeout_s))
+	until "$@"; do
+		if [ -n "$component" ] && ! alive "$component"; then
+			tail -n 20 "$state/$component.log" >&2 || true
+			die "$component exited while waiting for $what; see $state/$component.log"
+		fi
+		if [ $SECONDS -ge $deadline ]; then
+			die "timed out after ${ready_timeout_s}s waiting for $what; logs are in $state/"
+		fi
+		sleep 0.3
+	done
+}
+
+start() {
+	local name=$1
+	shift
+	"$bin/$name" "$@" >"$state/$name.log" 2>&1 &
+	echo $! >"$state/$name.pid"
+}
+
+any_running() {
+	local pid
+	for pid in "$@"; do
+		kill -0 "$pid" 2>/dev/null && return 0
+	done
+	return 1
+}
+
+# stop_all: SIGTERM every process of the cluster at once (the state is thrown away,
+# so there is no order to keep), wait up to 5 s, then SIGKILL what is left.
+stop_all() {
+	local name pid pids=() names=()
+	for name in operator "${components[@]}"; do
+		if alive "$name"; then
+			pids+=("$(cat "$state/$name.pid")")
+			names+=("$name")
+		fi
+	done
+	if [ ${#pids[@]} -gt 0 ]; then
+		kill "${pids[@]}" 2>/dev/null || true
+		local i j
+		for i in $(seq 1 50); do
+			any_running "${pids[@]}" || break
+			sleep 0.1
+		done
+		for j in "${!pids[@]}"; do
+			if kill -0 "${pids[$j]}" 2>/dev/null; then
+				log "${names[$j]} (pid ${pids[$j]}) did not stop in 5 s; killing it"
+				kill -9 "${pids[$j]}" 2>/dev/null || true
+			fi
+		done
+	fi
+	for name in operator "${components[@]}"; do
+		rm -f "$state/$name.pid"
+	done
+}
+
+cmd_down() {
+	if [ ! -d "$state" ]; then
+		log "not running (no $state)"
+		return 0
+	fi
+	stop_all
+	rm -rf "$state"
+	log "stopped; removed $state"
+}
+
+all_alive() {
+	local c
+	for c in "${components[@]}"; do
+		alive "$c" || return 1
+	done
+}
+
+usage_hint() {
+	cat <<EOF
+cluster: up ($(kubectl_ get nodes --no-headers 2>/dev/null | wc -l) fake GPU nodes); use it with
+  export KUBECONFIG=$state/kubeconfig
+  $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count
+logs: $state/*.log    stop: make cluster-down  (or hack/k8s/cluster.sh down)
+EOF
+}
+
+write_pki() {
+	local pki=$state/pki
+	mkdir -p "$pki"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=trainwright-local-ca \
+		-keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
+		-keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n' \
+		>"$pki/san.ext"
+	openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+		-CAcreateserial -days 30 -extfile "$pki/san.ext" -out "$pki/apiserver.crt" 2>/dev/null
+	openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+	openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+	# One static admin token (group system:masters); the cluster listens on loopback only.
+	token=$(openssl rand -hex 16)
+	echo "$token,admin,admin-uid,\"system:masters\"" >"$pki/tokens.csv"
+	chmod 600 "$pki"/*.key "$pki/tokens.csv"
+}
+
+write_kubeconfig() {
+	local port=$1
+	cat >"$state/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: trainwright-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $state/pki/ca.crt
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: trainwright-local
+  context: {cluster: trainwright-local, user: admin}
+current-context: trainwright-local
+EOF
+	chmod 600 "$state/kubeconfig"
+}
+
+cmd_up() {
+	local b
+	for b in "${components[@]}" kubectl; do
+		[ -x "$bin/$b" ] || die "$bin/$b is missing; run 'make k8s-bin' (hack/k8s/build.sh) first."
+	done
+	command -v openssl >/dev/null || die "openssl is missing; run 'make system-deps'."
+	python=$(pick_python)
+	[ -r "$inventory" ] || die "cannot read the inventory file $inventory (TRAINWRIGHT_INVENTORY)."
+	if [ -d "$state" ]; then
+		if all_alive && apiserver_ready; then
+			log "already up in $state"
+			usage_hint
+			return 0
+		fi
+		log "found a stale or partial cluster in $state; cleaning it up"
+		cmd_down >/dev/null
+	fi
+	# Fail on a bad inventory before starting anything.
+	local nodes_json
+	nodes_json=$("$python" "$here/nodes.py" "$inventory") || exit 2
+
+	local t0=$SECONDS
+	mkdir -p "$state"
+	# A failed start stops what it started and keeps the logs for reading.
+	trap 'rc=$?; if [ $rc -ne 0 ]; then stop_all; echo "cluster: stopped the partial cluster; logs are in $state" >&2; fi' EXIT
+	write_pki
+	local etcd_port etcd_peer_port api_port
+	etcd_port=$(free_port)
+	etcd_peer_port=$(free_port)
+	api_port=$(free_port)
+	write_kubeconfig "$api_port"
+
+	log "starting etcd on 127.0.0.1:$etcd_port"
+	start etcd --name trainwright-local --data-dir "$state/etcd" \
+		--listen-client-urls "http://127.0.0.1:$etcd_port" \
+		--advertise-client-urls "http://127.0.0.1:$etcd_port" \
+		--listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+		--initial-cluster "trainwright-local=http://127.0.0.1:$etcd_peer_port" \
+		--unsafe-no-fsync --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) \
+		--log-level warn
+	wait_for "etcd to be healthy" etcd curl -fs "http://127.0.0.1:$etcd_port/health" -o /dev/null
+
+	log "starting kube-apiserver on https://127.0.0.1:$api_port"
+	local pki=$state/pki
+	# The default admission plugins of 1.34 stay on (NamespaceLifecycle,
+	# ServiceAccount, ResourceQuota, ...); the controller-manager below creates the
+	# default ServiceAccounts. CEL validation of CRDs is on by default in 1.34.
+	start kube-apiserver \
+		--etcd-servers "http://127.0.0.1:$etcd_port" \
+		--bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
+		--endpoint-reconciler-type none \
+		--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+		--client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+		--authorization-mode RBAC \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file "$pki/sa.pub" \
+		--service-account-signing-key-file "$pki/sa.key" \
+		--service-cluster-ip-range 10.96.0.0/16 \
+		--allow-privileged=true --profiling=false \
+		--cert-dir "$state/certs"
+	wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
+
+	log "starting kube-controller-manager, kube-scheduler and kwok"
+	# Default controllers: job, garbage collector, namespace, serviceaccount(-token),
+	# endpointslice, node lifecycle, podgc, ttl-after-finished, replicaset, ...
+	start kube-controller-manager \
+		--kubeconfig "$state/kubeconfig" --leader-elect=false \
+		--bind-address 127.0.0.1 --secure-port 0 \
+		--root-ca-file "$pki/ca.crt" \
+		--service-account-private-key-file "$pki/sa.key" \
+		--use-service-account-credentials=false \
+		--kube-api-qps 100 --kube-api-burst 200 \
+		--concurrent-job-syncs 20 --concurrent-gc-syncs 40
+	start kube-scheduler \
+		--kubeconfig "$state/kubeconfig" --leader-elect=false \
+		--bind-address 127.0.0.1 --secure-port 0 \
+		--kube-api-qps 100 --kube-api-burst 200
+	start kwok \
+		--kubeconfig "$state/kubeconfig" --config "$here/kwok.yaml" \
+		--manage-all-nodes=false \
+		--manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+		--node-lease-duration-seconds 40
+
+	default_sa() { kubectl_ get serviceaccount default -n default -o name >/dev/null 2>&1; }
+	wait_for "the default ServiceAccount (controller-manager)" kube-controller-manager default_sa
+
+	log "registering fake GPU nodes from $inventory"
+	echo "$nodes_json" | kubectl_ apply -f - >/dev/null
+	local expected
+	expected=$("$python" -c 'import json, sys; print(len(json.load(sys.stdin)["items"]))' <<<"$nodes_json")
+	nodes_ready() {
+		local ready
+		ready=$(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)
+		[ "$ready" -ge "$expected" ]
+	}
+	wait_for "$expected fake nodes to be Ready (kwok)" kwok nodes_ready
+	for b in kube-scheduler kube-controller-manager; do
+		alive "$b" || die "$b exited; see $state/$b.log"
+	done
+	trap - EXIT
+	log "ready in $((SECONDS - t0)) s"
+	usage_hint
+}
+
+cmd_status() {
+	if [ -d "$state" ] && all_alive && apiserver_ready; then
+		usage_hint
+		return 0
+	fi
+	log "not running (state dir: $state)"
+	return 1
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+*)
+	echo "usage: $0 up|down|status" >&2
+	exit 2
+	;;
+esac
