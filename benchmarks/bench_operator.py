@@ -92,7 +92,7 @@ def manifest(index: int) -> dict[str, Any]:
         "spec": {
             "model": {"name": ("llama-3.1-8b", "qwen2.5-7b")[index % 2]},
             "method": "lora",
-            "dataset": {"uri": "pvc://datasets/alpaca.jsonl", "tokens": 1_000_000},
+            "dataset": {"uri": "s3://datasets/alpaca.jsonl", "tokens": 1_000_000},
             "resources": resources,
             "podAnnotations": {"trainwright.io/fake-hold": "true"},
         },

@@ -214,7 +214,7 @@ def trainingjob(
         "spec": {
             "model": {"name": model},
             "method": method,
-            "dataset": {"uri": "pvc://datasets/alpaca.jsonl", "format": "alpaca", "tokens": tokens},
+            "dataset": {"uri": "s3://datasets/alpaca.jsonl", "format": "alpaca", "tokens": tokens},
             "training": {"epochs": 1, "seqLen": 2048},
             "resources": resources or {"gpuType": "auto", "maxGpus": 8},
             "maxRestarts": max_restarts,

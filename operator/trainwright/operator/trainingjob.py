@@ -235,6 +235,15 @@ class _Reconcile:
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kopf.adopt(manifest, owner=as_body(self.body))
         created = self.kube.create_child(manifest)
+        owners = created["metadata"].get("ownerReferences") or []
+        if not any(ref.get("uid") == self.body["metadata"].get("uid") for ref in owners):
+            # A deleted TrainingJob of the same name still owns it; the garbage
+            # collector removes it shortly, and its deletion event reconciles again.
+            raise kopf.TemporaryError(
+                f"{manifest['kind']} {self.namespace}/{manifest['metadata']['name']} still "
+                "belongs to a deleted TrainingJob of the same name; waiting for its removal",
+                delay=2,
+            )
         logger.info(
             "%s %s/%s: %s %s is there",
             KIND,
