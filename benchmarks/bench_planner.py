@@ -85,12 +85,12 @@ def main() -> int:
     )
     searches = max(5, args.repeat // 10)
     _report(
-        "training search (70B full, 7 GPU types x 10 counts x 4 strat)",
+        "training search (70B full, all priced GPUs x 10 counts x 4 strat)",
         _timings(lambda: recommend_training(search_training).to_contract(), searches),
         0.2,
     )
     _report(
-        "inference search (70B, 50 rps, TTFT/ITL SLOs, 7 GPUs x 4 TP)",
+        "inference search (70B, 50 rps, TTFT/ITL SLOs, all GPUs x 4 TP)",
         _timings(lambda: recommend_inference(search_inference).to_contract(), searches),
         0.2,
     )

@@ -373,8 +373,11 @@ def _run(make_plan: Any) -> Any:
         raise UsageError(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
-        raise UsageError(f"{field}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:
+            raise UsageError(message) from None
+        field = "--" + str(first["loc"][0]).replace("_", "-")
+        raise UsageError(f"{field}: {message}") from None
 
 
 def _gib(value: float) -> str:
