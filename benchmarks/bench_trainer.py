@@ -176,8 +176,8 @@ def bare_loop(model_dir: Path, work: Path, steps: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     import torch
 
@@ -194,9 +194,14 @@ def main() -> int:
             model_dir = _build_model(work / "model", size["hidden"], size["layers"], size["heads"])
             ours: list[float] = []
             bare: list[float] = []
-            for _ in range(args.repeats):
-                bare.append(bare_loop(model_dir, work, args.steps))
-                ours.append(our_loop(model_dir, work, args.steps))
+            for repeat in range(args.repeats):
+                # Alternate which loop goes first so warm caches favour neither.
+                if repeat % 2:
+                    ours.append(our_loop(model_dir, work, args.steps))
+                    bare.append(bare_loop(model_dir, work, args.steps))
+                else:
+                    bare.append(bare_loop(model_dir, work, args.steps))
+                    ours.append(our_loop(model_dir, work, args.steps))
             bare_tps, ours_tps = statistics.median(bare), statistics.median(ours)
             overhead = (bare_tps - ours_tps) / bare_tps * 100
             print(f"{name:26} {bare_tps:11.0f} {ours_tps:11.0f} {overhead:8.1f}%")

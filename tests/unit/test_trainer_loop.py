@@ -211,3 +211,20 @@ def test_the_lr_warms_up_linearly_then_follows_a_cosine_to_a_tenth() -> None:
     assert lr_at_step(60, base_lr=1.0, warmup_steps=10, total_steps=110, schedule="linear") == (
         pytest.approx(0.5)
     )
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_async_checkpoints_are_published_and_resume_like_synchronous_ones(
+    tmp_path: Path, clean_losses: dict[int, float]
+) -> None:
+    faults = {"sigterm_at_step": 8}
+    checkpoint = {"async_save": True, "keep_last": 3}
+    code = _run(tmp_path, max_steps=12, interval_steps=3, faults=faults, checkpoint=checkpoint)
+    published = sorted(p.name for p in (tmp_path / "ckpt").glob("step-*"))
+
+    assert code == ExitCode.RETRYABLE
+    assert published == ["step-000003", "step-000006", "step-000008"]
+    assert _run(tmp_path, max_steps=12, interval_steps=3, checkpoint=checkpoint) == 0
+    losses = _losses(tmp_path)
+    for step, loss in clean_losses.items():
+        assert losses[step] == pytest.approx(loss, abs=LOSS_TOLERANCE), step
