@@ -159,7 +159,11 @@ def test_forecast_from_a_range_query_follows_the_daily_cycle(
     assert first == prometheus.end + pd.Timedelta(hours=1)
     means = np.array([row["mean"] for row in document["forecast"]])
     assert float(np.mean(np.abs(means - prometheus.truth_next_day))) < 5.0
-    assert document["backtest"]["mase"] < document["backtest"]["seasonal_naive_mase"]
+    lower = np.array([row["lower_95"] for row in document["forecast"]])
+    upper = np.array([row["upper_95"] for row in document["forecast"]])
+    truth = prometheus.truth_next_day
+    assert float(np.mean((lower <= truth) & (truth <= upper))) >= 0.9
+    assert 0.0 < document["backtest"]["mase"] < 1.0
 
 
 def test_a_query_returning_one_series_per_pod_exits_2_asking_for_a_sum(
