@@ -110,3 +110,11 @@ def test_a_csv_without_the_contract_header_says_which_columns_it_needs() -> None
 def test_an_unparseable_timestamp_names_its_row() -> None:
     with pytest.raises(SeriesError, match="row 2: timestamp 'yesterday' is not an ISO 8601"):
         parse_series("timestamp,value\n2026-01-01,3\nyesterday,4\n")
+
+
+def test_two_readings_in_one_hour_slot_are_averaged_and_reported() -> None:
+    csv = hourly_csv(daily_cycle(3)) + "2026-03-02T05:10:00Z,1000\n"
+    series = prepare(parse_series(csv)).series
+    assert series.points_merged == 1
+    assert series.values[5] == pytest.approx((daily_cycle(3)[5] + 1000.0) / 2)
+    assert any("averaged 1 grid slot" in note for note in series.warnings)

@@ -61,6 +61,8 @@ ELIGIBLE_MASE_RATIO = 3.0
 COVERAGE_TOLERANCE = 0.05
 # Fewest pooled backtest errors from which empirical interval quantiles are trusted.
 MIN_CALIBRATION_ERRORS = 20
+# Most backtest origins (a short horizon gets more of them).
+MAX_ORIGINS = 10
 # New-point MASE above this multiple of the backtest MASE triggers a full refit.
 DRIFT_RATIO = 1.5
 
@@ -468,10 +470,11 @@ def _forecast(
     fits, notes = _fit_models(names, context)
 
     scale = mase_scale(values, min(seasons, default=1))
-    default_origins = 4 if len(values) <= 2_000 else 3
-    bt_origins, bt_horizon = _plan_origins(
-        len(series.values), horizon, seasons, origins or default_origins
-    )
+    if origins is None:
+        # Short horizons get more origins so the interval calibration has enough errors.
+        origins = 4 if len(values) <= 2_000 else 3
+        origins = min(MAX_ORIGINS, max(origins, math.ceil(MIN_CALIBRATION_ERRORS / horizon)))
+    bt_origins, bt_horizon = _plan_origins(len(series.values), horizon, seasons, origins)
     if bt_origins:
         run = _run_backtest(
             series.values, fits, seasons, origins=bt_origins, horizon=bt_horizon,
