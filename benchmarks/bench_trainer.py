@@ -159,7 +159,9 @@ def bare_loop(model_dir: Path, work: Path, steps: int) -> float:
             loader.set_epoch(loader.epoch + 1)
             iterator = iter(loader)
             batch = next(iterator)
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
         labels = batch["labels"][:, 1:]
         loss = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.size(-1)),

@@ -178,7 +178,7 @@ def _scrape(port_file: Path, deadline: float) -> tuple[str, dict[str, Any]]:
     raise AssertionError("the metrics endpoint never served a step")
 
 
-def test_sigterm_saves_and_exits_retryable_while_metrics_are_served(tmp_path: Path) -> None:
+def test_sigterm_and_nan_on_one_rank_are_agreed_while_metrics_are_served(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as sock:
@@ -187,7 +187,13 @@ def test_sigterm_saves_and_exits_retryable_while_metrics_are_served(tmp_path: Pa
     (tmp_path / "port").write_text(str(port))
     config = tiny_train_config(
         tmp_path,
-        faults={"sigterm_at_step": 15, "step_sleep_seconds": 0.4},
+        # Only rank 1 gets SIGTERM and NaN gradients: rank 0 must follow by agreement.
+        faults={
+            "sigterm_at_step": 15,
+            "nan_grad_at_steps": [4],
+            "fault_rank": 1,
+            "step_sleep_seconds": 0.4,
+        },
         metrics={"port": port, "log_interval_steps": 1},
     )
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -240,3 +246,5 @@ def test_sigterm_saves_and_exits_retryable_while_metrics_are_served(tmp_path: Pa
     assert _latest(tmp_path) == "step-000015"
     final = json.loads((tmp_path / "ckpt" / "progress.json").read_text())
     assert final["state"] == "preempted" and final["step"] == 15
+    skipped = [r["step"] for r in _records(tmp_path) if r.get("skipped")]
+    assert skipped == [4]
