@@ -65,7 +65,9 @@ def positive_int(flag: str) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a positive integer, got {text!r}"
+            ) from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
         return value
@@ -80,7 +82,9 @@ def positive_float(flag: str) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a positive number, got {text!r}"
+            ) from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}")
         return value
