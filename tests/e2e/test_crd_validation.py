@@ -309,3 +309,110 @@ def test_the_trainer_children_pass_the_api_servers_validation(
     assert indexed.completion_mode == "Indexed"
     assert indexed.completions == indexed.parallelism == 2
     assert indexed.pod_failure_policy.rules[1].on_exit_codes.values == [76]
+
+
+# --- the trainer's children on the fake GPU cluster ---------------------------------------
+
+
+@pytest.fixture
+def claims(kube: Kube, namespace: str) -> Iterator[None]:
+    """The `datasets` and `checkpoints` claims the lora example mounts, bound to hostPath PVs."""
+    core = kube.core_v1
+    volumes = [f"{namespace}-{claim}" for claim in ("datasets", "checkpoints")]
+    for claim, volume in zip(("datasets", "checkpoints"), volumes, strict=True):
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/tmp/{volume}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+    yield
+    for volume in volumes:
+        core.delete_persistent_volume(volume)
+
+
+def run_trainer_job(
+    kube: Kube, namespace: str, *, attempt: int, pod_annotations: dict[str, str]
+) -> client.V1Job:
+    """Create the lora example's children for a 2 x 8 H100 plan; wait for the Job to finish."""
+    body = example("training-lora.yaml") | {
+        "metadata": {"name": "llama8b-lora", "namespace": namespace}
+    }
+    body["spec"]["podAnnotations"] = pod_annotations
+    job = TrainingJob.from_body(body)
+    plan = PlanStatus(
+        gpu_type="H100-SXM",
+        gpu_product="NVIDIA-H100-80GB-HBM3",
+        num_gpus=16,
+        nodes=2,
+        gpus_per_node=8,
+        strategy="fsdp",
+        micro_batch_size=4,
+        gradient_accumulation_steps=2,
+        memory_per_gpu_bytes=61_000_000_000,
+        tokens_per_second=180_000.0,
+    )
+    kube.core_v1.create_namespaced_config_map(namespace, trainer_configmap(job, plan))
+    kube.core_v1.create_namespaced_service(namespace, headless_service(job))
+    manifest = trainer_job(job, plan, attempt=attempt)
+    kube.batch_v1.create_namespaced_job(namespace, manifest)
+
+    def finished() -> client.V1Job | None:
+        current = kube.batch_v1.read_namespaced_job(manifest["metadata"]["name"], namespace)
+        done = {c.type for c in (current.status.conditions or []) if c.status == "True"}
+        return current if done & {"Complete", "Failed"} else None
+
+    return wait_until(finished, timeout_s=120, what=f"Job {manifest['metadata']['name']} to finish")
+
+
+def test_the_trainer_job_runs_one_pod_on_each_h100_node_and_completes(
+    kube: Kube, namespace: str, crds: None, claims: None
+) -> None:
+    finished = run_trainer_job(kube, namespace, attempt=0, pod_annotations={})
+    assert finished.status.succeeded == 2
+    pods = kube.core_v1.list_namespaced_pod(
+        namespace, label_selector="trainwright.io/attempt=0"
+    ).items
+    assert sorted(p.spec.hostname for p in pods) == ["llama8b-lora-a0-0", "llama8b-lora-a0-1"]
+    assert {p.spec.subdomain for p in pods} == {"llama8b-lora-workers"}
+    nodes = {p.spec.node_name for p in pods}
+    assert len(nodes) == 2  # 8 GPUs each: one pod fills one node
+    for name in nodes:
+        labels = kube.core_v1.read_node(name).metadata.labels
+        assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_a_needs_replan_exit_fails_the_job_at_once_by_the_second_failure_rule(
+    kube: Kube, namespace: str, crds: None, claims: None
+) -> None:
+    finished = run_trainer_job(
+        kube,
+        namespace,
+        attempt=1,
+        pod_annotations={
+            "trainwright.io/fake-result": "fail",
+            "trainwright.io/fake-exit-code": "76",
+        },
+    )
+    failed = next(c for c in finished.status.conditions if c.type == "Failed")
+    assert failed.reason == "PodFailurePolicy"
+    assert "exit code 76" in failed.message
+    assert "rule at index 1" in failed.message
