@@ -51,9 +51,10 @@ def test_ttft_is_within_35_percent_on_tensorrt_llm_rows(results) -> None:  # typ
     assert summary(results)["ttft"] == (10, 10)
 
 
-def test_our_own_h100_memory_and_prefill_measurements_are_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
+def test_our_own_h100_memory_prefill_and_decode_measurements_are_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
     assert summary(results)["memory-own"] == (9, 9)
     assert summary(results)["ttft-own"] == (5, 5)
+    assert summary(results)["decode-own"] == (8, 8)
     errors = [r.error for r in results if r.tolerance == "memory-own"]
     assert max(abs(e) for e in errors if e is not None) < 0.08
 

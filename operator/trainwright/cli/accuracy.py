@@ -289,6 +289,11 @@ OWN_PREFILL_JUDGED_FROM_TOKENS = 2048
 
 def own_spec(row: dict[str, str]) -> RowSpec:
     """The request for one of our own H100 rows, read from its columns."""
+    if row["metric"].startswith("decode_tokens_per_sec"):
+        fields = _inference(row["model"], "H100-SXM", 1, "bf16", int(row["seq_in"]), 2)
+        fields["batch"] = int(row["batch_size"])
+        note = f"CUDA-graph decode, H100, batch {row['batch_size']}"
+        return RowSpec("inference", fields, _decode_tokens_per_second, 1, "decode-own", note)
     if row["metric"] == "first_token_latency":
         prompt = int(row["seq_in"])
         inference = _inference(row["model"], "H100-SXM", 1, "bf16", prompt, 1)
@@ -318,7 +323,7 @@ def _tolerance_ok(kind: str, measured: float, estimate: float) -> bool | None:
         return abs(estimate - measured) <= max(0.15 * measured, 1.5)
     if kind == "korthikanti":
         return abs(error) <= 0.03
-    if kind == "decode":
+    if kind in ("decode", "decode-own"):
         return abs(error) <= 0.25
     if kind in ("ttft", "ttft-own"):
         return abs(error) <= 0.35
@@ -418,7 +423,8 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         "Rows 1001 and up are our own H100 measurements "
         "(`benchmarks/measure_gpu_training.py`, Hugging Face Transformers + PEFT, kept in "
         "`tests/data/measured-own-h100.csv`, and `benchmarks/measure_gpu_inference.py` for "
-        "prefill); they are judged as *memory-own* and *ttft-own*. Prefill of prompts "
+        "prefill, `benchmarks/measure_gpu_decode.py` for decode); they are judged as "
+        "*memory-own*, *ttft-own* and *decode-own*. Prefill of prompts "
         "shorter than 2048 tokens is reported only: eager PyTorch is CPU launch bound there.",
         "",
         "Tolerances: memory ±15% or ±1.5 GiB (whichever is larger); Korthikanti et al. "

@@ -239,11 +239,19 @@ def experts_touched_fraction(model: ModelSpec, tokens: int) -> float:
 
 
 def _weights_stream_seconds(engine: _Engine, tokens: int) -> float:
-    """Time to read the weights a step touches once (all but the idle experts)."""
+    """Time to read the weights a step touches once.
+
+    Idle experts are skipped, and so is the input embedding table: a step gathers only
+    its tokens' rows (a tied LM head still reads the whole matrix).
+    """
     model = engine.model
     expert_bytes = engine.weights_bytes * model.num_layers * model.num_experts
     expert_bytes *= model.expert_params / model.total_params if model.num_experts > 1 else 0.0
     idle_bytes = expert_bytes * (1 - experts_touched_fraction(model, tokens))
+    if not model.tied_embeddings:
+        idle_bytes += (
+            model.embedding_params * 2 - min(tokens, model.vocab_size) * model.hidden_size * 2
+        )
     bandwidth = engine.gpu.memory_bandwidth_bytes_per_second * MEMORY_BANDWIDTH_EFFICIENCY
     return (engine.weights_bytes - idle_bytes) / engine.tp / bandwidth
 
