@@ -152,9 +152,15 @@ def start_private_cluster(state_dir: Path) -> Kube:
 
 
 def stop_private_cluster(kube: Kube) -> None:
+    """Stop the cluster; its component logs stay in <state dir>-logs for reading after a run."""
     kube.api_client.close()
-    if kube.state_dir is not None:
-        _run_cluster_script("down", kube.state_dir)
+    if kube.state_dir is None:
+        return
+    kept = kube.state_dir.with_name(kube.state_dir.name + "-logs")
+    kept.mkdir(exist_ok=True)
+    for log in kube.state_dir.glob("*.log"):
+        shutil.copy2(log, kept / log.name)
+    _run_cluster_script("down", kube.state_dir)
 
 
 def connect_existing_cluster(setting: str) -> Kube:
