@@ -13,6 +13,7 @@ from trainwright.api.v1alpha1 import (
     Condition,
     InvalidResourceError,
     ModelExport,
+    PlanStatus,
     TrainingJob,
     find_condition,
     set_condition,
@@ -225,3 +226,19 @@ def test_a_condition_moves_its_transition_time_when_its_status_flips_and_keeps_o
 def test_a_condition_reason_must_be_one_camel_case_word() -> None:
     with pytest.raises(ValueError, match="reason"):
         Condition(type="Planned", status="True", reason="plan found", last_transition_time=T0)
+
+
+def test_the_eta_is_kept_to_the_second_so_the_printer_column_reads_cleanly() -> None:
+    plan = PlanStatus(
+        gpu_type="L4",
+        num_gpus=1,
+        nodes=1,
+        gpus_per_node=1,
+        strategy="ddp",
+        micro_batch_size=2,
+        gradient_accumulation_steps=1,
+        memory_per_gpu_bytes=17_815_837_643,
+        tokens_per_second=586.4,
+        estimated_finish_time=dt.datetime(2026, 11, 23, 8, 54, 35, 964930, tzinfo=dt.UTC),
+    )
+    assert plan.to_manifest()["estimatedFinishTime"] == "2026-11-23T08:54:35Z"

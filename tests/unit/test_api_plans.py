@@ -77,7 +77,8 @@ def test_the_planned_lora_job_becomes_a_status_plan_the_builders_can_run() -> No
     assert status.memory_per_gpu_bytes <= (status.memory_capacity_bytes or 0)
     assert status.estimated_cost_usd == plan.cost.total_usd
     assert plan.duration_seconds is not None
-    assert status.estimated_finish_time == NOW + dt.timedelta(seconds=plan.duration_seconds)
+    expected_finish = NOW + dt.timedelta(seconds=plan.duration_seconds)
+    assert status.estimated_finish_time == expected_finish.replace(microsecond=0)
     assert len(status.recommendations) <= 5
     manifest = trainer_job(job, status, attempt=0)
     selector = manifest["spec"]["template"]["spec"]["nodeSelector"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainwright.api.v1alpha1.common import (
     LIST_MAX_ITEMS,
@@ -454,6 +454,12 @@ class PlanStatus(ApiModel):
     warnings: list[str] = Field(
         default_factory=list, max_length=LIST_MAX_ITEMS, description="Planner warnings."
     )
+
+    @field_validator("estimated_finish_time")
+    @classmethod
+    def _whole_seconds(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # The ETA printer column shows the timestamp as written; microseconds are noise.
+        return value.replace(microsecond=0) if value is not None else None
 
 
 class ProgressStatus(ApiModel):
