@@ -56,9 +56,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_cluster(state_dir: Path) -> Iterator[Path]:
-    inventory = state_dir / "bench-inventory.yaml"
+def private_cluster(work_dir: Path) -> Iterator[Path]:
+    """cluster.sh in ``work_dir/cluster`` (which it owns and clears) with the bench inventory."""
+    inventory = work_dir / "bench-inventory.yaml"
     inventory.write_text(yaml.safe_dump(BENCH_INVENTORY), encoding="utf-8")
+    state_dir = work_dir / "cluster"
     env = {**os.environ, "CLUSTER_DIR": str(state_dir), "TRAINWRIGHT_INVENTORY": str(inventory)}
     started = subprocess.run(
         ["bash", str(CLUSTER_SCRIPT), "up"], env=env, capture_output=True, text=True, check=False
@@ -137,6 +139,22 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def operator_figures(port: int) -> dict[str, float]:
+    """Reconcile counts and total reconcile seconds by kind, from the operator's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        for prefix in (
+            "trainwright_reconciles_total",
+            "trainwright_reconcile_duration_seconds_sum",
+        ):
+            if line.startswith(prefix + "{"):
+                labels, value = line[len(prefix) :].rsplit(" ", 1)
+                figures[prefix.split("_", 1)[1] + labels] = float(value)
+    return figures
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -224,6 +242,8 @@ def measure(
     )
     print(f"operator peak RSS (VmHWM):        {peak_rss_bytes(operator.pid) / 2**20:.0f} MiB")
     print(f"operator workers (threads):       {workers}")
+    for key, value in sorted(operator_figures(port).items()):
+        print(f"  {key}: {value:.1f}")
     return 0 if len(done) == jobs else 1
 
 

@@ -136,3 +136,11 @@ def test_inventory_status_lists_pools_largest_first() -> None:
         "allocatableGpus": 8,
         "freeGpus": 7,
     }
+
+
+def test_an_inventory_from_nodes_alone_does_not_claim_free_gpus() -> None:
+    inventory = build_inventory(_cluster(), None, product_to_gpu=PRODUCTS.get)
+    assert not inventory.pods_counted
+    assert inventory.describe() == (
+        "4 H100-SXM node(s) with up to 8 GPUs, 2 L4 node(s) with up to 4 GPUs"
+    )

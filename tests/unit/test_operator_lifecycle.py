@@ -12,6 +12,7 @@ from trainwright.operator.lifecycle import (
     decide_after_failure,
     failed_exit_code,
     job_failure_reason,
+    job_signature,
     job_state,
     phase_for_job_state,
 )
@@ -108,3 +109,11 @@ def test_job_states_map_to_the_phases_a_person_reads() -> None:
     assert phase_for_job_state(JobState.SUSPENDED) is Phase.SUSPENDED
     assert phase_for_job_state(JobState.SUCCEEDED) is Phase.SUCCEEDED
     assert phase_for_job_state(JobState.FAILED) is Phase.FAILED
+
+
+def test_a_job_signature_ignores_counters_that_do_not_change_the_phase() -> None:
+    busy = {"spec": {}, "status": {"active": 2, "ready": 1, "uncountedTerminatedPods": {}}}
+    quieter = {"spec": {}, "status": {"active": 1, "ready": 1, "startTime": "t"}}
+    assert job_signature(busy) == job_signature(quieter) == ("Running", 1, False)
+    assert job_signature(_job(ready=2)) != job_signature(_job(ready=1))
+    assert job_signature(_job(suspend=True)) == ("Suspended", 0, True)

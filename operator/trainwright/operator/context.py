@@ -67,6 +67,10 @@ class OperatorContext:
     post_event: EventPoster = post_kopf_event
     # CapacityPlan forecasts: None uses the forecaster's default ensemble.
     forecast_models: tuple[str, ...] | None = None
+    # (namespace, Job name) -> lifecycle.job_signature() at its last reconcile.
+    job_signatures: dict[tuple[str, str], tuple[str, int, bool]] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

@@ -98,6 +98,8 @@ class Inventory:
 
     pools: Mapping[str, GpuPool]
     unknown_products: tuple[str, ...] = ()
+    # False when built from nodes alone: free GPUs then equal allocatable ones.
+    pods_counted: bool = True
 
     def gpu_types(self) -> list[str]:
         """Catalog keys of the GPU types present, most allocatable GPUs first."""
@@ -136,8 +138,8 @@ class Inventory:
         if not self.pools:
             return "no GPU nodes"
         parts = [
-            f"{pool.nodes} {gpu} node(s) with up to {pool.max_gpus_per_node} GPUs "
-            f"({pool.free_gpus} of {pool.allocatable_gpus} free)"
+            f"{pool.nodes} {gpu} node(s) with up to {pool.max_gpus_per_node} GPUs"
+            + (f" ({pool.free_gpus} of {pool.allocatable_gpus} free)" if self.pods_counted else "")
             for gpu, pool in ((g, self.pools[g]) for g in self.gpu_types())
         ]
         return ", ".join(parts)
@@ -180,12 +182,16 @@ def gpus_requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 def build_inventory(
     nodes: Iterable[Mapping[str, Any]],
-    pods: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]] | None,
     *,
     product_to_gpu: ProductMapper = _default_mapper,
 ) -> Inventory:
-    """Group usable GPU nodes by catalog GPU and subtract the GPUs pods hold."""
-    held = gpus_requested_by_node(pods)
+    """Group usable GPU nodes by catalog GPU and subtract the GPUs pods hold.
+
+    ``pods`` None skips the subtraction (what the cluster *can* hold, which is
+    all a TrainingJob's plan is checked against).
+    """
+    held = gpus_requested_by_node(pods or [])
     allocatable: dict[str, list[int]] = {}
     free: dict[str, list[int]] = {}
     products: dict[str, str] = {}
@@ -209,4 +215,6 @@ def build_inventory(
         gpu: GpuPool(gpu, products[gpu], tuple(allocatable[gpu]), tuple(free[gpu]))
         for gpu in allocatable
     }
-    return Inventory(pools=pools, unknown_products=tuple(sorted(unknown)))
+    return Inventory(
+        pools=pools, unknown_products=tuple(sorted(unknown)), pods_counted=pods is not None
+    )

@@ -63,6 +63,7 @@ class Kube:
         self.api_client: Any = client.ApiClient(configuration)
         self._inventory_lock = threading.Lock()
         self._inventory_cache: tuple[float, list[Body], list[Body]] | None = None
+        self._nodes_cache: tuple[float, list[Body]] | None = None
 
     def request(
         self,
@@ -204,6 +205,15 @@ class Kube:
             pods = list(pods_listing.get("items") or [])
             self._inventory_cache = (now, nodes, pods)
             return nodes, pods
+
+    def nodes(self, *, max_age_seconds: float = 5.0) -> list[Body]:
+        """All nodes, cached briefly (planning many TrainingJobs at once reads them once)."""
+        with self._inventory_lock:
+            now = time.monotonic()
+            if self._nodes_cache is None or now - self._nodes_cache[0] >= max_age_seconds:
+                listing = self.request("GET", "/api/v1/nodes")
+                self._nodes_cache = (now, list(listing.get("items") or []))
+            return self._nodes_cache[1]
 
     def close(self) -> None:
         self.api_client.close()

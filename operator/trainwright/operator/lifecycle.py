@@ -48,6 +48,17 @@ def job_state(job: Mapping[str, Any] | None) -> JobState:
     return JobState.WAITING
 
 
+def job_signature(job: Mapping[str, Any]) -> tuple[str, int, bool]:
+    """What about a Job matters to its TrainingJob: state, ready pods, suspension.
+
+    A Job's status changes often (active counts, uncounted pods, timestamps);
+    events that leave this unchanged need no reconcile.
+    """
+    status = job.get("status") or {}
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    return job_state(job).value, int(status.get("ready") or 0), suspended
+
+
 def job_failure_reason(job: Mapping[str, Any]) -> str:
     """The Job controller's reason for failing (``BackoffLimitExceeded``, ``DeadlineExceeded``)."""
     for condition in (job.get("status") or {}).get("conditions") or []:

@@ -70,13 +70,26 @@ def on_trainingjob_deleted(namespace: str | None, name: str, memo: Any, **_: Any
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-def on_trainer_job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A trainer Job changed (pods ready, done, failed, deleted): reconcile its owner."""
+def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A trainer Job changed (pods ready, done, failed, deleted): reconcile its owner.
+
+    Events that change nothing the TrainingJob reports (see
+    :func:`lifecycle.job_signature`) are skipped.
+    """
     owner = owner_name(body)
     namespace = body.get("metadata", {}).get("namespace")
     if owner is None or namespace is None:
         return
-    reconcile(context_from_memo(memo), namespace, owner, full=False)
+    context = context_from_memo(memo)
+    key = (str(namespace), str(body["metadata"]["name"]))
+    signature = lifecycle.job_signature(body)
+    if type != "DELETED" and context.job_signatures.get(key) == signature:
+        return
+    reconcile(context, key[0], owner, full=False)
+    if type == "DELETED":
+        context.job_signatures.pop(key, None)
+    else:
+        context.job_signatures[key] = signature
 
 
 def owner_name(job: Mapping[str, Any]) -> str | None:
@@ -90,6 +103,10 @@ def owner_name(job: Mapping[str, Any]) -> str | None:
 
 
 # Reconcile ---------------------------------------------------------------------------------
+
+
+def waiting_message(ready: int, pods: int) -> str:
+    return f"Waiting for the trainer pods to start: {ready} of {pods} trainer pod(s) ready."
 
 
 def reconcile(context: OperatorContext, namespace: str, name: str, *, full: bool = True) -> None:
@@ -162,8 +179,9 @@ class _Reconcile:
         stored = self.status.get("plan")
         if stored:
             return PlanStatus.model_validate(stored)
-        nodes, pods = self.kube.nodes_and_pods()
-        outcome = plan_trainingjob(job, build_inventory(nodes, pods))
+        # A plan is checked against what the cluster can hold, not what is free
+        # now (busy GPUs only make the pods wait), so the pods need not be listed.
+        outcome = plan_trainingjob(job, build_inventory(self.kube.nodes(), None))
         if outcome.plan is None or outcome.reason != "Planned":
             self._fail_planning(outcome.reason, outcome.message, plan=outcome.plan)
             return None
@@ -175,7 +193,8 @@ class _Reconcile:
             "job": trainer_job_name(job.name, 0, nodes=plan.nodes),
         }
         conditions: list[tuple[str, bool | None, str, str]] = [
-            (ConditionType.RUNNING, False, "Creating", "Creating the trainer pods."),
+            # What the follow step will say once the Job exists, so it writes nothing.
+            (ConditionType.RUNNING, False, "WaitingForPods", waiting_message(0, plan.nodes)),
             (ConditionType.PLANNED, True, "Planned", outcome.message),
         ]
         if self._has_condition(ConditionType.FAILED):
@@ -189,7 +208,7 @@ class _Reconcile:
                 "attempt": 0,
                 "restarts": 0,
                 "children": children,
-                "message": outcome.message,
+                "message": waiting_message(0, plan.nodes),
             },
         )
         return plan
@@ -314,7 +333,7 @@ class _Reconcile:
             conditions = [(ConditionType.RUNNING, True, "PodsReady", message)]
             extra = {"startTime": self.status.get("startTime") or now}
         else:
-            message = f"Waiting for the trainer pods to start: {pods}."
+            message = waiting_message(ready, plan.nodes)
             conditions = [(ConditionType.RUNNING, False, "WaitingForPods", message)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
@@ -410,6 +429,8 @@ class _Reconcile:
         type_, _, reason, message = conditions[-1]
         old = find_condition(self.status.get("conditions") or [], type_)
         if old_phase == phase and old is not None and old.get("reason") == reason:
+            return
+        if reason == "WaitingForPods":  # the Planned event just said it; not worth another
             return
         warning = event_type == "Warning" or phase is Phase.FAILED
         self.context.post_event(self.body, "Warning" if warning else "Normal", reason, message)
