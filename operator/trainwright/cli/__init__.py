@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -20,7 +21,7 @@ from typing import NoReturn
 from trainwright.cli._common import CliError
 
 # Modules under trainwright.cli that provide subcommands, in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("forecast", "operator", "plan", "catalog")
+_COMMAND_MODULES: tuple[str, ...] = ("plan", "catalog", "forecast", "operator")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -52,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `trainwright models -o json | head`: the reader left; say nothing more.
+        # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return code
 
 
