@@ -14,16 +14,14 @@ new Job (attempt N+1, a new name) that resumes from the newest checkpoint.
 condition message names the rule index (0: permanent config/data error,
 1: needs a re-plan).
 
-torchrun exits 1 when any worker fails, hiding the worker's own code, so the
-container runs torchrun under a small shell wrapper: a worker that exits with
-one of the trainer's codes writes it to ``$TRAINWRIGHT_EXIT_CODE_FILE`` and the
-wrapper exits with it; without the file the wrapper keeps torchrun's status.
+The container runs torchrun under ``launch.sh`` (:mod:`trainwright.resources.launcher`,
+shipped in the ConfigMap), which forwards SIGTERM and exits with the trainer's
+own exit code rather than torchrun's blanket 1.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shlex
 from typing import Any
 
 import yaml
@@ -31,6 +29,7 @@ import yaml
 from trainwright.api.v1alpha1.trainingjob import PlanStatus, TrainingJob
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.lookup import get_model
+from trainwright.resources.launcher import EXIT_CODE_FILE, launch_script
 from trainwright.resources.names import (
     ATTEMPT_LABEL,
     common_labels,
@@ -56,8 +55,8 @@ CONFIG_DIR = "/etc/trainwright"
 CONFIG_KEY = "config.yaml"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 CHECKPOINT_DIR = "/checkpoints"
-EXIT_CODE_DIR = "/tmp/trainwright"
-EXIT_CODE_FILE = f"{EXIT_CODE_DIR}/exit-code"
+LAUNCHER_KEY = "launch.sh"
+LAUNCHER_PATH = f"{CONFIG_DIR}/{LAUNCHER_KEY}"
 RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9464
 CONTAINER_NAME = "trainer"
@@ -188,7 +187,10 @@ def trainer_configmap(job: TrainingJob, plan: PlanStatus) -> dict[str, Any]:
             "namespace": job.namespace,
             "labels": common_labels(job.name, component="trainer-config"),
         },
-        "data": {CONFIG_KEY: render_trainer_config(trainer_config(job, plan))},
+        "data": {
+            CONFIG_KEY: render_trainer_config(trainer_config(job, plan)),
+            LAUNCHER_KEY: launch_script(),
+        },
     }
 
 
@@ -220,17 +222,17 @@ def headless_service(job: TrainingJob) -> dict[str, Any]:
     }
 
 
-def torchrun_command(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[str]:
-    """The container command: torchrun with a static rendezvous at pod 0, under the exit wrapper."""
-    master = "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
-    torchrun = [
+def torchrun_args(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[str]:
+    """torchrun with a static rendezvous at pod 0; Kubernetes fills in ``$(NODE_RANK)``."""
+    return [
         "torchrun",
         f"--nnodes={plan.nodes}",
         f"--nproc-per-node={plan.gpus_per_node}",
-        "--node-rank=${NODE_RANK}",
+        "--node-rank=$(NODE_RANK)",
         "--rdzv-backend=static",
-        f"--master-addr={master}",
+        f"--master-addr={_master_addr(job, plan, job_name=job_name)}",
         f"--master-port={RENDEZVOUS_PORT}",
+        # The operator restarts the whole gang as a new Job; torchrun must not retry alone.
         "--max-restarts=0",
         "-m",
         "trainwright_trainer",
@@ -238,19 +240,11 @@ def torchrun_command(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> li
         "--config",
         CONFIG_PATH,
     ]
-    # NODE_RANK stays a shell expansion; everything else is quoted literally.
-    line = " ".join(part if "${NODE_RANK}" in part else shlex.quote(part) for part in torchrun)
-    # No "$(...)" in the script: Kubernetes expands $(NAME) in commands itself.
-    script = (
-        f"mkdir -p {EXIT_CODE_DIR}; "
-        'rm -f "$TRAINWRIGHT_EXIT_CODE_FILE"; '
-        f"{line}; "
-        "status=$?; "
-        'if [ "$status" -ne 0 ] && [ -s "$TRAINWRIGHT_EXIT_CODE_FILE" ]; then '
-        'read -r status < "$TRAINWRIGHT_EXIT_CODE_FILE"; fi; '
-        'exit "$status"'
-    )
-    return ["/bin/sh", "-c", script]
+
+
+def _master_addr(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> str:
+    """Pod 0's DNS name under the headless Service; loopback when there is one node."""
+    return "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
 
 
 def trainer_job(job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
@@ -259,7 +253,7 @@ def trainer_job(job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, A
     paths = _layout(job, mounts)
     name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
     labels = common_labels(job.name, component="trainer") | {ATTEMPT_LABEL: str(attempt)}
-    config_text = render_trainer_config(trainer_config(job, plan))
+    config_text = render_trainer_config(trainer_config(job, plan)) + launch_script()
     pod_labels = dict(job.spec.pod_labels) | labels
     pod_annotations = dict(job.spec.pod_annotations) | {
         CONFIG_HASH_ANNOTATION: hashlib.sha256(config_text.encode()).hexdigest()
@@ -350,7 +344,8 @@ def _pod_spec(
                 "name": CONTAINER_NAME,
                 "image": spec.image,
                 "imagePullPolicy": spec.image_pull_policy,
-                "command": torchrun_command(job, plan, job_name=job_name),
+                "command": ["/bin/sh", LAUNCHER_PATH],
+                "args": torchrun_args(job, plan, job_name=job_name),
                 "env": _env(job, plan, job_name=job_name),
                 "ports": [
                     {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
@@ -370,7 +365,6 @@ def _pod_spec(
 
 
 def _env(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[dict[str, Any]]:
-    master = "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
     return [
         {
             "name": "NODE_RANK",
@@ -380,7 +374,7 @@ def _env(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[dict[str,
                 }
             },
         },
-        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_ADDR", "value": _master_addr(job, plan, job_name=job_name)},
         {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
         {"name": "NNODES", "value": str(plan.nodes)},
         {"name": "NPROC_PER_NODE", "value": str(plan.gpus_per_node)},
