@@ -97,6 +97,8 @@ def init_distributed(cfg: TrainerConfig) -> DistEnv:
         if cfg.distributed.strategy.startswith("zero"):
             import deepspeed
 
+            if not cuda:
+                _skip_deepspeed_shm_op()
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         else:
             # nccl for CUDA tensors plus gloo for CPU ones: dcp.async_save stages
@@ -108,6 +110,15 @@ def init_distributed(cfg: TrainerConfig) -> DistEnv:
                 device_id=device if cuda else None,
             )
     return DistEnv(rank, local_rank, world_size, device, backend)
+
+
+def _skip_deepspeed_shm_op() -> None:
+    # On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op at start-up
+    # (minutes on a small machine, and it needs a C++ toolchain). gloo does the
+    # collectives without it; DeepSpeed treats a missing op as "not available".
+    import deepspeed.comm.torch as ds_torch
+
+    ds_torch.build_shm_op = lambda: None
 
 
 def destroy_distributed() -> None:

@@ -182,6 +182,7 @@ class Recipe:
         self.skipped_steps = 0
         self.tokens_trained = 0
         self.loop_seconds = 0.0  # wall time of the step loop (setup and final save excluded)
+        self.loop_cpu_seconds = 0.0  # CPU time of this process over the same span
         self.preemption = PreemptionSignal()
 
     # ----------------------------------------------------------------- setup
@@ -339,6 +340,7 @@ class Recipe:
     def train(self) -> ExitCode:
         cfg = self.cfg
         started = time.monotonic()
+        cpu_started = time.process_time()
         last_log = time.monotonic()
         first_step = self.step
         while self.step < self.total_steps:
@@ -411,6 +413,7 @@ class Recipe:
             if self.step % cfg.checkpoint.interval_steps == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
         self.loop_seconds = time.monotonic() - started
+        self.loop_cpu_seconds = time.process_time() - cpu_started
         if self.env.is_main:
             log.info("trained %d steps in %.1f s", self.step - first_step, self.loop_seconds)
         if self.checkpoints.last_published_step != self.step:
