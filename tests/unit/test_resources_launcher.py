@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.resources.launcher import TRAINER_EXIT_CODES, launch_script
+from trainwright.resources.trainer import container_command
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -120,3 +123,40 @@ def test_a_worker_exit_76_under_real_torchrun_reaches_the_pod_as_76(tmp_path: Pa
         timeout=300,
     )
     assert result.returncode == 76
+
+
+def test_the_jobs_container_command_runs_torchrun_through_the_launcher(tmp_path: Path) -> None:
+    command, env = launcher(tmp_path)
+    body = yaml.safe_load(
+        (Path(__file__).parents[2] / "examples" / "training-lora.yaml").read_text()
+    )
+    plan = PlanStatus(
+        gpu_type="H100-SXM",
+        num_gpus=16,
+        nodes=2,
+        gpus_per_node=8,
+        strategy="fsdp",
+        micro_batch_size=4,
+        gradient_accumulation_steps=2,
+        memory_per_gpu_bytes=61_000_000_000,
+        tokens_per_second=180_000.0,
+    )
+    shell, flag, line = container_command(
+        TrainingJob.from_body(body), plan, job_name="llama8b-lora-a0"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    torchrun = bin_dir / "torchrun"
+    report = ROOT_CAUSE.format(code="65").replace("\n", "\\n")
+    torchrun.write_text(f"#!/bin/sh\necho \"$@\"\nprintf '{report}' >&2\nexit 1\n")
+    torchrun.chmod(0o755)
+    env = env | {"PATH": f"{bin_dir}:{env['PATH']}", "NODE_RANK": "1"}
+    result = subprocess.run(
+        [shell, flag, line.replace("/etc/trainwright/launch.sh", command[1])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 65
+    assert "--nnodes=2 --nproc-per-node=8 --node-rank=1 " in result.stdout

@@ -104,21 +104,13 @@ def test_pods_request_the_planned_gpus_on_nodes_of_the_planned_product() -> None
 
 def test_torchrun_gets_the_layout_and_rendezvous_at_pod_zero_of_the_service() -> None:
     manifest = trainer_job(make_job(), make_plan(nodes=2, gpus_per_node=8), attempt=3)
-    assert container(manifest)["command"] == ["/bin/sh", "/etc/trainwright/launch.sh"]
-    assert container(manifest)["args"] == [
-        "torchrun",
-        "--nnodes=2",
-        "--nproc-per-node=8",
-        "--node-rank=$(NODE_RANK)",
-        "--rdzv-backend=static",
-        "--master-addr=llama8b-lora-a3-0.llama8b-lora-workers",
-        "--master-port=29500",
-        "--max-restarts=0",
-        "-m",
-        "trainwright_trainer",
-        "train",
-        "--config",
-        "/etc/trainwright/config.yaml",
+    assert container(manifest)["command"] == [
+        "/bin/sh",
+        "-c",
+        "exec /bin/sh /etc/trainwright/launch.sh torchrun --nnodes=2 --nproc-per-node=8 "
+        "--node-rank=${NODE_RANK} --rdzv-backend=static "
+        "--master-addr=llama8b-lora-a3-0.llama8b-lora-workers --master-port=29500 "
+        "--max-restarts=0 -m trainwright_trainer train --config /etc/trainwright/config.yaml",
     ]
     env = env_of(manifest)
     assert env["MASTER_ADDR"] == "llama8b-lora-a3-0.llama8b-lora-workers"
@@ -132,8 +124,8 @@ def test_torchrun_gets_the_layout_and_rendezvous_at_pod_zero_of_the_service() ->
 def test_a_single_node_job_rendezvouses_on_loopback() -> None:
     manifest = trainer_job(make_job(), make_plan(nodes=1, gpus_per_node=4), attempt=0)
     assert env_of(manifest)["MASTER_ADDR"] == "127.0.0.1"
-    assert container(manifest)["args"][1:3] == ["--nnodes=1", "--nproc-per-node=4"]
-    assert "--master-addr=127.0.0.1" in container(manifest)["args"]
+    assert "--nnodes=1 --nproc-per-node=4" in container(manifest)["command"][2]
+    assert "--master-addr=127.0.0.1" in container(manifest)["command"][2]
 
 
 def test_the_pod_mounts_config_shared_memory_and_each_claim_once() -> None:

@@ -22,6 +22,7 @@ own exit code rather than torchrun's blanket 1.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from typing import Any
 
 import yaml
@@ -223,12 +224,12 @@ def headless_service(job: TrainingJob) -> dict[str, Any]:
 
 
 def torchrun_args(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[str]:
-    """torchrun with a static rendezvous at pod 0; Kubernetes fills in ``$(NODE_RANK)``."""
+    """torchrun with a static rendezvous at pod 0; the shell fills in ``${NODE_RANK}``."""
     return [
         "torchrun",
         f"--nnodes={plan.nodes}",
         f"--nproc-per-node={plan.gpus_per_node}",
-        "--node-rank=$(NODE_RANK)",
+        "--node-rank=${NODE_RANK}",
         "--rdzv-backend=static",
         f"--master-addr={_master_addr(job, plan, job_name=job_name)}",
         f"--master-port={RENDEZVOUS_PORT}",
@@ -240,6 +241,19 @@ def torchrun_args(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[
         "--config",
         CONFIG_PATH,
     ]
+
+
+def container_command(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[str]:
+    """``sh -c 'exec sh launch.sh torchrun ...'``: the launcher becomes PID 1 and gets SIGTERM.
+
+    The whole torchrun line stays readable in the Job; only ``${NODE_RANK}`` is
+    left for the shell to expand.
+    """
+    words = [
+        word if word == "--node-rank=${NODE_RANK}" else shlex.quote(word)
+        for word in torchrun_args(job, plan, job_name=job_name)
+    ]
+    return ["/bin/sh", "-c", f"exec /bin/sh {LAUNCHER_PATH} " + " ".join(words)]
 
 
 def _master_addr(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> str:
@@ -344,8 +358,7 @@ def _pod_spec(
                 "name": CONTAINER_NAME,
                 "image": spec.image,
                 "imagePullPolicy": spec.image_pull_policy,
-                "command": ["/bin/sh", LAUNCHER_PATH],
-                "args": torchrun_args(job, plan, job_name=job_name),
+                "command": container_command(job, plan, job_name=job_name),
                 "env": _env(job, plan, job_name=job_name),
                 "ports": [
                     {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
