@@ -125,20 +125,17 @@ def test_three_injected_spikes_roll_back_to_the_last_checkpoint_with_half_the_lr
 
 
 @pytest.mark.usefixtures("world_of_one")
-def test_one_injected_oom_halves_the_micro_batch_and_keeps_the_losses(
+def test_two_injected_ooms_halve_the_micro_batch_then_checkpoint_and_keep_the_losses(
     tmp_path: Path, clean_losses: dict[int, float]
 ) -> None:
-    assert _run(tmp_path, max_steps=6, faults={"oom_at_steps": [3]}) == ExitCode.SUCCESS
+    assert _run(tmp_path, max_steps=6, faults={"oom_at_steps": [3, 3]}) == ExitCode.SUCCESS
     records = [r for r in _log(tmp_path) if "step" in r]
-
-    assert [(r["micro_batch_size"], r["gradient_accumulation_steps"]) for r in records] == [
-        (2, 1),
-        (2, 1),
-        (1, 2),
-        (1, 2),
-        (1, 2),
-        (1, 2),
+    rungs = [
+        (r["micro_batch_size"], r["gradient_accumulation_steps"], r["gradient_checkpointing"])
+        for r in records
     ]
+
+    assert rungs == [(2, 1, False)] * 2 + [(1, 2, True)] * 4
     # Same sequences per step, so the same loss as without the OOM.
     for record in records:
         assert record["loss"] == pytest.approx(clean_losses[record["step"]], abs=1e-4)

@@ -10,6 +10,7 @@ anything else is a crash (a traceback, exit 1), which the operator retries.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -32,14 +33,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (what log collectors in a cluster parse best)."""
+
+    def __init__(self, rank: str) -> None:
+        super().__init__()
+        self.rank = int(rank) if rank.isdigit() else rank
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "rank": self.rank,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def _setup_logging() -> None:
-    # Structured enough for log collectors: one line, a timestamp, the rank.
+    # Rank 0 logs progress; the other ranks only warnings and errors.
+    # TRAINWRIGHT_LOG_FORMAT=json|text; the default is JSON unless stderr is a terminal.
     rank = os.environ.get("RANK", "0")
-    logging.basicConfig(
-        level=logging.INFO if rank == "0" else logging.WARNING,
-        format=f"%(asctime)s rank={rank} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    default = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("TRAINWRIGHT_LOG_FORMAT", default) == "json":
+        handler.setFormatter(JsonFormatter(rank))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s rank={rank} %(levelname)s %(name)s: %(message)s")
+        )
+    logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
