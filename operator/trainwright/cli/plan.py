@@ -134,9 +134,23 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         "--gradient-checkpointing", choices=("auto", "on", "off", "selective"), default="auto"
     )
     parser.add_argument(
-        "--optimizer", choices=("adamw", "adamw8bit", "paged_adamw8bit", "sgd"), default="adamw"
+        "--optimizer",
+        choices=("adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"),
+        default="adamw",
     )
     parser.add_argument("--lora-rank", type=positive_int("--lora-rank"), default=16, metavar="R")
+    parser.add_argument(
+        "--lora-targets",
+        choices=("all", "qkv", "qv"),
+        default="all",
+        help="linears with adapters: all (default), qkv (attention q, k, v) or qv (query, value)",
+    )
+    parser.add_argument(
+        "--target-len",
+        type=positive_int("--target-len"),
+        metavar="T",
+        help="decoder tokens per sequence of an encoder-decoder (default: --seq-len)",
+    )
     parser.add_argument("--dataset-tokens", type=token_count("--dataset-tokens"), metavar="T")
     parser.add_argument("--epochs", type=positive_float("--epochs"), default=1.0, metavar="E")
     parser.add_argument("--tensor-parallel", type=positive_int("--tensor-parallel"), default=1)
@@ -300,6 +314,8 @@ def run_training(args: argparse.Namespace) -> int:
         "gradient_checkpointing": args.gradient_checkpointing,
         "optimizer": args.optimizer,
         "lora_rank": args.lora_rank,
+        "lora_targets": args.lora_targets,
+        "target_len": args.target_len,
         "dataset_tokens": args.dataset_tokens,
         "epochs": args.epochs,
         "cloud": args.cloud,

@@ -7,7 +7,8 @@ Sources, by term:
   parameter; ZeRO-1/2/3 shard optimizer / +gradients / +weights over the N data-parallel
   ranks. Megatron-LM accumulates gradients in fp32 (18 bytes per parameter).
 - 8-bit optimizers: Dettmers et al. 2022 (arXiv:2110.02861): 2 bytes per parameter for
-  both Adam moments; paged variants live in CUDA unified memory, which the driver pages
+  both Adam moments; paged variants (8-bit, or 32-bit ``PagedAdamW``) live in CUDA
+  unified memory, which the driver pages
   to host RAM under pressure, so they do not count against the device budget.
 - QLoRA: Dettmers et al. 2023 (arXiv:2305.14314) §3: NF4 is 4 bits per weight plus
   block constants; double quantization brings them to 8-bit absmax per 64 weights plus one
@@ -36,6 +37,16 @@ Sources, by term:
   and no persistent gradient buckets (one GPU, or FSDP/ZeRO-3), backward frees
   activations as it creates gradients, so the peak counts only the larger of the two
   (``overlap_bytes``; PyTorch ``zero_grad(set_to_none=True)``, the default since 2.0).
+- fp32 training (no autocast, the Hugging Face PEFT example scripts): every saved tensor
+  is 4 bytes and nothing is cast; PEFT's ``lora_dropout`` gives each adapted layer its own
+  fp32 copy of the input plus a 1-byte mask (:func:`hf_fp32_bytes_per_token_layer`).
+- Encoder-decoders (T5): the encoder's blocks see the source tokens, the decoder's the
+  target tokens, and every decoder block's cross-attention keeps K and V of all source
+  tokens (Vaswani et al. 2017 §3.2.3; ``T5LayerCrossAttention``).
+- ZeRO-3 with parameter offload (DeepSpeed ZeRO-Infinity, Rajbhandari et al. 2021,
+  arXiv:2104.07857): parameters live on the host and are fetched module by module; the
+  device keeps up to ``stage3_max_live_parameters`` (DeepSpeed default 1e9) gathered
+  parameters, or the largest single tensor when that is larger, plus activations.
 - Runtime: CUDA context and kernels (~0.5 GiB, outside PyTorch's reserved pool), NCCL
   buffers when distributed, and caching-allocator fragmentation (~5% of what is
   allocated and freed every step: activations and gradients).
@@ -49,9 +60,10 @@ from trainwright.planner.specs import ModelSpec
 
 Method = Literal["full", "lora", "qlora", "dora"]
 Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
-Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"]
 Recompute = Literal["off", "selective", "full"]
 Framework = Literal["hf", "torchtune", "megatron"]
+LoraTargets = Literal["all", "qkv", "qv"]
 
 GIB = 2**30
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -67,6 +79,10 @@ LOGITS_BYTES_PER_VALUE = {
     "megatron": 2 + 4,  # vocabulary-parallel CE: 16-bit logits and fp32 softmax
 }
 COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE = 2 + 4 / 8
+# fp32 without autocast: fp32 logits, the fp32 log-softmax the loss saves, its fp32 gradient.
+FP32_LOGITS_BYTES_PER_VALUE = 4 + 4 + 4
+# DeepSpeed ZeRO-3 default ``stage3_max_live_parameters`` (deepspeed/runtime/zero/config.py).
+ZERO3_MAX_LIVE_PARAMETERS = 1_000_000_000
 # Data-parallel shards of ZeRO stage: which model states are divided by N.
 SHARDED = {
     "ddp": (False, False, False),
@@ -105,14 +121,45 @@ class TrainingMemory(NamedTuple):
         )
 
 
-def lora_trainable_params(model: ModelSpec, rank: int) -> int:
-    """Adapters on every linear layer of every block: r·(d_in + d_out) each (Hu et al. 2021)."""
+def attention_adapters(model: ModelSpec, targets: LoraTargets) -> list[tuple[int, int]]:
+    """(d_in, d_out) of each adapted projection in one attention block.
+
+    ``all``: q, k, v and the output projection; ``qkv``: q, k, v; ``qv``: query and value
+    (PEFT's default for T5 and Llama). A fused query_key_value projection (BLOOM) is one
+    adapted linear for ``qkv`` and ``qv`` alike (PEFT's default for BLOOM).
+    """
     h = model.hidden_size
-    q_width = model.num_heads * model.head_dim
-    kv_width = model.num_kv_heads * model.head_dim
-    attention = (h + q_width) + 2 * (h + kv_width) + (q_width + h)
-    mlp = (3 if model.mlp == "gated" else 2) * (h + model.ffn_size) * model.num_experts
-    return rank * model.num_layers * (attention + mlp)
+    q = model.num_heads * model.head_dim
+    kv = model.num_kv_heads * model.head_dim
+    if model.fused_qkv:
+        projections = [(h, q + 2 * kv)]
+    elif targets == "qv":
+        projections = [(h, q), (h, kv)]
+    else:
+        projections = [(h, q), (h, kv), (h, kv)]
+    if targets == "all":
+        projections.append((q, h))
+    return projections
+
+
+def mlp_adapters(model: ModelSpec, targets: LoraTargets) -> list[tuple[int, int]]:
+    """(d_in, d_out) of each adapted MLP projection in one block (only for ``all``)."""
+    if targets != "all":
+        return []
+    h, f = model.hidden_size, model.ffn_size
+    one = [(h, f), (h, f), (f, h)] if model.mlp == "gated" else [(h, f), (f, h)]
+    return one * model.num_experts
+
+
+def lora_trainable_params(model: ModelSpec, rank: int, targets: LoraTargets = "all") -> int:
+    """Adapters r·(d_in + d_out) on the targeted linears of every block (Hu et al. 2021).
+
+    Encoder-decoders adapt the decoder's cross-attention like its self-attention.
+    """
+    attention = sum(i + o for i, o in attention_adapters(model, targets))
+    mlp = sum(i + o for i, o in mlp_adapters(model, targets))
+    cross = model.num_layers * attention if model.is_encoder_decoder else 0
+    return rank * (model.total_layers * (attention + mlp) + cross)
 
 
 def weight_bytes_per_param(method: Method, precision: str) -> float:
@@ -157,6 +204,8 @@ def activation_bytes_per_token_layer(
     bytes_per_value: int = 2,
     framework: Framework = "torchtune",
     adapters: bool = False,
+    precision: str = "bf16",
+    targets: LoraTargets = "all",
 ) -> float:
     """Bytes one token keeps alive in one layer (Korthikanti et al. 2022, Eq. 1-3).
 
@@ -166,6 +215,14 @@ def activation_bytes_per_token_layer(
     recomputes pointwise results instead of saving them (norm outputs, GELU, SiLU·up).
     Hugging Face eager code saves more (see :func:`hf_eager_bytes_per_token_layer`).
     """
+    if framework == "hf" and not compiled and precision == "fp32":
+        return hf_fp32_bytes_per_token_layer(
+            model,
+            flash_attention=flash_attention,
+            seq_len=seq_len,
+            adapters=adapters,
+            targets=targets,
+        )
     if framework == "hf" and not compiled:
         return hf_eager_bytes_per_token_layer(
             model, tensor_parallel, flash_attention, seq_len, adapters
@@ -221,6 +278,75 @@ def hf_eager_bytes_per_token_layer(
     return norms + (attention + inputs + mlp + scores) / tensor_parallel
 
 
+def hf_fp32_bytes_per_token_layer(
+    model: ModelSpec, *, flash_attention: bool, seq_len: int, adapters: bool, targets: LoraTargets
+) -> float:
+    """What Transformers saves per token and block when training in fp32 (no autocast).
+
+    Read off ``T5Block`` / ``BloomBlock`` / ``LlamaDecoderLayer`` the way
+    :func:`hf_eager_bytes_per_token_layer` is: each norm saves its 4h input; attention keeps
+    q, k and v; eager attention keeps the fp32 probabilities (4·a·s) and, with attention
+    dropout, a 1-byte mask and the dropped copy (5·a·s); residual dropout keeps 1-byte
+    masks. The gated MLP keeps the activation's input, its output and the up projection
+    (12f, plus a 1-byte mask with dropout), the GELU MLP its input (4f). Frozen linears
+    save nothing; each adapted linear keeps PEFT's dropped-out fp32 input and its mask
+    (5 bytes per input value). Full fine-tuning saves every linear's input instead.
+    """
+    h = model.hidden_size
+    q = model.num_heads * model.head_dim
+    kv = model.num_kv_heads * model.head_dim
+    f = model.ffn_size * model.experts_per_token
+    gated = model.mlp == "gated"
+    norms = 2 * 4 * h
+    attention = 4 * (q + 2 * kv)
+    scores = 0.0
+    if not flash_attention:
+        scores = (4 + (5 if model.dropout else 0)) * model.num_heads * seq_len
+    masks = 2 * h if model.dropout else 0
+    mlp = (12 * f if gated else 4 * f) + (f if model.dropout and gated else 0)
+    if adapters:
+        # A token passes through experts_per_token of the experts' adapted MLPs.
+        mlp_inputs = sum(d_in for d_in, _ in mlp_adapters(model, targets)) / model.num_experts
+        attention_inputs = sum(d_in for d_in, _ in attention_adapters(model, targets))
+        inputs = 5 * (attention_inputs + mlp_inputs * model.experts_per_token)
+    else:
+        inputs = 4 * h + 4 * q + 4 * h + 4 * f
+    return norms + attention + scores + masks + mlp + inputs
+
+
+def cross_attention_bytes(
+    model: ModelSpec,
+    *,
+    source_tokens: int,
+    target_tokens: int,
+    source_len: int,
+    flash_attention: bool,
+    adapters: bool,
+    targets: LoraTargets,
+    bytes_per_value: int,
+) -> float:
+    """What one decoder block's cross-attention saves, in bytes (``T5LayerCrossAttention``).
+
+    Per target token: the norm's input, q, the probabilities over the source (with dropout
+    mask and copy), a residual dropout mask. Per source token: K and V of the encoder
+    output, and PEFT's dropped-out input copy for each adapted K/V projection.
+    """
+    h = model.hidden_size
+    q = model.num_heads * model.head_dim
+    kv = model.num_kv_heads * model.head_dim
+    scale = bytes_per_value / 4
+    per_target = 4 * h + 4 * q + (h if model.dropout else 0)
+    if not flash_attention:
+        per_target += (4 + (5 if model.dropout else 0)) * model.num_heads * source_len
+    per_source = 4 * 2 * kv
+    if adapters:
+        per_target += 5 * h + (5 * q if targets == "all" else 0)
+        per_source += 5 * h * (1 if targets == "qv" else 2)
+    else:
+        per_target += 4 * h + 4 * q
+    return scale * (per_target * target_tokens + per_source * source_tokens)
+
+
 def layer_activation_bytes(
     model: ModelSpec,
     *,
@@ -236,8 +362,14 @@ def layer_activation_bytes(
     pipeline_interleave: int,
     framework: Framework = "torchtune",
     adapters: bool = False,
+    precision: str = "bf16",
+    targets: LoraTargets = "all",
+    num_layers: int | None = None,
 ) -> float:
-    """Activations of the transformer layers on the busiest pipeline stage, in bytes."""
+    """Activations of the transformer layers on the busiest pipeline stage, in bytes.
+
+    ``num_layers`` overrides the block count (one stack of an encoder-decoder).
+    """
 
     def per_token(flash: bool) -> float:
         return activation_bytes_per_token_layer(
@@ -249,6 +381,8 @@ def layer_activation_bytes(
             seq_len=seq_len,
             framework=framework,
             adapters=adapters,
+            precision=precision,
+            targets=targets,
         )
 
     full = per_token(flash_attention)
@@ -258,10 +392,10 @@ def layer_activation_bytes(
         per_layer = per_token(True)
     else:
         # The layer input: 16-bit, or fp32 where AMP keeps the residual stream in fp32.
-        input_bytes = 4 if (framework == "hf" and not adapters) else 2
+        input_bytes = 4 if (framework == "hf" and (not adapters or precision == "fp32")) else 2
         per_layer = input_bytes * model.hidden_size / (tensor_parallel if sequence_parallel else 1)
     p = pipeline_parallel
-    layers_per_stage = model.num_layers / p
+    layers_per_stage = (num_layers or model.num_layers) / p
     in_flight = min(p, microbatches)
     stored = per_layer * tokens * layers_per_stage * in_flight
     if p > 1 and pipeline_interleave > 1:
@@ -277,11 +411,14 @@ def logits_bytes(
     tensor_parallel: int,
     compiled: bool,
     framework: Framework = "torchtune",
+    precision: str = "bf16",
 ) -> float:
     """Vocabulary-parallel logits and what the loss saves (see the module docstring)."""
     per_value = (
         COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE if compiled else LOGITS_BYTES_PER_VALUE[framework]
     )
+    if framework == "hf" and precision == "fp32" and not compiled:
+        per_value = FP32_LOGITS_BYTES_PER_VALUE
     return tokens * model.vocab_size * per_value / tensor_parallel
 
 
@@ -308,8 +445,14 @@ def training_memory(
     optimizer_in_backward: bool = False,
     fp32_gradients: bool = False,
     framework: Framework = "hf",
+    lora_targets: LoraTargets = "all",
+    target_len: int | None = None,
 ) -> TrainingMemory:
-    """Peak memory of one GPU for one training configuration (see the module docstring)."""
+    """Peak memory of one GPU for one training configuration (see the module docstring).
+
+    ``target_len`` is an encoder-decoder's decoder tokens per sequence (default
+    ``seq_len``, which the encoder sees); decoder-only models ignore it.
+    """
     model_split = tensor_parallel * pipeline_parallel
     shard_w, shard_g, shard_o = SHARDED[strategy]
     n = data_parallel
@@ -321,9 +464,9 @@ def training_memory(
     amp = framework == "hf" and full and strategy == "ddp" and precision != "fp32"
     if amp:
         base_bytes = model.total_params * (4 + 2) / model_split
-    trained = model.total_params if full else lora_trainable_params(model, lora_rank)
+    trained = model.total_params if full else lora_trainable_params(model, lora_rank, lora_targets)
     if method == "dora":
-        trained += model.num_layers * (model.hidden_size * 4 + model.ffn_size * 3)
+        trained += model.total_layers * (model.hidden_size * 4 + model.ffn_size * 3)
     trained_per_gpu = trained / model_split
     grad_bpp = 4.0 if (fp32_gradients or precision == "fp32" or not full or amp) else 2.0
     adapter_bpp = 0.0 if full else 4.0
@@ -332,7 +475,7 @@ def training_memory(
         gradients = model.largest_param_tensor / tensor_parallel * grad_bpp
     master = full and not amp
     optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, master)
-    if optimizer == "paged_adamw8bit":
+    if optimizer in ("paged_adamw8bit", "paged_adamw"):
         optimizer_state = 0.0
     weights = base_bytes + trained_per_gpu * adapter_bpp
     if shard_w and n > 1:
@@ -345,32 +488,62 @@ def training_memory(
     if (shard_w and n > 1) or cpu_offload:
         # FSDP / ZeRO-3 gather one layer and prefetch the next; its gradient is unsharded
         # until the reduce-scatter.
-        layer_bytes = base_bytes / model.num_layers
+        layer_bytes = base_bytes / model.total_layers
         working = 2 * layer_bytes + (layer_bytes * grad_bpp / 2 if full else 0.0)
+    if cpu_offload and strategy == "zero3":
+        # DeepSpeed keeps fetched parameters resident up to stage3_max_live_parameters;
+        # a tensor larger than that (a 250k-token embedding) is still gathered whole.
+        live = max(min(model.total_params, ZERO3_MAX_LIVE_PARAMETERS), model.largest_param_tensor)
+        working = live * base_bytes / model.total_params
     if cpu_offload:
         if shard_w:
             weights, gradients = 0.0, 0.0
         optimizer_state = 0.0
     weights += working
     tokens = micro_batch * seq_len
-    layers = layer_activation_bytes(
-        model,
-        tokens=tokens,
-        seq_len=seq_len,
-        recompute=recompute,
-        tensor_parallel=tensor_parallel,
-        sequence_parallel=sequence_parallel,
-        flash_attention=flash_attention,
-        compiled=compiled,
-        pipeline_parallel=pipeline_parallel,
-        microbatches=microbatches,
-        pipeline_interleave=pipeline_interleave,
-        framework=framework,
-        adapters=not full,
-    )
+    decoder_len = (target_len or seq_len) if model.is_encoder_decoder else seq_len
+    decoder_tokens = micro_batch * decoder_len
+
+    def stack(stack_tokens: int, stack_len: int, stack_layers: int) -> float:
+        return layer_activation_bytes(
+            model,
+            tokens=stack_tokens,
+            seq_len=stack_len,
+            recompute=recompute,
+            tensor_parallel=tensor_parallel,
+            sequence_parallel=sequence_parallel,
+            flash_attention=flash_attention,
+            compiled=compiled,
+            pipeline_parallel=pipeline_parallel,
+            microbatches=microbatches,
+            pipeline_interleave=pipeline_interleave,
+            framework=framework,
+            adapters=not full,
+            precision=precision,
+            targets=lora_targets,
+            num_layers=stack_layers,
+        )
+
+    layers = stack(decoder_tokens, decoder_len, model.num_layers)
+    if model.is_encoder_decoder:
+        layers += stack(tokens, seq_len, model.encoder_layers)
+        if recompute != "full":
+            cross = cross_attention_bytes(
+                model,
+                source_tokens=tokens,
+                target_tokens=decoder_tokens,
+                source_len=seq_len,
+                flash_attention=flash_attention or recompute == "selective",
+                adapters=not full,
+                targets=lora_targets,
+                bytes_per_value=4 if precision == "fp32" else 2,
+            )
+            layers += model.num_layers * cross / tensor_parallel
     logits = 0.0
     if pipeline_parallel == 1:
-        logits = logits_bytes(model, tokens, tensor_parallel, compiled, framework)
+        logits = logits_bytes(
+            model, decoder_tokens, tensor_parallel, compiled, framework, precision
+        )
     activations = layers + logits
     transient = 0.0
     if method in ("qlora", "dora"):

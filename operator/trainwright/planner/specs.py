@@ -14,13 +14,23 @@ MlpKind = Literal["gated", "plain"]
 
 
 class ModelSpec(BaseModel):
-    """A decoder-only transformer, described the way a Hugging Face ``config.json`` does."""
+    """A transformer, described the way a Hugging Face ``config.json`` does.
+
+    Decoder-only by default. An encoder-decoder (T5, mT5) sets ``encoder_layers``: its
+    encoder blocks hold self-attention and the MLP, its ``num_layers`` decoder blocks add
+    cross-attention (same widths) and a third norm, and each stack ends in its own final
+    norm (Raffel et al. 2020, arXiv:1910.10683, §2.1; ``T5Block`` in Transformers). T5's
+    relative position buckets (32 x heads in each stack's first block) are left out:
+    under 1e-6 of the parameters.
+    """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
     key: str = Field(description="catalog key, e.g. llama-3.1-8b")
     display_name: str
-    family: str = Field(description="llama, mistral, mixtral, qwen2, gemma2, phi3, gpt2, megatron")
+    family: str = Field(
+        description="llama, mistral, mixtral, qwen2, gemma2, phi3, gpt2, megatron, bloom, t5"
+    )
     hidden_size: int = Field(gt=0)
     num_layers: int = Field(gt=0)
     num_heads: int = Field(gt=0)
@@ -36,6 +46,13 @@ class ModelSpec(BaseModel):
     dropout: bool = Field(default=False, description="trains with dropout (Megatron GPT configs)")
     learned_positions: bool = Field(
         default=False, description="GPT-2/Megatron learned position embeddings (max_seq_len x h)"
+    )
+    encoder_layers: int = Field(default=0, ge=0, description="encoder blocks (0: decoder-only)")
+    fused_qkv: bool = Field(
+        default=False, description="one query_key_value projection (BLOOM, GPT-2 c_attn)"
+    )
+    embedding_norm: bool = Field(
+        default=False, description="LayerNorm after the word embeddings (BLOOM)"
     )
     max_seq_len: int = Field(default=4096, gt=0)
     aliases: tuple[str, ...] = ()
@@ -61,7 +78,12 @@ class ModelSpec(BaseModel):
         return matrices * self.hidden_size * self.ffn_size
 
     @property
-    def layer_params(self) -> int:
+    def is_encoder_decoder(self) -> bool:
+        return self.encoder_layers > 0
+
+    @property
+    def encoder_layer_params(self) -> int:
+        """One block without cross-attention (every block of a decoder-only model)."""
         router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
         norms = 2 * self.hidden_size
         if self.mlp == "plain":
@@ -70,6 +92,17 @@ class ModelSpec(BaseModel):
         return (
             self.attention_params_per_layer + self.num_experts * self.expert_params + router + norms
         )
+
+    @property
+    def layer_params(self) -> int:
+        """One decoder block: an encoder-decoder's adds cross-attention and its norm."""
+        cross = self.attention_params_per_layer + self.hidden_size
+        return self.encoder_layer_params + (cross if self.is_encoder_decoder else 0)
+
+    @property
+    def total_layers(self) -> int:
+        """Blocks in both stacks (what ZeRO-3 and FSDP gather one at a time)."""
+        return self.num_layers + self.encoder_layers
 
     @property
     def embedding_params(self) -> int:
@@ -82,25 +115,30 @@ class ModelSpec(BaseModel):
 
     @property
     def total_params(self) -> int:
-        final_norm = self.hidden_size * (2 if self.mlp == "plain" else 1)
+        norm = self.hidden_size * (2 if self.mlp == "plain" else 1)
+        final_norms = norm * (2 if self.is_encoder_decoder else 1)
+        embedding_norm = 2 * self.hidden_size if self.embedding_norm else 0
         return (
             self.num_layers * self.layer_params
+            + self.encoder_layers * self.encoder_layer_params
             + self.embedding_params
+            + embedding_norm
             + self.head_params
-            + final_norm
+            + final_norms
         )
 
     @property
     def active_params(self) -> int:
         """Parameters one token touches (Mixtral 8x7B: ~12.9B of ~46.7B)."""
         inactive = (self.num_experts - self.experts_per_token) * self.expert_params
-        return self.total_params - self.num_layers * inactive
+        return self.total_params - self.total_layers * inactive
 
     @property
     def linear_params(self) -> int:
         """Weights inside transformer blocks' linear layers (what QLoRA quantizes)."""
         per_layer = self.attention_params_per_layer + self.num_experts * self.expert_params
-        return self.num_layers * per_layer
+        cross = self.attention_params_per_layer if self.is_encoder_decoder else 0
+        return self.total_layers * per_layer + self.num_layers * cross
 
     @property
     def largest_param_tensor(self) -> int:

@@ -19,6 +19,7 @@ from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
 from trainwright.planner.memory import (
     Framework,
+    LoraTargets,
     Method,
     Optimizer,
     Recompute,
@@ -56,6 +57,13 @@ class TrainingRequest(BaseModel):
     gradient_checkpointing: Literal["auto", "on", "off", "selective"] = "auto"
     optimizer: Optimizer = "adamw"
     lora_rank: int = Field(default=16, gt=0)
+    lora_targets: LoraTargets = Field(
+        default="all",
+        description="adapted linears: all, qkv (attention q, k, v) or qv (query and value)",
+    )
+    target_len: int | None = Field(
+        default=None, gt=0, description="decoder tokens per sequence of an encoder-decoder"
+    )
     dataset_tokens: int | None = Field(default=None, gt=0)
     epochs: float = Field(default=1.0, gt=0)
     cloud: Cloud = "aws"
@@ -365,6 +373,8 @@ def _memory(
         optimizer_in_backward=request.optimizer_in_backward,
         fp32_gradients=request.fp32_gradients,
         framework=request.framework,
+        lora_targets=request.lora_targets,
+        target_len=request.target_len,
     )
 
 
@@ -558,9 +568,9 @@ def _warnings(context: _Context, candidate: _Candidate) -> list[str]:
         warnings.append(f"no {request.cloud} price for {gpu.key}; cost is 0 (pass --prices FILE)")
     elif candidate.price.note:
         warnings.append(candidate.price.note)
-    if request.optimizer == "paged_adamw8bit":
+    if request.optimizer in ("paged_adamw8bit", "paged_adamw"):
         warnings.append(
-            "paged 8-bit AdamW states live in CUDA unified memory and are not counted; "
+            "paged AdamW states live in CUDA unified memory and are not counted; "
             "they slow steps down when they page to host RAM"
         )
     layer_activations = memory.activations_bytes - memory.logits_bytes

@@ -5,6 +5,9 @@ Every entry cites where its numbers come from. Parameter counts are derived
 8.03e9 and Mixtral 8x7B 46.7e9 total / 12.9e9 active, as their model cards say.
 The Megatron entries are the GPT configurations of Korthikanti et al. 2022
 (arXiv:2205.05198, Table 3), with the 51,200-token padded GPT-2 vocabulary.
+BigScience's BLOOMZ 7B1 (7.07e9) and the T5 v1.1-style encoder-decoders T0 3B
+(2.85e9) and mT0 XXL (12.9e9) are the models of the Hugging Face PEFT README's
+use-case table.
 """
 
 from __future__ import annotations
@@ -93,6 +96,31 @@ def _megatron(key: str, name: str, hidden: int, heads: int, layers: int) -> Mode
         learned_positions=True,
         max_seq_len=2048,
         source="Korthikanti et al. 2022, Reducing Activation Recomputation, Table 3 (arXiv:2205.05198)",
+    )
+
+
+def _t5(
+    key: str, name: str, repo: str, *, d_model: int, d_ff: int, heads: int, vocab: int
+) -> ModelSpec:
+    """T5 v1.1 / mT5 shapes: 24 + 24 blocks, heads x d_kv 64, gated-GELU MLP, no biases,
+    weight-only norms, untied input embedding and LM head (``tie_word_embeddings`` false)."""
+    return ModelSpec(
+        key=key,
+        display_name=name,
+        family="t5",
+        hidden_size=d_model,
+        num_layers=24,
+        encoder_layers=24,
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=64,
+        ffn_size=d_ff,
+        vocab_size=vocab,
+        mlp="gated",
+        dropout=True,  # dropout_rate 0.1
+        max_seq_len=512,
+        aliases=(repo,),
+        source=_HF.format(repo=repo),
     )
 
 
@@ -415,6 +443,45 @@ MODELS: tuple[ModelSpec, ...] = (
         vocab=32064,
         max_seq_len=4096,
         aliases=("microsoft/Phi-3-mini-128k-instruct",),
+    ),
+    ModelSpec(
+        key="bloomz-7b1",
+        display_name="BLOOMZ 7B1",
+        family="bloom",
+        hidden_size=4096,
+        num_layers=30,
+        num_heads=32,
+        num_kv_heads=32,
+        head_dim=128,
+        ffn_size=4 * 4096,
+        vocab_size=250880,
+        tied_embeddings=True,
+        mlp="plain",
+        qkv_bias=True,
+        fused_qkv=True,
+        embedding_norm=True,
+        max_seq_len=2048,
+        aliases=("bigscience/bloomz-7b1", "bigscience/bloom-7b1"),
+        # ALiBi positions: no position embeddings. hidden/attention dropout 0.0.
+        source=_HF.format(repo="bigscience/bloomz-7b1") + " (BLOOM, Le Scao et al. 2022)",
+    ),
+    _t5(
+        "t0-3b",
+        "T0 3B",
+        "bigscience/T0_3B",
+        d_model=2048,
+        d_ff=5120,
+        heads=32,
+        vocab=32128,
+    ),
+    _t5(
+        "mt0-xxl",
+        "mT0 XXL",
+        "bigscience/mt0-xxl",
+        d_model=4096,
+        d_ff=10240,
+        heads=64,
+        vocab=250112,
     ),
     _megatron("megatron-22b", "Megatron GPT 22B", hidden=6144, heads=64, layers=48),
     _megatron("gpt3-175b", "GPT-3 175B (Megatron)", hidden=12288, heads=96, layers=96),
