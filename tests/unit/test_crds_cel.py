@@ -152,9 +152,13 @@ def test_a_running_job_cannot_change_its_inputs_but_can_be_suspended() -> None:
     }
     suspended = lora_job(suspend=True) | {"status": {"phase": "Running"}}
     [message] = failures("TrainingJob", resized, old_body=running)
-    assert message.startswith("root: spec.model, spec.dataset, spec.resources")
+    assert message.startswith("root: spec.model, spec.lora, spec.dataset, spec.training")
     assert message.endswith("are immutable while the job is Running (suspend it first)")
     assert failures("TrainingJob", suspended, old_body=running) == []
+    higher_rank = lora_job(lora={"rank": 64}) | {"status": {"phase": "Running"}}
+    assert len(failures("TrainingJob", higher_rank, old_body=running)) == 1
+    moved = lora_job(checkpoint={"pvc": "elsewhere"}) | {"status": {"phase": "Running"}}
+    assert len(failures("TrainingJob", moved, old_body=running)) == 1
     stopped = running | {"status": {"phase": "Suspended"}}
     assert failures("TrainingJob", resized | {"status": {"phase": "Suspended"}}, stopped) == []
 

@@ -8,9 +8,16 @@ ConfigMap, a headless Service and one indexed Job per attempt, and reports
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trainwright.api.v1alpha1.common import (
     LIST_MAX_ITEMS,
@@ -154,7 +161,7 @@ class LoraSpec(ApiModel):
     rank: int = Field(default=16, gt=0, le=4096, description="Adapter rank r.")
     alpha: float = Field(default=32.0, gt=0, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
+    target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
         default_factory=lambda: ["all-linear"],
         min_length=1,
         max_length=LIST_MAX_ITEMS,
@@ -519,7 +526,16 @@ class TrainingJobStatus(ApiModel):
 
 # "Immutable while running": a spec rule cannot read status, but a transition rule on
 # the root sees both (the API server evaluates it on every update of the object).
-_FROZEN_WHILE_RUNNING = ("model", "dataset", "resources", "strategy", "training")
+# The checkpoint location is frozen too: a run resumes from where it saved.
+_FROZEN_WHILE_RUNNING = (
+    "model",
+    "lora",
+    "dataset",
+    "training",
+    "resources",
+    "strategy",
+    "checkpoint",
+)
 _IMMUTABLE_WHILE_RUNNING_RULE = rule(
     "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase != 'Running' || ("
     + " && ".join(
@@ -528,8 +544,10 @@ _IMMUTABLE_WHILE_RUNNING_RULE = rule(
         for f in _FROZEN_WHILE_RUNNING
     )
     + ")",
-    "spec.model, spec.dataset, spec.resources, spec.strategy and spec.training "
-    "are immutable while the job is Running (suspend it first)",
+    "spec."
+    + ", spec.".join(_FROZEN_WHILE_RUNNING[:-1])
+    + f" and spec.{_FROZEN_WHILE_RUNNING[-1]} are immutable while the job is Running "
+    "(suspend it first)",
 )
 
 
