@@ -197,6 +197,14 @@ def test_price_file_overrides_the_catalog(
             ["--model", "llama-3.1-8b", "--method", "lora", "--dataset-tokens", "lots"],
             "--dataset-tokens must be a positive number of tokens",
         ),
+        (
+            ["--model", "t0-3b", "--method", "lora", "--lora-targets", "mlp"],
+            "argument --lora-targets: invalid choice",
+        ),
+        (
+            ["--model", "t0-3b", "--method", "lora", "--target-len", "0"],
+            "--target-len must be a positive integer",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
@@ -351,3 +359,18 @@ def test_nodes_times_gpus_per_node_sets_the_world_size(
     )
     assert code == 0
     assert (plan["num_gpus"], plan["nodes"], plan["gpus_per_node"]) == (8, 2, 4)
+
+
+def test_an_encoder_decoder_plan_takes_lora_targets_and_a_target_length(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["plan", "training", "--model", "bigscience/mt0-xxl", "--method", "lora"]
+    argv += ["--gpu", "A100-80GB-SXM", "--gpus", "1", "--precision", "fp32", "--micro-batch", "8"]
+    argv += ["--seq-len", "64", "--target-len", "4", "--lora-targets", "qv", "--lora-rank", "8"]
+    argv += ["--gradient-checkpointing", "off", "-o", "json"]
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["model"] == "mt0-xxl" and plan["fits"] is True
+    # 12.9e9 fp32 weights (48.1 GiB) plus 9.4e6 fp32 adapters.
+    assert plan["memory"]["weights_bytes"] / 2**30 == pytest.approx(48.2, abs=0.1)
+    assert plan["memory"]["logits_bytes"] == 8 * 4 * 250112 * 12

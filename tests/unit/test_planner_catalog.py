@@ -46,6 +46,9 @@ LLAMA_31_8B_CONFIG = {
         ("gemma-2-9b", 9.24),
         ("phi-3-mini", 3.82),
         ("mistral-7b", 7.25),
+        ("bloomz-7b1", 7.07),
+        ("t0-3b", 2.85),
+        ("mt0-xxl", 12.92),
     ],
 )
 def test_parameter_counts_match_the_model_cards(key: str, billions: float) -> None:
@@ -174,3 +177,22 @@ def test_bad_price_files_are_rejected_with_the_field() -> None:
         prices_from_mapping({"oracle": {"H100-SXM": 2.0}})
     with pytest.raises(PlannerError, match=r"aws\.H100-SXM must be a positive number"):
         prices_from_mapping({"aws": {"H100-SXM": -1}})
+
+
+def test_bloomz_7b1_counts_exactly_its_published_7_069_016_064_parameters() -> None:
+    # BLOOM: fused QKV with biases, GELU MLP with biases, LayerNorms with biases, an
+    # embedding LayerNorm, ALiBi (no position table) and a tied LM head.
+    assert get_model("bigscience/bloomz-7b1").total_params == 7_069_016_064
+
+
+def test_an_encoder_decoder_counts_both_stacks_and_the_decoders_cross_attention() -> None:
+    t0 = get_model("bigscience/T0_3B")
+    attention = 4 * 2048 * (32 * 64)
+    mlp = 3 * 2048 * 5120
+    assert t0.encoder_layer_params == attention + mlp + 2 * 2048
+    assert t0.layer_params == t0.encoder_layer_params + attention + 2048
+    assert t0.total_layers == 48
+    # Untied: the shared input embedding and the LM head are separate 32128 x 2048 tables.
+    assert t0.total_params - 24 * (t0.layer_params + t0.encoder_layer_params) == (
+        2 * 32128 * 2048 + 2 * 2048
+    )

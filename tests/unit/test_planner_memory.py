@@ -9,7 +9,9 @@ from trainwright.planner.memory import (
     NF4_DOUBLE_QUANT_BYTES_PER_PARAM,
     activation_bytes_per_token_layer,
     base_weight_bytes,
+    cross_attention_bytes,
     hf_eager_bytes_per_token_layer,
+    hf_fp32_bytes_per_token_layer,
     lora_trainable_params,
     training_memory,
 )
@@ -17,6 +19,9 @@ from trainwright.planner.memory import (
 GIB = 2**30
 LLAMA_8B = get_model("llama-3.1-8b")
 MEGATRON_22B = get_model("megatron-22b")
+T0_3B = get_model("t0-3b")
+MT0_XXL = get_model("mt0-xxl")
+BLOOMZ = get_model("bloomz-7b1")
 
 
 def _memory(**overrides: object):  # type: ignore[no-untyped-def]
@@ -206,3 +211,107 @@ def test_gradients_reuse_freed_activations_without_accumulation_on_one_gpu() -> 
     ddp = _memory(recompute="off", micro_batch=2, data_parallel=8)
     accumulating = _memory(recompute="off", micro_batch=2, microbatches=4)
     assert ddp.overlap_bytes == 0 and accumulating.overlap_bytes == 0
+
+
+def test_lora_on_query_and_value_of_llama_2_7b_trains_4_2_million_parameters() -> None:
+    # torchtune's 7B_lora configs: rank 8 on q_proj and v_proj of 32 layers.
+    assert lora_trainable_params(get_model("llama-2-7b"), 8, "qv") == 8 * 32 * 2 * (4096 + 4096)
+
+
+def test_lora_on_a_t5_adapts_query_and_value_of_self_and_cross_attention() -> None:
+    per_attention = 8 * 2 * (2048 + 2048)
+    assert lora_trainable_params(T0_3B, 8, "qv") == per_attention * (24 + 24 + 24)
+
+
+def test_lora_on_bloom_adapts_the_fused_query_key_value_projection_once() -> None:
+    assert lora_trainable_params(BLOOMZ, 8, "qkv") == 8 * 30 * (4096 + 3 * 4096)
+    assert lora_trainable_params(BLOOMZ, 8, "qv") == lora_trainable_params(BLOOMZ, 8, "qkv")
+
+
+def test_fp32_bloom_block_with_lora_on_query_key_value_keeps_41h_plus_4as_bytes() -> None:
+    # norms 8h, q k v 12h, GELU input 4·4h, one adapted input with its dropout mask 5h.
+    per_token = hf_fp32_bytes_per_token_layer(
+        BLOOMZ, flash_attention=False, seq_len=64, adapters=True, targets="qkv"
+    )
+    assert per_token == 41 * 4096 + 4 * 32 * 64
+
+
+def test_fp32_t5_block_counts_dropout_masks_and_the_gated_gelu_mlp() -> None:
+    h, f, a, s = 4096, 10240, 64, 64
+    per_token = hf_fp32_bytes_per_token_layer(
+        MT0_XXL, flash_attention=False, seq_len=s, adapters=True, targets="qv"
+    )
+    assert per_token == 8 * h + 12 * h + 9 * a * s + 2 * h + 13 * f + 2 * 5 * h
+
+
+def test_cross_attention_keeps_k_and_v_of_every_source_token() -> None:
+    source = cross_attention_bytes(
+        T0_3B,
+        source_tokens=512,
+        target_tokens=0,
+        source_len=64,
+        flash_attention=False,
+        adapters=True,
+        targets="qv",
+        bytes_per_value=4,
+    )
+    assert source == 512 * (8 * 2048 + 5 * 2048)
+
+
+def test_mt0_xxl_lora_in_fp32_holds_its_fp32_weights_plus_4_gib_of_activations() -> None:
+    memory = _memory(
+        model=MT0_XXL,
+        method="lora",
+        precision="fp32",
+        micro_batch=8,
+        seq_len=64,
+        target_len=4,
+        recompute="off",
+        lora_rank=8,
+        lora_targets="qv",
+        framework="hf",
+        flash_attention=False,
+    )
+    assert memory.weights_bytes / GIB == pytest.approx(12.92e9 * 4 / GIB, rel=0.01)
+    assert 3.5 < memory.activations_bytes / GIB < 5
+    # Decoder logits: 8 sequences x 4 target tokens x 250112 entries x 12 bytes.
+    assert memory.logits_bytes == 8 * 4 * 250112 * 12
+
+
+def test_the_decoder_of_an_encoder_decoder_sees_target_tokens_only() -> None:
+    short = _memory(model=T0_3B, method="lora", recompute="off", seq_len=512, target_len=8)
+    long = _memory(model=T0_3B, method="lora", recompute="off", seq_len=512, target_len=512)
+    assert long.logits_bytes == 64 * short.logits_bytes
+    assert long.activations_bytes > short.activations_bytes
+
+
+def test_zero3_parameter_offload_keeps_a_billion_live_parameters_and_the_gradient_bucket() -> None:
+    memory = _memory(
+        model=BLOOMZ,
+        method="lora",
+        precision="fp32",
+        strategy="zero3",
+        cpu_offload=True,
+        micro_batch=8,
+        seq_len=64,
+        recompute="off",
+        lora_rank=8,
+        framework="hf",
+    )
+    # The 250880 x 4096 embedding (1.03e9 parameters) is larger than the live limit.
+    assert memory.weights_bytes == pytest.approx(250880 * 4096 * 4, rel=1e-6)
+    assert memory.optimizer_bytes == 0 and memory.gradients_bytes == 0
+    # DeepSpeed's 5e8-element fp32 reduce bucket sits in other_bytes.
+    assert memory.other_bytes > 500_000_000 * 4
+
+
+def test_torchtune_keeps_adapters_and_their_adamw_state_in_bf16() -> None:
+    torchtune = _memory(method="lora", lora_rank=8, framework="torchtune")
+    hf = _memory(method="lora", lora_rank=8, framework="hf")
+    adapters = lora_trainable_params(LLAMA_8B, 8)
+    assert torchtune.optimizer_bytes == pytest.approx(adapters * 4, abs=4)
+    assert hf.optimizer_bytes == pytest.approx(adapters * 8, abs=8)
+
+
+def test_paged_32_bit_adamw_keeps_no_state_on_the_device() -> None:
+    assert _memory(optimizer="paged_adamw").optimizer_bytes == 0

@@ -486,6 +486,7 @@ def evaluate_rows(rows: Iterable[dict[str, str]]) -> list[RowResult]:
         estimate = spec.extract(plan)
         measured_unit = measured * spec.unit_scale
         note = spec.note
+        within: bool | None
         if out_of_memory:
             # "OOM (>80)": the run did not fit, so the estimate is right when the plan
             # says it does not fit. Compared against the GPU's capacity.

@@ -46,7 +46,9 @@ Sources, by term:
 - ZeRO-3 with parameter offload (DeepSpeed ZeRO-Infinity, Rajbhandari et al. 2021,
   arXiv:2104.07857): parameters live on the host and are fetched module by module; the
   device keeps up to ``stage3_max_live_parameters`` (DeepSpeed default 1e9) gathered
-  parameters, or the largest single tensor when that is larger, plus activations.
+  parameters, or the largest single tensor when that is larger, plus activations. Any
+  DeepSpeed stage 3 run also allocates its contiguous gradient bucket up front:
+  ``reduce_bucket_size`` (default 5e8) elements in the parameters' dtype.
 - Runtime: CUDA context and kernels (~0.5 GiB, outside PyTorch's reserved pool), NCCL
   buffers when distributed, and caching-allocator fragmentation (~5% of what is
   allocated and freed every step: activations and gradients).
@@ -81,8 +83,12 @@ LOGITS_BYTES_PER_VALUE = {
 COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE = 2 + 4 / 8
 # fp32 without autocast: fp32 logits, the fp32 log-softmax the loss saves, its fp32 gradient.
 FP32_LOGITS_BYTES_PER_VALUE = 4 + 4 + 4
-# DeepSpeed ZeRO-3 default ``stage3_max_live_parameters`` (deepspeed/runtime/zero/config.py).
+# DeepSpeed ZeRO defaults (deepspeed/runtime/zero/config.py): ``stage3_max_live_parameters``,
+# and ``reduce_bucket_size``, the elements of the contiguous gradient bucket stage 3 allocates
+# on the device up front (``__ipg_bucket_flat_buffer`` with ``contiguous_gradients``, default
+# on), in the parameters' dtype.
 ZERO3_MAX_LIVE_PARAMETERS = 1_000_000_000
+ZERO3_REDUCE_BUCKET_ELEMENTS = 500_000_000
 # Data-parallel shards of ZeRO stage: which model states are divided by N.
 SHARDED = {
     "ddp": (False, False, False),
@@ -470,11 +476,19 @@ def training_memory(
     trained_per_gpu = trained / model_split
     grad_bpp = 4.0 if (fp32_gradients or precision == "fp32" or not full or amp) else 2.0
     adapter_bpp = 0.0 if full else 4.0
+    # torchtune builds the whole model, adapters included, in its training dtype
+    # (training.set_default_dtype), so adapters, their gradients and AdamW's moments
+    # (torch.optim keeps state in the parameter's dtype) are 16-bit: 2 + 2 + 4 bytes.
+    sixteen_bit_adapters = framework == "torchtune" and not full and precision != "fp32"
+    if sixteen_bit_adapters:
+        grad_bpp = adapter_bpp = 2.0
     gradients = trained_per_gpu * grad_bpp
     if optimizer_in_backward:
         gradients = model.largest_param_tensor / tensor_parallel * grad_bpp
     master = full and not amp
     optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, master)
+    if sixteen_bit_adapters and optimizer in ("adamw", "sgd"):
+        optimizer_state /= 2
     if optimizer in ("paged_adamw8bit", "paged_adamw"):
         optimizer_state = 0.0
     weights = base_bytes + trained_per_gpu * adapter_bpp
@@ -551,6 +565,8 @@ def training_memory(
         # materializes W + s·BA to take its column norms (Liu et al. 2024, Eq. 5).
         transient = model.ffn_size * model.hidden_size * 2 / tensor_parallel
     distributed = n * model_split > 1
+    if strategy == "zero3":
+        transient += ZERO3_REDUCE_BUCKET_ELEMENTS * (4 if precision == "fp32" else 2)
     other = (
         CUDA_CONTEXT_BYTES
         + (NCCL_BUFFER_BYTES if distributed else 0)
