@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "hack" / "k8s" / "cluster.sh"
@@ -112,26 +113,27 @@ class Watcher:
 
     def watch_plans(self) -> None:
         api = client.CustomObjectsApi(self.api_client)
-        while not self.stop.is_set():
-            stream = watch.Watch().stream(
-                api.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL,
-                timeout_seconds=5,
-            )  # fmt: skip
-            for event in stream:
-                body = event["object"]
-                if (body.get("status") or {}).get("plan"):
-                    self.planned.setdefault(body["metadata"]["name"], time.time())
+        self._watch(api.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL)
 
     def watch_jobs(self) -> None:
         api = client.BatchV1Api(self.api_client)
+        self._watch(api.list_namespaced_job, NAMESPACE, label_selector="trainwright.io/job")
+
+    def _watch(self, list_fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Restart short watches until stopped; a 410/504 from a lagging cache just restarts."""
         while not self.stop.is_set():
-            stream = watch.Watch().stream(
-                api.list_namespaced_job, NAMESPACE, label_selector="trainwright.io/job",
-                timeout_seconds=5,
-            )  # fmt: skip
-            for event in stream:
-                owner = event["object"].metadata.labels["trainwright.io/job"]
-                self.job_created.setdefault(owner, time.time())
+            try:
+                for event in watch.Watch().stream(list_fn, *args, timeout_seconds=5, **kwargs):
+                    self._record(event["object"])
+            except ApiException:
+                time.sleep(0.2)
+
+    def _record(self, obj: Any) -> None:
+        if isinstance(obj, dict):
+            if (obj.get("status") or {}).get("plan"):
+                self.planned.setdefault(obj["metadata"]["name"], time.time())
+        else:
+            self.job_created.setdefault(obj.metadata.labels["trainwright.io/job"], time.time())
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -142,7 +144,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 def operator_figures(port: int) -> dict[str, float]:
-    """Reconcile counts and total reconcile seconds by kind, from the operator's /metrics."""
+    """Reconcile and API request counts and seconds, from the operator's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     figures: dict[str, float] = {}

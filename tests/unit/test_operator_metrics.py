@@ -76,3 +76,14 @@ def test_the_endpoint_serves_metrics_and_reports_health() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_api_request_latency_is_a_histogram_by_verb() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe_api_request("GET", 0.02)
+    metrics.observe_api_request("GET", 0.3)
+    assert _value(metrics, "trainwright_api_request_duration_seconds_count", verb="GET") == 2
+    assert (
+        _value(metrics, "trainwright_api_request_duration_seconds_bucket", verb="GET", le="0.025")
+        == 1
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, config
@@ -55,7 +55,11 @@ class Kube:
     """
 
     def __init__(
-        self, configuration: client.Configuration | None = None, *, pool_size: int = 16
+        self,
+        configuration: client.Configuration | None = None,
+        *,
+        pool_size: int = 16,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         configuration = configuration or load_client_configuration()
         configuration.connection_pool_maxsize = pool_size
@@ -64,6 +68,8 @@ class Kube:
         self._inventory_lock = threading.Lock()
         self._inventory_cache: tuple[float, list[Body], list[Body]] | None = None
         self._nodes_cache: tuple[float, list[Body]] | None = None
+        # Called with (HTTP verb, seconds) after every request: the latency metric.
+        self._observe = observe
 
     def request(
         self,
@@ -86,8 +92,11 @@ class Kube:
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
         )
+        started = time.perf_counter()
         response = self.api_client.call_api(*serialized)
         response.read()
+        if self._observe is not None:
+            self._observe(method, time.perf_counter() - started)
         if not 200 <= response.status <= 299:
             raise ApiException.from_response(
                 http_resp=response, body=response.data.decode("utf-8", "replace"), data=None

@@ -80,7 +80,11 @@ def run(
     tuning = tuning or Tuning()
     metrics = OperatorMetrics()
     try:
-        kube = Kube(load_client_configuration(), pool_size=tuning.api_connections)
+        kube = Kube(
+            load_client_configuration(),
+            pool_size=tuning.api_connections,
+            observe=metrics.observe_api_request,
+        )
     except ConfigException as exc:
         raise StartupError(
             f"no cluster credentials: set KUBECONFIG or run in a pod ({exc})"

@@ -48,6 +48,13 @@ class OperatorMetrics:
             buckets=RECONCILE_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.api_request_duration = Histogram(
+            "trainwright_api_request_duration_seconds",
+            "Latency of the operator's Kubernetes API requests, by HTTP verb.",
+            ["verb"],
+            buckets=RECONCILE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
         self.trainingjobs = Gauge(
             "trainwright_trainingjobs",
             "TrainingJobs the operator knows, by phase.",
@@ -91,6 +98,9 @@ class OperatorMetrics:
             self.reconciles.labels(kind=kind, result="success").inc()
         finally:
             self.reconcile_duration.labels(kind=kind).observe(time.perf_counter() - started)
+
+    def observe_api_request(self, verb: str, seconds: float) -> None:
+        self.api_request_duration.labels(verb=verb).observe(seconds)
 
     def set_phase(self, namespace: str, name: str, phase: Phase) -> None:
         with self._lock:
