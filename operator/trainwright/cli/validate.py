@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,17 +103,21 @@ def _check(source: str, index: int, document: Any) -> dict[str, Any] | None:
 
     if not isinstance(document, dict) or document.get("apiVersion") != API_VERSION:
         return None
-    models = {"TrainingJob": TrainingJob, "CapacityPlan": CapacityPlan, "ModelExport": ModelExport}
+    validators: dict[str, Callable[[Any], object]] = {
+        "TrainingJob": TrainingJob.from_body,
+        "CapacityPlan": CapacityPlan.from_body,
+        "ModelExport": ModelExport.from_body,
+    }
     kind = str(document.get("kind", ""))
     metadata = document.get("metadata")
     name = str(metadata.get("name", "")) if isinstance(metadata, dict) else ""
     result: dict[str, Any] = {"source": f"{source}#{index}", "kind": kind, "name": name}
-    model = models.get(kind)
-    if model is None:
-        accepted = ", ".join(models)
+    validate = validators.get(kind)
+    if validate is None:
+        accepted = ", ".join(validators)
         return result | {"valid": False, "error": f"kind {kind!r} is not one of {accepted}."}
     try:
-        model.from_body(document)
+        validate(document)
     except InvalidResourceError as exc:
         return result | {"valid": False, "error": str(exc)}
     return result | {"valid": True, "error": None}
