@@ -179,7 +179,7 @@ def render_trainer_config(config: TrainerConfig) -> str:
 
 
 def trainer_configmap(job: TrainingJob, plan: PlanStatus) -> dict[str, Any]:
-    """ConfigMap ``<job>-trainer`` holding ``config.yaml``, mounted at /etc/trainwright."""
+    """ConfigMap ``<job>-trainer``: ``config.yaml`` and ``launch.sh``, mounted at /etc/trainwright."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
