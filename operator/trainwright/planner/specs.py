@@ -6,6 +6,7 @@ Parameter counts are derived from the architecture, not typed in, so a
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +23,9 @@ class ModelSpec(BaseModel):
     norm (Raffel et al. 2020, arXiv:1910.10683, §2.1; ``T5Block`` in Transformers). T5's
     relative position buckets (32 x heads in each stack's first block) are left out:
     under 1e-6 of the parameters.
+
+    Parameter counts are cached on first use (the planner's search asks for them
+    thousands of times): build a new spec instead of ``model_copy(update=...)``.
     """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
@@ -81,7 +85,7 @@ class ModelSpec(BaseModel):
     def is_encoder_decoder(self) -> bool:
         return self.encoder_layers > 0
 
-    @property
+    @cached_property
     def encoder_layer_params(self) -> int:
         """One block without cross-attention (every block of a decoder-only model)."""
         router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
@@ -93,7 +97,7 @@ class ModelSpec(BaseModel):
             self.attention_params_per_layer + self.num_experts * self.expert_params + router + norms
         )
 
-    @property
+    @cached_property
     def layer_params(self) -> int:
         """One decoder block: an encoder-decoder's adds cross-attention and its norm."""
         cross = self.attention_params_per_layer + self.hidden_size
@@ -113,7 +117,7 @@ class ModelSpec(BaseModel):
     def head_params(self) -> int:
         return 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
 
-    @property
+    @cached_property
     def total_params(self) -> int:
         norm = self.hidden_size * (2 if self.mlp == "plain" else 1)
         final_norms = norm * (2 if self.is_encoder_decoder else 1)
@@ -127,13 +131,13 @@ class ModelSpec(BaseModel):
             + final_norms
         )
 
-    @property
+    @cached_property
     def active_params(self) -> int:
         """Parameters one token touches (Mixtral 8x7B: ~12.9B of ~46.7B)."""
         inactive = (self.num_experts - self.experts_per_token) * self.expert_params
         return self.total_params - self.total_layers * inactive
 
-    @property
+    @cached_property
     def linear_params(self) -> int:
         """Weights inside transformer blocks' linear layers (what QLoRA quantizes)."""
         per_layer = self.attention_params_per_layer + self.num_experts * self.expert_params
