@@ -12,7 +12,9 @@ the cost per token) and random-word documents, then runs the real trainer
 - peak memory: torch.cuda.max_memory_allocated / max_memory_reserved
 - checkpoint seconds: the async DCP save mid-run and the final synchronous one
 
-Usage: ``python benchmarks/gpu_trainer_validation.py --out DIR [--steps 40]``.
+Usage: ``python benchmarks/gpu_trainer_validation.py --out DIR [--steps 40]
+[--runs full:fsdp,lora:fsdp,lora:ddp,lora:fsdp:16]`` (a micro-batch too large for
+the GPU exercises the OOM ladder with real out-of-memory errors).
 """
 
 from __future__ import annotations
@@ -83,14 +85,18 @@ def build_inputs(
 
 
 def run_one(
-    method: str, model_dir: Path, data: Path, work: Path, args: argparse.Namespace
+    spec: str, model_dir: Path, data: Path, work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
+    parts = spec.split(":")
+    method = parts[0]
+    strategy = parts[1] if len(parts) > 1 else "fsdp"
+    micro = int(parts[2]) if len(parts) > 2 else args.micro_batch
     import torch
 
     from trainwright_trainer.config import parse_config
     from trainwright_trainer.train import Recipe
 
-    run_dir = work / f"run-{method}"
+    run_dir = work / f"run-{method}-{strategy}-{micro}"
     config: dict[str, Any] = {
         "model": {"path": str(model_dir), "dtype": "bf16"},
         "method": method,
@@ -102,13 +108,13 @@ def run_one(
         "training": {
             "epochs": 10,
             "max_steps": args.steps,
-            "micro_batch_size": args.micro_batch,
+            "micro_batch_size": micro,
             "gradient_accumulation_steps": 1,
             "learning_rate": 1e-4 if method == "full" else 1e-3,
             "lr_scheduler": "constant",
             "warmup_steps": 0,
         },
-        "distributed": {"strategy": "fsdp"},
+        "distributed": {"strategy": strategy},
         "checkpoint": {
             "dir": str(run_dir / "ckpt"),
             "interval_steps": args.steps // 2,
@@ -141,6 +147,7 @@ def run_one(
         registry = recipe.metrics.registry
         save_sum = registry.get_sample_value("trainwright_checkpoint_save_seconds_sum")
         save_count = registry.get_sample_value("trainwright_checkpoint_save_seconds_count")
+        oom_events = registry.get_sample_value("trainwright_oom_events_total")
         bundle = recipe.bundle
         flops_per_token = recipe.flops_per_token
         peak = recipe.peak_flops
@@ -154,14 +161,23 @@ def run_one(
     ]
     steady = [r["step_seconds"] for r in records[5:]]
     step_seconds = statistics.median(steady)
-    tokens_per_step = args.micro_batch * args.seq_len
+    tokens_per_step = micro * args.seq_len
+    rungs = sorted(
+        {
+            (r["micro_batch_size"], r["gradient_accumulation_steps"], r["gradient_checkpointing"])
+            for r in records
+        },
+        reverse=True,
+    )
     tokens_per_second = tokens_per_step / step_seconds
     result = {
         "method": method,
-        "strategy": "fsdp",
+        "strategy": strategy,
         "precision": "bf16",
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "micro_batch": args.micro_batch,
+        "micro_batch": micro,
+        "oom_ladder_rungs": [list(r) for r in rungs],
+        "oom_events": oom_events,
         "seq_len": args.seq_len,
         "steps": len(records),
         "exit_code": code,
@@ -193,7 +209,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--methods", default="full,lora")
+    parser.add_argument(
+        "--runs",
+        default="full:fsdp,lora:fsdp",
+        help="comma-separated method:strategy[:micro_batch] runs",
+    )
     parser.add_argument("--tiny", action="store_true", help="a tiny shape, to check on a CPU")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -206,11 +226,11 @@ def main() -> int:
     model_dir, data = build_inputs(args.work, shape, documents=400, words_per_document=1000)
     print(f"inputs ready in {time.monotonic() - started:.1f}s", flush=True)
     results = []
-    for method in args.methods.split(","):
+    for spec in args.runs.split(","):
         try:
-            result = run_one(method, model_dir, data, args.work, args)
-        except Exception as exc:  # report and go on to the next method
-            result = {"method": method, "error": f"{type(exc).__name__}: {exc}"}
+            result = run_one(spec, model_dir, data, args.work, args)
+        except Exception as exc:  # report and go on to the next run
+            result = {"run": spec, "error": f"{type(exc).__name__}: {exc}"}
         results.append(result)
         print(json.dumps(result, indent=1), flush=True)
         (args.out / "gpu_validation.json").write_text(json.dumps(results, indent=1))
