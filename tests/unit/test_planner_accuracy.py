@@ -54,6 +54,13 @@ def test_full_fine_tuning_of_mt0_xxl_and_bloomz_in_fp32_is_predicted_out_of_memo
     assert oom[24].estimate == pytest.approx(192.5, abs=0.5)
     assert oom[27].estimate == pytest.approx(105.3, abs=0.5)
     assert "judged on `fits: false`" in oom[24].note
+    assert oom[24].out_of_memory and oom[27].out_of_memory
+
+
+def test_the_accuracy_doc_states_whether_the_85_percent_memory_bar_is_met(results) -> None:  # type: ignore[no-untyped-def]
+    doc = render_markdown(results, "measured-public.csv")
+    assert "13 of 19 (68%), **not met**" in doc
+    assert "| OOM (>80) | 192.5 | fits: false |" in doc
 
 
 def test_korthikanti_activations_and_model_states_are_within_3_percent(results) -> None:  # type: ignore[no-untyped-def]

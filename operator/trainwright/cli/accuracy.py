@@ -52,6 +52,7 @@ class RowResult(NamedTuple):
     tolerance: str
     within: bool | None
     note: str
+    out_of_memory: bool = False
 
 
 def _reserved_gib(plan: Any) -> float:
@@ -430,6 +431,10 @@ def own_spec(row: dict[str, str]) -> RowSpec:
     return RowSpec("training", fields, _tokens_per_second, 1, "report", note)
 
 
+# Issue 2: memory within tolerance on at least 85% of the rows the CLI can express.
+MEMORY_BAR = 0.85
+
+
 def _tolerance_ok(kind: str, measured: float, estimate: float) -> bool | None:
     error = estimate / measured - 1
     if kind in ("memory", "memory-own"):
@@ -507,6 +512,7 @@ def evaluate_rows(rows: Iterable[dict[str, str]]) -> list[RowResult]:
                 spec.tolerance,
                 within,
                 f"{note}: `{command_line(spec.kind, spec.fields)}`",
+                out_of_memory,
             )
         )
     return results
@@ -560,8 +566,18 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         "| class | within tolerance | rows |",
         "|---|---|---|",
     ]
-    for kind, (hits, total) in sorted(summary(results).items()):
+    counts = summary(results)
+    for kind, (hits, total) in sorted(counts.items()):
         lines.append(f"| {kind} | {hits} ({hits / total:.0%}) | {total} |")
+    if "memory" in counts:
+        hits, total = counts["memory"]
+        verdict = "met" if hits >= MEMORY_BAR * total else "**not met**"
+        lines += [
+            "",
+            f"Issue 2's bar for the published memory rows is {MEMORY_BAR:.0%}: "
+            f"{hits} of {total} ({hits / total:.0%}), {verdict}. Rows measured as out of "
+            "memory count as right when the plan says `fits: false`.",
+        ]
     lines += [
         "",
         "## Rows",
@@ -573,9 +589,11 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         if r.estimate is None or r.error is None:
             continue
         ok = {True: "yes", False: "**no**", None: "-"}[r.within]
+        measured = f"OOM (>{r.measured:.0f})" if r.out_of_memory else f"{r.measured:,.4g}"
+        error = "fits: false" if r.out_of_memory and r.within else f"{r.error:+.1%}"
         lines.append(
-            f"| {r.row_id} | {r.model} | {r.gpu} | {r.metric} | {r.measured:,.4g} | "
-            f"{r.estimate:,.4g} | {r.error:+.1%} | {r.tolerance} | {ok} | {r.note} |"
+            f"| {r.row_id} | {r.model} | {r.gpu} | {r.metric} | {measured} | "
+            f"{r.estimate:,.4g} | {error} | {r.tolerance} | {ok} | {r.note} |"
         )
     lines += ["", "## Skipped rows", "", "| id | model | metric | reason |", "|---|---|---|---|"]
     for r in results:
