@@ -152,6 +152,8 @@ def operator_figures(port: int) -> dict[str, float]:
         for prefix in (
             "trainwright_reconciles_total",
             "trainwright_reconcile_duration_seconds_sum",
+            "trainwright_api_request_duration_seconds_sum",
+            "trainwright_api_request_duration_seconds_count",
         ):
             if line.startswith(prefix + "{"):
                 labels, value = line[len(prefix) :].rsplit(" ", 1)
