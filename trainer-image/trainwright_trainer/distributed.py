@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import logging
 import os
 import socket
@@ -116,8 +117,9 @@ def _skip_deepspeed_shm_op() -> None:
     # On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op at start-up
     # (minutes on a small machine, and it needs a C++ toolchain). gloo does the
     # collectives without it; DeepSpeed treats a missing op as "not available".
-    import deepspeed.comm.torch as ds_torch
-
+    # importlib, not `import deepspeed.comm.torch as m`: that name resolves to the
+    # real torch module, which deepspeed.comm re-exports as an attribute.
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
     ds_torch.build_shm_op = lambda: None
 
 
