@@ -315,3 +315,13 @@ def test_torchtune_keeps_adapters_and_their_adamw_state_in_bf16() -> None:
 
 def test_paged_32_bit_adamw_keeps_no_state_on_the_device() -> None:
     assert _memory(optimizer="paged_adamw").optimizer_bytes == 0
+
+
+def test_foreach_adamw_adds_one_v_sized_temporary_at_the_step() -> None:
+    fused = _memory(model=T0_3B, precision="fp32", framework="hf", recompute="off")
+    foreach = _memory(
+        model=T0_3B, precision="fp32", framework="hf", recompute="off", optimizer="adamw_foreach"
+    )
+    assert foreach.other_bytes - fused.other_bytes == pytest.approx(4 * T0_3B.total_params, abs=8)
+    in_backward = _memory(optimizer="adamw_foreach", optimizer_in_backward=True)
+    assert in_backward.other_bytes == _memory(optimizer_in_backward=True).other_bytes

@@ -182,6 +182,8 @@ _TT2_DETAIL = {
 # causal example pads to max_length 64; the seq2seq example pads sources to the longest
 # tweet in a batch (taken as 64) and targets to the longest label (4 tokens with </s>).
 # GPU memory is the scripts' peak torch.cuda.max_memory_allocated in MiB, so GB = GiB.
+# The table dates from PEFT 0.1 (February 2023, PyTorch 1.13), whose AdamW stepped
+# tensor by tensor by default, so no foreach temporary (see ``adamw_foreach``).
 _PEFT = {
     "gpu": "A100-80GB-SXM",
     "num_gpus": 1,
@@ -414,6 +416,8 @@ def own_spec(row: dict[str, str]) -> RowSpec:
         kind = "ttft-own" if prompt >= OWN_PREFILL_JUDGED_FROM_TOKENS else "report"
         note = "HF eager prefill, H100" + ("" if kind == "ttft-own" else " (CPU launch bound)")
         return RowSpec("inference", inference, _ttft_ms, 1, kind, note)
+    if row["precision"] == "fp32":
+        return _own_fp32_spec(row)
     fields = {
         "model": row["model"],
         "method": "lora" if row["method"].startswith("LoRA") else "full",
@@ -429,6 +433,27 @@ def own_spec(row: dict[str, str]) -> RowSpec:
     if row["metric"].startswith("peak_mem"):
         return RowSpec("training", fields, _reserved_gib, 1, "memory-own", note)
     return RowSpec("training", fields, _tokens_per_second, 1, "report", note)
+
+
+def _own_fp32_spec(row: dict[str, str]) -> RowSpec:
+    """benchmarks/measure_gpu_peft_fp32.py: the PEFT README setting, run with torch 2.11."""
+    targets = "qkv" if "query_key_value" in row["method"] else "qv"
+    fields: dict[str, Any] = {
+        **_PEFT,
+        "gpu": "H100-SXM",
+        "model": row["model"],
+        "method": "lora" if row["method"].startswith("LoRA") else "full",
+        "micro_batch": int(row["batch_size"]),
+        "seq_len": int(row["seq_in"]),
+        "flash_attention": "SDPA" in row["notes"],
+        "optimizer": "adamw_foreach",
+    }
+    if fields["method"] == "lora":
+        fields["lora_targets"] = targets
+    if row["seq_out"]:
+        fields["target_len"] = int(row["seq_out"])
+    note = "HF transformers + PEFT in fp32, H100, torch.optim.AdamW (foreach)"
+    return RowSpec("training", fields, _allocated_gib, 1, "memory-own", note)
 
 
 # Issue 2: memory within tolerance on at least 85% of the rows the CLI can express.
@@ -552,7 +577,9 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         "Rows 1001 and up are our own H100 measurements "
         "(`benchmarks/measure_gpu_training.py`, Hugging Face Transformers + PEFT, kept in "
         "`tests/data/measured-own-h100.csv`, and `benchmarks/measure_gpu_inference.py` for "
-        "prefill, `benchmarks/measure_gpu_decode.py` for decode); they are judged as "
+        "prefill, `benchmarks/measure_gpu_decode.py` for decode, "
+        "`benchmarks/measure_gpu_peft_fp32.py` for the PEFT README's fp32 setting, rows "
+        "1401-1404); they are judged as "
         "*memory-own*, *ttft-own* and *decode-own*. Prefill of prompts "
         "shorter than 2048 tokens is reported only: eager PyTorch is CPU launch bound there.",
         "",

@@ -135,7 +135,7 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--optimizer",
-        choices=("adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"),
+        choices=("adamw", "adamw_foreach", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"),
         default="adamw",
     )
     parser.add_argument("--lora-rank", type=positive_int("--lora-rank"), default=16, metavar="R")

@@ -49,6 +49,11 @@ Sources, by term:
   parameters, or the largest single tensor when that is larger, plus activations. Any
   DeepSpeed stage 3 run also allocates its contiguous gradient bucket up front:
   ``reduce_bucket_size`` (default 5e8) elements in the parameters' dtype.
+- Optimizer step: ``torch.optim.AdamW``'s multi-tensor (foreach) path, its default on
+  CUDA since PyTorch 2.0, computes ``_foreach_sqrt(exp_avg_sqs)`` for every parameter at
+  once (``torch/optim/adam.py``, ``_multi_tensor_adam``): a temporary the size of v while
+  weights, gradients and both moments are alive (``adamw_foreach``). The fused kernel
+  (``fused=True``, Trainwright's trainer) and 8-bit optimizers step without it.
 - Runtime: CUDA context and kernels (~0.5 GiB, outside PyTorch's reserved pool), NCCL
   buffers when distributed, and caching-allocator fragmentation (~5% of what is
   allocated and freed every step: activations and gradients).
@@ -62,7 +67,7 @@ from trainwright.planner.specs import ModelSpec
 
 Method = Literal["full", "lora", "qlora", "dora"]
 Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
-Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"]
+Optimizer = Literal["adamw", "adamw_foreach", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"]
 Recompute = Literal["off", "selective", "full"]
 Framework = Literal["hf", "torchtune", "megatron"]
 LoraTargets = Literal["all", "qkv", "qv"]
@@ -487,7 +492,7 @@ def training_memory(
         gradients = model.largest_param_tensor / tensor_parallel * grad_bpp
     master = full and not amp
     optimizer_state = trained_per_gpu * optimizer_bytes_per_param(optimizer, precision, master)
-    if sixteen_bit_adapters and optimizer in ("adamw", "sgd"):
+    if sixteen_bit_adapters and optimizer in ("adamw", "adamw_foreach", "sgd"):
         optimizer_state /= 2
     if optimizer in ("paged_adamw8bit", "paged_adamw"):
         optimizer_state = 0.0
@@ -565,6 +570,12 @@ def training_memory(
         # materializes W + s·BA to take its column norms (Liu et al. 2024, Eq. 5).
         transient = model.ffn_size * model.hidden_size * 2 / tensor_parallel
     distributed = n * model_split > 1
+    foreach_step = not (optimizer_in_backward or cpu_offload or strategy.startswith("zero"))
+    if optimizer == "adamw_foreach" and foreach_step:
+        # torch.optim.AdamW's multi-tensor step (its default on CUDA) computes
+        # sqrt(v) for all parameters at once: one temporary the size of v.
+        v_bytes = 2.0 if sixteen_bit_adapters else 4.0
+        transient += trained_per_gpu * v_bytes / (n if shard_o and n > 1 else 1)
     if strategy == "zero3":
         transient += ZERO3_REDUCE_BUCKET_ELEMENTS * (4 if precision == "fp32" else 2)
     other = (
