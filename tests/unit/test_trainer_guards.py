@@ -13,7 +13,6 @@ from trainwright_trainer.guards import (
     PreemptionSignal,
     SpikeDetector,
     SpikeVerdict,
-    StepFlags,
     agree_flags,
 )
 
@@ -103,6 +102,3 @@ def test_sigterm_sets_the_preemption_flag_instead_of_killing_the_process() -> No
 
 def test_flags_in_a_world_of_one_are_the_local_flags() -> None:
     assert agree_flags([True, False, True]) == [True, False, True]
-    assert StepFlags.agree(oom=False, nonfinite=True, preempted=False) == StepFlags(
-        oom=False, nonfinite=True, preempted=False
-    )

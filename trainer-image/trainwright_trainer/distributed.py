@@ -24,6 +24,7 @@ staging directory of :class:`~trainwright_trainer.checkpoint.CheckpointManager`.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import importlib
@@ -136,7 +137,7 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return []
 
 
-class TrainEngine:
+class TrainEngine(abc.ABC):
     """What the loop needs from a strategy; see the module docstring."""
 
     model: Any
@@ -144,14 +145,16 @@ class TrainEngine:
     #: True when the engine scales/casts itself (DeepSpeed, FSDP2 mixed precision).
     handles_precision: bool = False
 
+    @abc.abstractmethod
     def accumulate(self, *, last: bool) -> contextlib.AbstractContextManager[None]:
-        raise TypeError(f"{type(self).__name__} does not implement accumulate")
+        """A context for one micro-batch's forward/backward; gradients sync only when ``last``."""
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
+    @abc.abstractmethod
     def clip_grad_norm(self, max_norm: float) -> float:
-        raise TypeError(f"{type(self).__name__} does not implement clip_grad_norm")
+        """Clip to ``max_norm`` (0: no clipping) and return the global norm, equal on all ranks."""
 
     def optimizer_step(self) -> None:
         self.optimizer.step()
@@ -163,11 +166,13 @@ class TrainEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    @abc.abstractmethod
     def write_checkpoint(self, staging: Path, *, async_save: bool) -> Future[Any] | None:
-        raise TypeError(f"{type(self).__name__} does not implement write_checkpoint")
+        """Write model and optimizer state under ``staging``; a future when written async."""
 
+    @abc.abstractmethod
     def load_checkpoint(self, ckpt_dir: Path) -> None:
-        raise TypeError(f"{type(self).__name__} does not implement load_checkpoint")
+        """Restore model and optimizer state from a verified checkpoint directory."""
 
     def unwrapped(self) -> Any:
         """The Hugging Face (or peft) model inside the wrapper."""

@@ -5,7 +5,8 @@ stop, shrink the micro-batch) is *agreed*: each rank contributes a local flag
 and one ``all_reduce(MAX)`` over a small tensor makes every rank see the same
 answer, so no rank waits in a collective the others never enter.
 
-- :class:`StepFlags` is that one reduction per step (OOM, non-finite loss, SIGTERM).
+- :func:`agree_flags` is that reduction (the loop folds its per-step flags into
+  the same all_reduce as the loss sums).
 - :class:`PreemptionSignal` turns SIGTERM into a flag read at the next step boundary.
 - :class:`SpikeDetector` flags a loss above ``factor`` x the running median of the
   last ``window`` accepted losses; ``patience`` spikes in a row ask for a rollback.
@@ -33,7 +34,6 @@ __all__ = [
     "PreemptionSignal",
     "SpikeDetector",
     "SpikeVerdict",
-    "StepFlags",
     "agree_flags",
 ]
 
@@ -45,22 +45,6 @@ def agree_flags(flags: list[bool], device: torch.device | None = None) -> list[b
     tensor = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return [bool(v) for v in tensor.tolist()]
-
-
-@dataclass(frozen=True)
-class StepFlags:
-    """What the ranks agreed at a step boundary."""
-
-    oom: bool = False
-    nonfinite: bool = False
-    preempted: bool = False
-
-    @classmethod
-    def agree(
-        cls, *, oom: bool, nonfinite: bool, preempted: bool, device: torch.device | None = None
-    ) -> StepFlags:
-        agreed = agree_flags([oom, nonfinite, preempted], device)
-        return cls(oom=agreed[0], nonfinite=agreed[1], preempted=agreed[2])
 
 
 class PreemptionSignal:

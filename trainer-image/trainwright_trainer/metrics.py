@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -269,7 +270,7 @@ class TrainerMetrics:
             step=step,
             total_steps=self.total_steps,
             epoch=epoch,
-            loss=loss,
+            loss=loss if math.isfinite(loss) else None,  # strict JSON has no NaN
             tokens_per_second=tokens_per_second,
             eta_seconds=eta_seconds,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -59,6 +59,7 @@ from trainwright_trainer.guards import (
     PreemptionSignal,
     SpikeDetector,
     SpikeVerdict,
+    agree_flags,
 )
 from trainwright_trainer.metrics import (
     TrainerMetrics,
@@ -468,7 +469,7 @@ class Recipe:
                     if is_ds:
                         # ZeRO reduces gradients inside backward: agree before entering it.
                         finite = bool(torch.isfinite(loss).item())
-                        loss_nonfinite |= _any_rank(not finite, env.device)
+                        loss_nonfinite |= agree_flags([not finite], env.device)[0]
                         if loss_nonfinite:
                             # DeepSpeed updates inside engine.step() at the boundary:
                             # back-propagate zeros and apply that update with lr 0.
@@ -481,6 +482,8 @@ class Recipe:
         except torch.OutOfMemoryError as exc:
             log.warning("rank %d: %s", env.rank, str(exc).splitlines()[0])
             oom = True
+        if loss_nonfinite:
+            loss_sum = float("nan")  # the step's loss is unknown, not 0
         if inject_nan and not is_ds and not oom:
             _poison_one_gradient(engine)
         grad_norm = float("nan")
@@ -627,7 +630,7 @@ class Recipe:
                 "step_seconds": step_seconds,
                 **memory,
                 "step": step_no,
-                "loss": loss,
+                "loss": loss if math.isfinite(loss) else None,
                 "lr": lr,
                 "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                 "skipped": skipped,
@@ -663,10 +666,6 @@ class Recipe:
         if metrics is not None:
             metrics.close()
         destroy_distributed()
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    return _all_reduce_sum([float(flag)], device)[0] > 0
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
