@@ -161,7 +161,7 @@ def test_a_config_json_missing_a_field_names_it() -> None:
 
 def test_an_unsupported_architecture_names_the_accepted_families() -> None:
     with pytest.raises(PlannerError, match=r"model_type.*llama"):
-        model_from_hf_config({**LLAMA_31_8B_CONFIG, "model_type": "t5"})
+        model_from_hf_config({**LLAMA_31_8B_CONFIG, "model_type": "mamba"})
 
 
 def test_price_overrides_replace_catalog_prices_for_that_gpu_and_cloud() -> None:
@@ -196,3 +196,21 @@ def test_an_encoder_decoder_counts_both_stacks_and_the_decoders_cross_attention(
     assert t0.total_params - 24 * (t0.layer_params + t0.encoder_layer_params) == (
         2 * 32128 * 2048 + 2 * 2048
     )
+
+
+def test_t5_and_bloom_config_jsons_count_like_the_catalog_entries() -> None:
+    mt0 = {
+        "model_type": "mt5",
+        "d_model": 4096,
+        "d_ff": 10240,
+        "d_kv": 64,
+        "num_heads": 64,
+        "num_layers": 24,
+        "vocab_size": 250112,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+    }
+    bloom = {"model_type": "bloom", "hidden_size": 4096, "n_layer": 30, "n_head": 32}
+    bloom["vocab_size"] = 250880
+    assert model_from_hf_config(mt0).total_params == get_model("mt0-xxl").total_params
+    assert model_from_hf_config(bloom).total_params == 7_069_016_064

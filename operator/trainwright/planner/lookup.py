@@ -130,14 +130,17 @@ _FAMILIES = {
     "gemma2": "gemma2",
     "phi3": "phi3",
     "gpt2": "gpt2",
+    "bloom": "bloom",
+    "t5": "t5",
+    "mt5": "t5",
 }
 
 
 def model_from_hf_config(config: Mapping[str, Any], name: str = "custom") -> ModelSpec:
     """A :class:`ModelSpec` from a parsed Hugging Face ``config.json``.
 
-    Supports the Llama, Mistral, Mixtral, Qwen2, Gemma/Gemma 2, Phi-3 and GPT-2
-    families; a missing or non-positive field raises :class:`PlannerError`
+    Supports the Llama, Mistral, Mixtral, Qwen2, Gemma/Gemma 2, Phi-3, GPT-2, BLOOM
+    and T5/mT5 families; a missing or non-positive field raises :class:`PlannerError`
     naming that field.
     """
     model_type = config.get("model_type")
@@ -148,6 +151,10 @@ def model_from_hf_config(config: Mapping[str, Any], name: str = "custom") -> Mod
         )
     if model_type == "gpt2":
         return _gpt2_from_config(config, name)
+    if model_type == "bloom":
+        return _bloom_from_config(config, name)
+    if model_type in ("t5", "mt5"):
+        return _t5_from_config(config, name)
     hidden = _positive_int(config, "hidden_size")
     heads = _positive_int(config, "num_attention_heads")
     experts = _positive_int(config, "num_local_experts", 1)
@@ -192,6 +199,57 @@ def _gpt2_from_config(config: Mapping[str, Any], name: str) -> ModelSpec:
         dropout=float(config.get("resid_pdrop", 0.0) or 0.0) > 0,
         learned_positions=True,
         max_seq_len=_positive_int(config, "n_positions", 1024),
+        source="user-supplied config.json",
+    )
+
+
+def _bloom_from_config(config: Mapping[str, Any], name: str) -> ModelSpec:
+    """BLOOM: fused query_key_value and GELU MLP with biases, ALiBi, tied head."""
+    hidden = _positive_int(config, "hidden_size", config.get("n_embed"))
+    heads = _positive_int(config, "n_head")
+    return ModelSpec(
+        key=name,
+        display_name=name,
+        family="bloom",
+        hidden_size=hidden,
+        num_layers=_positive_int(config, "n_layer"),
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=hidden // heads,
+        ffn_size=4 * hidden,
+        vocab_size=_positive_int(config, "vocab_size"),
+        tied_embeddings=True,
+        mlp="plain",
+        qkv_bias=True,
+        fused_qkv=True,
+        embedding_norm=True,
+        dropout=float(config.get("hidden_dropout", 0.0) or 0.0) > 0,
+        max_seq_len=_positive_int(config, "seq_length", 2048),
+        source="user-supplied config.json",
+    )
+
+
+def _t5_from_config(config: Mapping[str, Any], name: str) -> ModelSpec:
+    """T5 / mT5 encoder-decoders. ``gated-gelu`` (v1.1, mT5) has three MLP matrices; the
+    original ReLU T5 two (counted with GPT-style biases T5 lacks: under 0.1% more)."""
+    layers = _positive_int(config, "num_layers")
+    gated = str(config.get("feed_forward_proj", "relu")).startswith("gated")
+    return ModelSpec(
+        key=name,
+        display_name=name,
+        family="t5",
+        hidden_size=_positive_int(config, "d_model"),
+        num_layers=_positive_int(config, "num_decoder_layers", layers),
+        encoder_layers=layers,
+        num_heads=_positive_int(config, "num_heads"),
+        num_kv_heads=_positive_int(config, "num_heads"),
+        head_dim=_positive_int(config, "d_kv"),
+        ffn_size=_positive_int(config, "d_ff"),
+        vocab_size=_positive_int(config, "vocab_size"),
+        tied_embeddings=bool(config.get("tie_word_embeddings", True)),
+        mlp="gated" if gated else "plain",
+        dropout=float(config.get("dropout_rate", 0.1) or 0.0) > 0,
+        max_seq_len=512,
         source="user-supplied config.json",
     )
 
