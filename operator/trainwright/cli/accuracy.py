@@ -586,7 +586,9 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
         "Tolerances: memory ±15% or ±1.5 GiB (whichever is larger); Korthikanti et al. "
         "Fig. 1 ±3%; decode tokens/s ±25%; TTFT ±35%. Rows marked *report* have no "
         "tolerance. Memory rows compare against PyTorch's reserved pool, which excludes "
-        "the CUDA context (the plan counts it in `other_bytes`).",
+        "the CUDA context (the plan counts it in `other_bytes`), or, where the source "
+        "reports `torch.cuda.max_memory_allocated` (the PEFT example scripts, our fp32 "
+        "runs), against the plan less the context and the allocator's fragmentation.",
         "",
         "## Summary",
         "",
