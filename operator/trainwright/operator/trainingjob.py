@@ -11,6 +11,7 @@ of planning again; child names are deterministic and creation treats
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -55,10 +56,18 @@ logger = logging.getLogger(__name__)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     reconcile(context_from_memo(memo), namespace or "default", name)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def on_trainingjob_created(
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """A new TrainingJob: kopf's body is current until the operator first writes its status."""
+    fresh = None if body.get("status") else copy.deepcopy(dict(body))
+    reconcile(context_from_memo(memo), namespace or "default", name, body=fresh)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -85,7 +94,8 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
     signature = lifecycle.job_signature(body)
     if type != "DELETED" and context.job_signatures.get(key) == signature:
         return
-    reconcile(context, key[0], owner, full=False)
+    job = None if type == "DELETED" else copy.deepcopy(dict(body))
+    reconcile(context, key[0], owner, full=False, job=job)
     if type == "DELETED":
         context.job_signatures.pop(key, None)
     else:
@@ -109,24 +119,42 @@ def waiting_message(ready: int, pods: int) -> str:
     return f"Waiting for the trainer pods to start: {ready} of {pods} trainer pod(s) ready."
 
 
-def reconcile(context: OperatorContext, namespace: str, name: str, *, full: bool = True) -> None:
+def reconcile(
+    context: OperatorContext,
+    namespace: str,
+    name: str,
+    *,
+    full: bool = True,
+    body: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
+) -> None:
     """Bring one TrainingJob and its children to where its spec and status say.
 
     ``full`` also re-checks the ConfigMap and Service while the Job exists;
-    Job events skip that (they were created before the Job).
+    Job events skip that (they were created before the Job) and pass the Job
+    they carry as ``job``. ``body`` skips reading the TrainingJob (a creation
+    event's body, before any status exists); otherwise it is read afresh.
     """
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
-        body = context.kube.get_custom(PLURAL, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
+        if current is None or current["metadata"].get("deletionTimestamp"):
             return
-        _Reconcile(context, body, full=full).run()
+        _Reconcile(context, current, full=full, known_job=job).run()
 
 
 class _Reconcile:
     """One pass over one TrainingJob; each method handles one concern."""
 
-    def __init__(self, context: OperatorContext, body: dict[str, Any], *, full: bool) -> None:
+    def __init__(
+        self,
+        context: OperatorContext,
+        body: dict[str, Any],
+        *,
+        full: bool,
+        known_job: dict[str, Any] | None = None,
+    ) -> None:
         self.context = context
+        self.known_job = known_job
         self.kube = context.kube
         self.body = body
         self.full = full
@@ -240,7 +268,10 @@ class _Reconcile:
                 self._create(manifest)
             return self._create(trainer_job(job, plan, attempt))
         name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
-        existing = self.kube.get_child("Job", self.namespace, name)
+        if self.known_job is not None and self.known_job["metadata"]["name"] == name:
+            existing: dict[str, Any] | None = self.known_job
+        else:
+            existing = self.kube.get_child("Job", self.namespace, name)
         if existing is not None and not self.full:
             return existing
         for manifest in manifests:
