@@ -325,3 +325,12 @@ def test_foreach_adamw_adds_one_v_sized_temporary_at_the_step() -> None:
     assert foreach.other_bytes - fused.other_bytes == pytest.approx(4 * T0_3B.total_params, abs=8)
     in_backward = _memory(optimizer="adamw_foreach", optimizer_in_backward=True)
     assert in_backward.other_bytes == _memory(optimizer_in_backward=True).other_bytes
+
+
+def test_trainwrights_fsdp_adamw_steps_by_foreach_with_a_sharded_temporary() -> None:
+    fsdp = _memory(framework="hf", strategy="fsdp", data_parallel=8, recompute="off")
+    fsdp_fused = _memory(
+        framework="hf", strategy="fsdp", data_parallel=8, recompute="off", optimizer="adamw8bit"
+    )
+    temporary = fsdp.other_bytes - fsdp_fused.other_bytes
+    assert temporary == pytest.approx(4 * LLAMA_8B.total_params / 8, rel=0.01)

@@ -571,7 +571,12 @@ def training_memory(
         transient = model.ffn_size * model.hidden_size * 2 / tensor_parallel
     distributed = n * model_split > 1
     foreach_step = not (optimizer_in_backward or cpu_offload or strategy.startswith("zero"))
-    if optimizer == "adamw_foreach" and foreach_step:
+    # Trainwright's trainer (framework hf) steps fused AdamW, except under FSDP, whose
+    # DTensor parameters take the foreach path (trainwright_trainer/distributed.py).
+    foreach = optimizer == "adamw_foreach" or (
+        optimizer == "adamw" and framework == "hf" and strategy == "fsdp"
+    )
+    if foreach and foreach_step:
         # torch.optim.AdamW's multi-tensor step (its default on CUDA) computes
         # sqrt(v) for all parameters at once: one temporary the size of v.
         v_bytes = 2.0 if sixteen_bit_adapters else 4.0
