@@ -346,6 +346,9 @@ class DeepSpeedTrainEngine(TrainEngine):
         self.optimizer = ds_optimizer
 
     def accumulate(self, *, last: bool) -> contextlib.AbstractContextManager[None]:
+        # The loop owns the boundary: DeepSpeed's own micro-step counter would be
+        # off by the steps already taken once the OOM ladder changes accumulation.
+        self.engine.set_gradient_accumulation_boundary(last)
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
