@@ -7,12 +7,13 @@ import datetime
 from typing import Any
 
 import kmock
+import kopf
 import numpy as np
 import pytest
 from kubernetes import client
 
 from trainwright.api.v1alpha1.capacityplan import ForecastSpec
-from trainwright.operator.capacityplan import forecast_demand, reconcile
+from trainwright.operator.capacityplan import forecast_demand, reconcile, refresh_forecast
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
@@ -222,3 +223,45 @@ async def test_a_forecast_that_fails_still_plans_for_todays_rate(
         status["recommendation"]["requestsPerSecond"] * status["recommendation"]["replicas"]
         >= 20 * 0.999
     )
+
+
+class _StopAfter:
+    """Stands in for kopf's DaemonStopped: lets the daemon loop ``rounds`` times."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.waits: list[float] = []
+
+    def __bool__(self) -> bool:
+        return len(self.waits) > self.rounds
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.mark.asyncio
+async def test_the_forecast_daemon_replans_every_refresh_interval(
+    kmock: kmock.KubernetesEmulator, context: tuple[OperatorContext, list[tuple[str, str]]]
+) -> None:
+    operator_context, _ = context
+    forecast = {
+        "source": {"inline": _hourly_history(7, base_rps=10.0, seed=5)},
+        "horizonSeconds": 86400,
+        "seasonLengths": [24],
+        "refreshSeconds": 900,
+    }
+    kmock.objects[CP, NS, "tick"] = _capacityplan(
+        "tick", workload={"inference": INFERENCE}, forecast=forecast
+    )
+    stopped = _StopAfter(rounds=1)
+    await asyncio.to_thread(
+        refresh_forecast,
+        stopped=stopped,
+        namespace=NS,
+        name="tick",
+        memo=kopf.Memo(context=operator_context),
+    )
+    assert stopped.waits[0] == 900
+    body = await asyncio.to_thread(operator_context.kube.get_custom, "capacityplans", NS, "tick")
+    assert body["status"]["forecast"]["horizonSeconds"] == 86400
+    assert body["status"]["phase"] == "Planned"
