@@ -2,8 +2,9 @@
 
 Level-based: every trigger (the TrainingJob created, changed or found at
 start-up; any event of one of its Jobs) runs the same :func:`reconcile`,
-which reads the object afresh, compares what exists with what should, and
-acts only on the difference. The plan is stored in ``status.plan`` before any
+which reads the object afresh (a creation event's own body is already
+fresh), compares what exists with what should, and acts only on the
+difference. The plan is stored in ``status.plan`` before any
 child is created, so an operator restarted mid-reconcile re-reads it instead
 of planning again; child names are deterministic and creation treats
 409 AlreadyExists as success, so a restart creates no duplicates.
