@@ -46,8 +46,10 @@ LEVELS: tuple[int, ...] = (80, 95)
 # orders the same way on a long enough tail; the chosen order is then fitted on all).
 ARIMA_SEARCH_POINTS = 480
 MAX_ARIMA_ORDER = 2
-# STL seasonal smoother span for the shortest season, in cycles (odd).
-SEASONAL_WINDOW = 21
+# STL seasonal smoother span for the shortest season, in cycles (odd): with several
+# periods R's mstl value, with one a steadier span (see SeriesContext.seasonal_degree).
+MULTI_SEASONAL_WINDOW = 11
+SINGLE_SEASONAL_WINDOW = 21
 
 
 @contextmanager
@@ -79,14 +81,29 @@ class SeriesContext:
         self.season_lengths = tuple(sorted(m for m in season_lengths if m > 1))
 
     @property
-    def seasonal_windows(self) -> list[int]:
-        """STL seasonal smoother spans, in cycles: 21 for the shortest period, +4 per longer one.
+    def multi_seasonal(self) -> bool:
+        return len(self.season_lengths) > 1
 
-        Wider than MSTL's default 7 + 4i: demand seasons drift slowly, and a steadier
-        seasonal estimate forecast better on every backtested series (Taylor's
-        electricity data: MASE 0.25 against 0.32 with the default windows).
+    @property
+    def seasonal_windows(self) -> list[int]:
+        """STL seasonal spans in cycles: 11, 15, ... with several periods; 21 with one."""
+        first = MULTI_SEASONAL_WINDOW if self.multi_seasonal else SINGLE_SEASONAL_WINDOW
+        return [first + 4 * i for i in range(len(self.season_lengths))]
+
+    @property
+    def seasonal_degree(self) -> int:
+        """Locally constant (0) seasonal smoothing with several periods, locally linear (1) with one.
+
+        With several periods (sub-daily demand: a day and a week) R's ``forecast::mstl``
+        settings (degree 0, windows 11, 15) forecast better out of sample than
+        statsmodels' (degree 1): Taylor's electricity demand MASE 0.20 against 0.25,
+        the hourly synthetic 0.52 against 0.58. With one period (monthly, daily) the
+        evidence is mixed: degree 1 with a window of 21 did better on AirPassengers
+        (0.72 against 0.73) and the daily synthetic (0.91 against 0.93); degree 0
+        did better on co2 (0.245 against 0.265) but there the backtest could not tell
+        its much better ARIMA from ETS, leaving the ensemble 20 % behind its best model.
         """
-        return [SEASONAL_WINDOW + 4 * i for i in range(len(self.season_lengths))]
+        return 0 if self.multi_seasonal else 1
 
     @cached_property
     def decomposition(self) -> tuple[FloatArray, dict[int, FloatArray]]:
@@ -97,7 +114,10 @@ class SeriesContext:
 
         with _quiet():
             result = MSTL(
-                self.values, periods=list(self.season_lengths), windows=self.seasonal_windows
+                self.values,
+                periods=list(self.season_lengths),
+                windows=self.seasonal_windows,
+                stl_kwargs={"seasonal_deg": self.seasonal_degree},
             ).fit()
         seasonal = np.asarray(result.seasonal, dtype=np.float64).reshape(len(self.values), -1)
         trend = np.asarray(result.trend, dtype=np.float64)
