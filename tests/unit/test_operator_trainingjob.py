@@ -13,13 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 import kmock
+import kopf
 import pytest
 from kubernetes import client
 
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
-from trainwright.operator.trainingjob import owner_name, reconcile
+from trainwright.operator.trainingjob import on_trainer_job_event, owner_name, reconcile
 
 NS = "team-a"
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -39,10 +40,15 @@ class CountingKube(Kube):
     """Counts status writes, so a test can assert that a no-op reconcile writes nothing."""
 
     status_writes = 0
+    reads = 0
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Any) -> Any:
         self.status_writes += 1
         return super().patch_status(plural, namespace, name, status)
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> Any:
+        self.reads += 1
+        return super().get_custom(plural, namespace, name)
 
 
 class World:
@@ -362,3 +368,25 @@ async def test_fixing_the_spec_after_a_failed_plan_plans_again(world: World) -> 
     assert _condition(status, "Failed")["status"] == "False"
     assert _condition(status, "Planned")["observedGeneration"] == 2
     assert await world.child("Job", "wide-a0") is not None
+
+
+async def test_job_events_that_change_nothing_reported_are_skipped(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    job = await world.child("Job", "ft-a0")
+    assert job is not None
+    memo = kopf.Memo(context=world.context)
+
+    async def deliver(event_type: str, body: dict[str, Any]) -> None:
+        await world.call(
+            lambda: on_trainer_job_event(body=kopf.Body(body), type=event_type, memo=memo)
+        )
+
+    reads = world.kube.reads
+    await deliver("ADDED", job)
+    await deliver("MODIFIED", {**job, "status": {"active": 2}})  # same state, no pod ready
+    assert world.kube.reads == reads + 1
+    ready = {**job, "status": {"active": 2, "ready": 2}}
+    await deliver("MODIFIED", ready)
+    assert world.kube.reads == reads + 2
+    assert (await world.status("ft"))["phase"] == "Running"
