@@ -18,6 +18,7 @@ def test_settings_keep_kopf_state_in_annotations_and_post_only_warnings() -> Non
     assert settings.persistence.finalizer == "trainwright.io/finalizer"
     assert settings.posting.level == logging.WARNING
     assert settings.execution.max_workers == 4
+    assert settings.execution.default_backoff == 5
 
 
 def test_the_job_watch_is_filtered_by_the_operators_label() -> None:

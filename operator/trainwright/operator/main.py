@@ -62,6 +62,9 @@ def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
     # API traffic and say nothing a person needs.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = tuning.workers
+    # A failed reconcile (the API server briefly unavailable) is retried in
+    # seconds, not kopf's default minute; it is level-based, so retrying is safe.
+    settings.execution.default_backoff = 5
     # Watch only the Jobs the operator created, filtered by the API server.
     settings.watching.label_selectors["batch", "jobs"] = JOB_LABEL
     settings.watching.server_timeout = 270

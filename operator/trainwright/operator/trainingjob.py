@@ -49,6 +49,8 @@ PLURAL = "trainingjobs"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # Planning failures a spec edit can cure; a run that failed stays failed.
 PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
+# How often an unfinished TrainingJob is re-checked without any event (seconds).
+RESYNC_SECONDS = 300.0
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,19 @@ def on_trainingjob_created(
     """A new TrainingJob: kopf's body is current until the operator first writes its status."""
     fresh = None if body.get("status") else copy.deepcopy(dict(body))
     reconcile(context_from_memo(memo), namespace or "default", name, body=fresh)
+
+
+def _unfinished(status: Any, **_: Any) -> bool:
+    return status.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+@kopf.timer(
+    GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, when=_unfinished
+)
+def resync_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Safety net: a Job event whose reconcile failed is not delivered again, so every
+    unfinished TrainingJob is re-checked every few minutes."""
+    reconcile(context_from_memo(memo), namespace or "default", name, full=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
