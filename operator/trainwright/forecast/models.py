@@ -112,16 +112,26 @@ class SeriesContext:
             return self.values, {}
         from statsmodels.tsa.seasonal import MSTL
 
+        # MSTL silently drops a period unless the series holds more than two of its
+        # cycles (period < n / 2); a series of exactly two weeks (or a backtest window
+        # that short) keeps its daily season and gets no weekly one.
+        points = len(self.values)
+        fitted = [k for k, m in enumerate(self.season_lengths) if 2 * m < points]
+        zeros = np.zeros(points, dtype=np.float64)
+        if not fitted:
+            return self.values, {m: zeros for m in self.season_lengths}
         with _quiet():
             result = MSTL(
                 self.values,
-                periods=list(self.season_lengths),
-                windows=self.seasonal_windows,
+                periods=[self.season_lengths[k] for k in fitted],
+                windows=[self.seasonal_windows[k] for k in fitted],
                 stl_kwargs={"seasonal_deg": self.seasonal_degree},
             ).fit()
-        seasonal = np.asarray(result.seasonal, dtype=np.float64).reshape(len(self.values), -1)
+        seasonal = np.asarray(result.seasonal, dtype=np.float64).reshape(points, -1)
         trend = np.asarray(result.trend, dtype=np.float64)
-        return trend, {m: seasonal[:, k] for k, m in enumerate(self.season_lengths)}
+        components = {m: zeros for m in self.season_lengths}
+        components.update({self.season_lengths[k]: seasonal[:, i] for i, k in enumerate(fitted)})
+        return trend, components
 
     @property
     def components(self) -> dict[int, FloatArray]:
