@@ -264,3 +264,23 @@ def test_sigterm_and_nan_on_one_rank_are_agreed_while_metrics_are_served(tmp_pat
     assert final["state"] == "preempted" and final["step"] == 15
     skipped = [r["step"] for r in _records(tmp_path) if r.get("skipped")]
     assert skipped == [4]
+
+
+def test_a_data_error_on_the_preparing_rank_ends_every_rank_with_the_data_error_code(
+    tmp_path: Path,
+) -> None:
+    # bad_alpaca.jsonl has rows with missing fields; tolerating none of them makes the
+    # preparing rank raise a DataError. The other rank must learn of it and exit 65 too,
+    # well before the 120 s collective timeout, instead of waiting for a dataset path.
+    config = tiny_train_config(tmp_path, max_steps=2)
+    config["data"]["path"] = str(Path(config["data"]["path"]).with_name("bad_alpaca.jsonl"))
+    config["data"]["format"] = "alpaca"
+    config["data"]["max_bad_row_fraction"] = 0.0
+    started = time.monotonic()
+    code, output = _launch(config, tmp_path, timeout=200)
+    elapsed_seconds = time.monotonic() - started
+    assert code != 0
+    # torchrun reports each failed worker's own exit code; both ranks end with 65.
+    assert output.count("exitcode  : 65") == 2, output[-3000:]
+    assert "rows (" in output and "are bad" in output, output[-3000:]
+    assert elapsed_seconds < 100, f"ranks waited {elapsed_seconds:.0f} s for each other"

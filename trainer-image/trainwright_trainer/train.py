@@ -51,7 +51,7 @@ from trainwright_trainer.distributed import (
     destroy_distributed,
     init_distributed,
 )
-from trainwright_trainer.errors import ConfigError, NeedsReplanError
+from trainwright_trainer.errors import ConfigError, NeedsReplanError, TrainerError
 from trainwright_trainer.exitcodes import ExitCode
 from trainwright_trainer.guards import (
     OomLadder,
@@ -277,17 +277,35 @@ class Recipe:
     def _prepare_data(self, tokenizer: Any) -> Any:
         from trainwright_trainer.data import load_prepared, prepare_dataset
 
-        # Tokenize once on rank 0 before any other collective; the rest read the cache.
-        cache_dir = self.cfg.data_cache_dir
-        path: Path | None = None
-        if self.env.is_main:
-            path = prepare_dataset(self.cfg.data, tokenizer, cache_dir=cache_dir)
+        # Tokenize once per node (local rank 0) before any other collective: without a
+        # shared volume the cache sits on node-local disk, and prepare_dataset publishes
+        # atomically, so nodes sharing one cache do not clash. A data error on the
+        # preparing rank is handed to every rank so all exit with its code at once,
+        # instead of the others waiting in a collective until the timeout.
+        outcome: tuple[str, str, int] | None = None
+        if self.env.local_rank == 0:
+            try:
+                outcome = (
+                    "ok",
+                    str(
+                        prepare_dataset(self.cfg.data, tokenizer, cache_dir=self.cfg.data_cache_dir)
+                    ),
+                    0,
+                )
+            except TrainerError as exc:
+                outcome = ("error", exc.message, int(exc.exit_code))
         if dist.is_initialized() and self.env.world_size > 1:
-            box = [str(path) if path is not None else None]
-            dist.broadcast_object_list(box, src=0)
-            path = Path(str(box[0]))
-        if path is None:
-            raise RuntimeError("rank 0 did not prepare the dataset")
+            gathered: list[tuple[str, str, int] | None] = [None] * self.env.world_size
+            dist.all_gather_object(gathered, outcome)
+        else:
+            gathered = [outcome]
+        for item in gathered:
+            if item is not None and item[0] == "error":
+                raise TrainerError(item[1], ExitCode(item[2]))
+        paths = [item[1] for item in gathered if item is not None]
+        if not paths:
+            raise RuntimeError("no rank prepared the dataset")
+        path = Path(paths[0])
         return load_prepared(path)
 
     # ------------------------------------------------------------ checkpoints
