@@ -225,3 +225,20 @@ def test_async_checkpoints_are_published_and_resume_like_synchronous_ones(
     losses = _losses(tmp_path)
     for step, loss in clean_losses.items():
         assert losses[step] == pytest.approx(loss, abs=LOSS_TOLERANCE), step
+
+
+def test_a_failing_rank_leaves_its_exit_code_for_the_pod_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code_file = tmp_path / "exit-code"
+    monkeypatch.setenv("TRAINWRIGHT_EXIT_CODE_FILE", str(code_file))
+    config = tiny_train_config(tmp_path)
+    config["lora"] = {"rank": 8}  # LoRA options on a full fine-tune: a config error
+    capsys.readouterr()
+
+    assert main(["train", "--config", _write(tmp_path, config)]) == ExitCode.CONFIG_ERROR
+    assert code_file.read_text() == "64\n"
+    # A second failing rank in the same pod keeps the first code.
+    code_file.write_text("75\n")
+    assert main(["train", "--config", _write(tmp_path, config)]) == ExitCode.CONFIG_ERROR
+    assert code_file.read_text() == "75\n"

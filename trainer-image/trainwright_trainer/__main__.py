@@ -68,7 +68,30 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, handlers=[handler])
 
 
+def _record_exit_code(code: int) -> int:
+    """Leave a failing code in ``$TRAINWRIGHT_EXIT_CODE_FILE`` for the pod's launcher.
+
+    torchrun exits 1 whenever a worker fails; the launcher (trainwright.resources.launcher)
+    exits with the code found here so the operator can tell 64/65 from 75 and 76. The
+    first rank of the pod to fail writes it (O_EXCL); the others leave it alone.
+    """
+    path = os.environ.get("TRAINWRIGHT_EXIT_CODE_FILE")
+    if code == 0 or not path:
+        return code
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:  # another local rank recorded its code first, or no such directory
+        return code
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{code}\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return _record_exit_code(_main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging()
     from trainwright_trainer.config import load_config
