@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from trainwright.api.v1alpha1.common import (
     LIST_MAX_ITEMS,
     URI_MAX_LENGTH,
     ApiModel,
     Condition,
-    InvalidResourceError,
+    CustomResource,
     conditions_field,
-    describe_validation_error,
     k8s,
     rule,
 )
@@ -293,7 +292,7 @@ class CapacityPlanStatus(ApiModel):
     )
 
 
-class CapacityPlan(ApiModel):
+class CapacityPlan(CustomResource):
     """GPU sizing for a workload (trainwright.io/v1alpha1, kind CapacityPlan, short name cplan)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -307,19 +306,3 @@ class CapacityPlan(ApiModel):
     status: CapacityPlanStatus = Field(
         default_factory=CapacityPlanStatus, description="The answer, written by the operator."
     )
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
-    @classmethod
-    def from_body(cls, body: Any) -> CapacityPlan:
-        """Validate a raw kopf body; :class:`InvalidResourceError` names the field on failure."""
-        try:
-            return cls.model_validate(dict(body))
-        except ValidationError as exc:
-            raise InvalidResourceError(describe_validation_error("CapacityPlan", exc)) from None

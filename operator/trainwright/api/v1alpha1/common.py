@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -162,6 +162,36 @@ def find_condition(conditions: Sequence[Condition], type: str) -> Condition | No
 
 class InvalidResourceError(ValueError):
     """A custom resource's body does not match its model; the message is one sentence."""
+
+
+class CustomResource(ApiModel):
+    """What the three kinds share: their name and namespace, and a typed view of a raw body.
+
+    The fields (apiVersion, kind, metadata, spec, status) stay on each kind so the
+    generated schemas keep their order and descriptions.
+    """
+
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+    @classmethod
+    def from_body(cls, body: Any) -> Self:
+        """Validate a raw kopf body (or any mapping) into the model.
+
+        Raises :class:`InvalidResourceError` with one sentence naming the field and
+        what it accepts (``TrainingJob spec.resources.gpus: input should be greater than 0.``).
+        """
+        try:
+            return cls.model_validate(dict(body))
+        except ValidationError as exc:
+            raise InvalidResourceError(describe_validation_error(cls.__name__, exc)) from None
 
 
 def describe_validation_error(kind: str, exc: ValidationError) -> str:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from trainwright.api.v1alpha1.common import (
     NAME_MAX_LENGTH,
     URI_MAX_LENGTH,
     ApiModel,
     Condition,
-    InvalidResourceError,
+    CustomResource,
     conditions_field,
-    describe_validation_error,
     k8s,
     rule,
 )
@@ -176,7 +175,7 @@ class ModelExportStatus(ApiModel):
     )
 
 
-class ModelExport(ApiModel):
+class ModelExport(CustomResource):
     """A model export (trainwright.io/v1alpha1, kind ModelExport, short name mexport)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -190,19 +189,3 @@ class ModelExport(ApiModel):
     status: ModelExportStatus = Field(
         default_factory=ModelExportStatus, description="What happened, written by the operator."
     )
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
-    @classmethod
-    def from_body(cls, body: Any) -> ModelExport:
-        """Validate a raw kopf body; :class:`InvalidResourceError` names the field on failure."""
-        try:
-            return cls.model_validate(dict(body))
-        except ValidationError as exc:
-            raise InvalidResourceError(describe_validation_error("ModelExport", exc)) from None

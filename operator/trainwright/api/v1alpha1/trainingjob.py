@@ -14,7 +14,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -25,9 +24,8 @@ from trainwright.api.v1alpha1.common import (
     URI_MAX_LENGTH,
     ApiModel,
     Condition,
-    InvalidResourceError,
+    CustomResource,
     conditions_field,
-    describe_validation_error,
     k8s,
     rule,
 )
@@ -551,7 +549,7 @@ _IMMUTABLE_WHILE_RUNNING_RULE = rule(
 )
 
 
-class TrainingJob(ApiModel):
+class TrainingJob(CustomResource):
     """A fine-tuning run (trainwright.io/v1alpha1, kind TrainingJob, short name tj)."""
 
     model_config = ConfigDict(
@@ -568,23 +566,3 @@ class TrainingJob(ApiModel):
     status: TrainingJobStatus = Field(
         default_factory=TrainingJobStatus, description="Observed state, written by the operator."
     )
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
-    @classmethod
-    def from_body(cls, body: Any) -> TrainingJob:
-        """Validate a raw kopf body (or any mapping) into the model.
-
-        Raises :class:`InvalidResourceError` with one sentence naming the field and
-        what it accepts (``TrainingJob spec.resources.gpus: input should be greater than 0.``).
-        """
-        try:
-            return cls.model_validate(dict(body))
-        except ValidationError as exc:
-            raise InvalidResourceError(describe_validation_error("TrainingJob", exc)) from None
