@@ -32,13 +32,20 @@ def results():  # type: ignore[no-untyped-def]
     return results
 
 
-def test_memory_rows_within_15_percent_or_1_5_gib_are_13_of_19(results) -> None:  # type: ignore[no-untyped-def]
-    # Issue 2 asks for 85%; this is 68%. The misses (see docs/planner-accuracy.md): the
-    # 405B QLoRA row, torchtune's early single-device LoRA/QLoRA rows 17 and 19, and the
-    # three PEFT rows under DeepSpeed ZeRO-3 CPU offload (23, 26, 29).
-    assert summary(results)["memory"] == (13, 19)
+def test_memory_rows_within_15_percent_or_1_5_gib_are_14_of_19(results) -> None:  # type: ignore[no-untyped-def]
+    # Issue 2 asks for 85%; this is 74%. The misses (see docs/planner-accuracy.md):
+    # torchtune's early single-device LoRA/QLoRA rows 17 and 19, and the three PEFT rows
+    # under DeepSpeed ZeRO-3 CPU offload (23, 26, 29), all under-estimates.
+    assert summary(results)["memory"] == (14, 19)
     missed = {r.row_id for r in results if r.tolerance == "memory" and not r.within}
-    assert missed == {15, 17, 19, 23, 26, 29}
+    assert missed == {17, 19, 23, 26, 29}
+
+
+def test_the_405b_qlora_row_is_read_in_gib_and_lands_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
+    row = next(r for r in results if r.row_id == 15)
+    assert row.measured == pytest.approx(44.8)
+    assert row.error == pytest.approx(0.112, abs=0.01)
+    assert "read as GiB" in row.note
 
 
 def test_peft_readme_rows_without_offload_are_within_11_percent(results) -> None:  # type: ignore[no-untyped-def]
@@ -59,7 +66,7 @@ def test_full_fine_tuning_of_mt0_xxl_and_bloomz_in_fp32_is_predicted_out_of_memo
 
 def test_the_accuracy_doc_states_whether_the_85_percent_memory_bar_is_met(results) -> None:  # type: ignore[no-untyped-def]
     doc = render_markdown(results, "measured-public.csv")
-    assert "13 of 19 (68%), **not met**" in doc
+    assert "14 of 19 (74%), **not met**" in doc
     assert "| OOM (>80) | 192.5 | fits: false |" in doc
 
 

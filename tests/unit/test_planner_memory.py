@@ -285,7 +285,7 @@ def test_the_decoder_of_an_encoder_decoder_sees_target_tokens_only() -> None:
     assert long.activations_bytes > short.activations_bytes
 
 
-def test_zero3_parameter_offload_keeps_a_billion_live_parameters_and_the_gradient_bucket() -> None:
+def test_zero3_parameter_offload_keeps_the_live_budget_plus_the_largest_tensor() -> None:
     memory = _memory(
         model=BLOOMZ,
         method="lora",
@@ -298,8 +298,10 @@ def test_zero3_parameter_offload_keeps_a_billion_live_parameters_and_the_gradien
         lora_rank=8,
         framework="hf",
     )
-    # The 250880 x 4096 embedding (1.03e9 parameters) is larger than the live limit.
-    assert memory.weights_bytes == pytest.approx(250880 * 4096 * 4, rel=1e-6)
+    # DeepSpeed's coordinator prefetches whole tensors while fewer than 1e9 parameters are
+    # gathered: 1e9 plus the 250880 x 4096 embedding, fp32 (1.99e9 measured on its own code
+    # by benchmarks/measure_zero3_live_params.py).
+    assert memory.weights_bytes == pytest.approx((1e9 + 250880 * 4096) * 4, rel=1e-6)
     assert memory.optimizer_bytes == 0 and memory.gradients_bytes == 0
     # DeepSpeed's 5e8-element fp32 reduce bucket sits in other_bytes.
     assert memory.other_bytes > 500_000_000 * 4

@@ -44,9 +44,12 @@ Sources, by term:
   target tokens, and every decoder block's cross-attention keeps K and V of all source
   tokens (Vaswani et al. 2017 §3.2.3; ``T5LayerCrossAttention``).
 - ZeRO-3 with parameter offload (DeepSpeed ZeRO-Infinity, Rajbhandari et al. 2021,
-  arXiv:2104.07857): parameters live on the host and are fetched module by module; the
-  device keeps up to ``stage3_max_live_parameters`` (DeepSpeed default 1e9) gathered
-  parameters, or the largest single tensor when that is larger, plus activations. Any
+  arXiv:2104.07857): parameters live on the host and are fetched module by module. The
+  coordinator prefetches while fewer than ``stage3_max_live_parameters`` (default 1e9) are
+  gathered and adds whole tensors, so the device peaks at that budget plus the largest
+  tensor (a 250k-token embedding or head): measured on DeepSpeed's own
+  ``PartitionedParameterCoordinator`` (``benchmarks/measure_zero3_live_params.py``) at
+  1.08e9, 2.02e9 and 1.99e9 parameters for T0_3B, mt0-xxl and bloomz-7b1. Any
   DeepSpeed stage 3 run also allocates its contiguous gradient bucket up front:
   ``reduce_bucket_size`` (default 5e8) elements in the parameters' dtype.
 - Optimizer step: ``torch.optim.AdamW``'s multi-tensor (foreach) path, its default on
@@ -510,9 +513,9 @@ def training_memory(
         layer_bytes = base_bytes / model.total_layers
         working = 2 * layer_bytes + (layer_bytes * grad_bpp / 2 if full else 0.0)
     if cpu_offload and strategy == "zero3":
-        # DeepSpeed keeps fetched parameters resident up to stage3_max_live_parameters;
-        # a tensor larger than that (a 250k-token embedding) is still gathered whole.
-        live = max(min(model.total_params, ZERO3_MAX_LIVE_PARAMETERS), model.largest_param_tensor)
+        # DeepSpeed prefetches while fewer than stage3_max_live_parameters are gathered,
+        # a whole tensor at a time: the budget plus the largest tensor at the peak.
+        live = min(model.total_params, ZERO3_MAX_LIVE_PARAMETERS + model.largest_param_tensor)
         working = live * base_bytes / model.total_params
     if cpu_offload:
         if shard_w:
