@@ -189,6 +189,35 @@ async def test_an_inline_forecast_sizes_for_the_p95_peak_above_todays_rate(
     )
 
 
+@pytest.mark.asyncio
+async def test_a_refresh_refits_the_chosen_models_and_a_new_spec_searches_again(
+    kmock: kmock.KubernetesEmulator, context: tuple[OperatorContext, list[tuple[str, str]]]
+) -> None:
+    operator_context, _ = context
+    forecast = {
+        "source": {"inline": _hourly_history(7, base_rps=10.0, seed=7)},
+        "horizonSeconds": 86400,
+        "quantile": "p80",
+        "seasonLengths": [24],
+    }
+    kmock.objects[CP, NS, "roll"] = _capacityplan(
+        "roll", workload={"inference": {**INFERENCE, "rps": 5}}, forecast=forecast
+    )
+    first = (await _status(operator_context, "roll"))["forecast"]
+    second = (await _status(operator_context, "roll"))["forecast"]
+    assert (first["refresh"], second["refresh"]) == ("full", "refit")
+    # Same history, same models and weights: the same answer, without the search.
+    assert second["p80Rps"] == pytest.approx(first["p80Rps"], rel=1e-6)
+    kmock.objects[CP, NS, "roll"] = _capacityplan(
+        "roll",
+        workload={"inference": {**INFERENCE, "rps": 5}},
+        forecast={**forecast, "quantile": "p95"},
+    )
+    third = (await _status(operator_context, "roll"))["forecast"]
+    assert third["refresh"] == "full"
+    assert third["sizedForRps"] == third["p95Rps"]
+
+
 def test_forecast_demand_sizes_for_the_mean_peak_when_asked() -> None:
     spec = ForecastSpec.model_validate(
         {

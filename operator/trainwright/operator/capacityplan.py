@@ -56,6 +56,7 @@ class DemandForecast:
 
     status: ForecastStatus
     sized_for_rps: float
+    result: Any = None  # the trainwright.forecast ForecastResult, for the next refresh
 
 
 def forecast_demand(
@@ -63,16 +64,19 @@ def forecast_demand(
     *,
     now: datetime.datetime,
     models: tuple[str, ...] | None = None,
+    previous: Any = None,
 ) -> DemandForecast:
     """Forecast the demand history and pick the peak at ``forecast_spec.quantile``.
 
     The inline source is used as written; a Prometheus source is queried over
     its lookback window ending ``now``. ``models`` None is the forecaster's
-    default ensemble.
+    default ensemble. ``previous``, the ``result`` of an earlier call for the same
+    spec, makes this a rolling update: the models it chose are refitted on the new
+    history, and the full search runs again only when their error has drifted.
     """
     import pandas as pd
 
-    from trainwright.forecast import DEFAULT_MODELS, forecast, from_pairs, prepare
+    from trainwright.forecast import DEFAULT_MODELS, forecast, from_pairs, prepare, update
 
     source = forecast_spec.source
     if source.inline is not None:
@@ -95,7 +99,10 @@ def forecast_demand(
     prepared = prepare(history, season_lengths=forecast_spec.season_lengths or None)
     interval_seconds = max(1, int(prepared.series.interval.seconds))
     steps = max(1, math.ceil(forecast_spec.horizon_seconds / interval_seconds))
-    result = forecast(prepared, horizon=steps, models=models or DEFAULT_MODELS)
+    if previous is not None:
+        result = update(previous, prepared, horizon=steps)
+    else:
+        result = forecast(prepared, horizon=steps, models=models or DEFAULT_MODELS)
     peaks = {
         "mean": float(result.band.mean.max()),
         "p80": float(result.band.upper[80].max()),
@@ -112,8 +119,9 @@ def forecast_demand(
         interval_seconds=interval_seconds,
         mase=result.backtest.mase if math.isfinite(result.backtest.mase) else None,
         generated_time=now,
+        refresh=result.refresh,
     )
-    return DemandForecast(status=status, sized_for_rps=sized)
+    return DemandForecast(status=status, sized_for_rps=sized, result=result)
 
 
 def inference_recommendations(plan: InferencePlan, inventory: Inventory) -> list[Recommendation]:
@@ -210,7 +218,9 @@ def refresh_forecast(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def on_capacityplan_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    context_from_memo(memo).metrics.forget_capacityplan(namespace or "default", name)
+    context = context_from_memo(memo)
+    context.metrics.forget_capacityplan(namespace or "default", name)
+    context.forecasts.pop((namespace or "default", name), None)
 
 
 # Reconcile -----------------------------------------------------------------------------------
@@ -237,8 +247,14 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
     extra: dict[str, Any] = {}
     rps = plan.spec.workload.inference.rps if plan.spec.workload.inference else None
     if plan.spec.forecast is not None:
+        key = (plan.namespace, plan.name)
+        spec_key = plan.spec.forecast.model_dump_json()
+        cached = context.forecasts.get(key)
+        previous = cached[1] if cached is not None and cached[0] == spec_key else None
         try:
-            demand = forecast_demand(plan.spec.forecast, now=now, models=context.forecast_models)
+            demand = forecast_demand(
+                plan.spec.forecast, now=now, models=context.forecast_models, previous=previous
+            )
         except Exception as exc:
             # A forecast that cannot be made (no Prometheus, a series the models
             # reject) must not stop the plan for today's rate: report and go on.
@@ -247,6 +263,7 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
                 ("Forecasted", False, "ForecastFailed", f"Forecast failed: {detail}.")
             )
         else:
+            context.forecasts[key] = (spec_key, demand.result)
             rps = demand.sized_for_rps
             extra["forecast"] = demand.status.to_manifest()
             conditions.append(

@@ -71,6 +71,9 @@ class OperatorContext:
     job_signatures: dict[tuple[str, str], tuple[str, int, bool]] = dataclasses.field(
         default_factory=dict
     )
+    # (namespace, CapacityPlan name) -> (its forecast spec, the last ForecastResult), so a
+    # refresh refits the chosen models instead of searching again (forecast.update).
+    forecasts: dict[tuple[str, str], tuple[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

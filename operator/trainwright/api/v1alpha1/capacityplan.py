@@ -267,6 +267,13 @@ class ForecastStatus(ApiModel):
         default=None, ge=0, description="Backtest mean absolute scaled error (below 1 beats naive)."
     )
     generated_time: dt.datetime | None = Field(default=None, description="When it was computed.")
+    refresh: str | None = Field(
+        default=None,
+        description=(
+            "How it was computed: 'full' (model search and backtest), 'refit' (the previous "
+            "models refitted on new points), or 'full: <reason>' when the error drifted."
+        ),
+    )
 
 
 class CapacityPlanStatus(ApiModel):
