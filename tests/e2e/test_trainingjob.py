@@ -14,7 +14,6 @@ from e2e.operator_harness import (
     OperatorProcess,
     condition,
     create,
-    get,
     operator,
     owned_children,
     patch_spec,
@@ -151,10 +150,16 @@ def test_a_plan_larger_than_the_cluster_fails_with_what_the_cluster_has(
     assert "H100-SXM node(s) with up to 8 GPUs" in planned["message"]
 
 
-def test_suspend_stops_the_pods_and_resume_brings_them_back(
+def test_suspend_stops_the_pods_and_an_edit_while_suspended_is_replanned_on_resume(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
-    create(kube, namespace, "trainingjobs", trainingjob("pause", annotations={FAKE_HOLD: "true"}))
+    pinned = {"gpuType": "H100-SXM", "gpus": 16}
+    create(
+        kube,
+        namespace,
+        "trainingjobs",
+        trainingjob("pause", resources=pinned, annotations={FAKE_HOLD: "true"}),
+    )
     wait_for_phase(kube, namespace, "pause", "Running")
     patch_spec(kube, namespace, "trainingjobs", "pause", {"suspend": True})
     status = wait_for_phase(kube, namespace, "pause", "Suspended")
@@ -168,12 +173,23 @@ def test_suspend_stops_the_pods_and_resume_brings_them_back(
         timeout_s=30,
         what="the suspended job's pods to stop",
     )
+    # Suspended, the inputs may change (the API server refuses that while Running).
+    patch_spec(
+        kube, namespace, "trainingjobs", "pause", {"resources": {"gpuType": "H100-SXM", "gpus": 8}}
+    )
     patch_spec(kube, namespace, "trainingjobs", "pause", {"suspend": False})
     status = wait_for_phase(kube, namespace, "pause", "Running")
     assert condition(status, "Suspended")["status"] == "False"
-    assert (
-        status["plan"]["gpuType"]
-        == get(kube, namespace, "trainingjobs", "pause")["status"]["plan"]["gpuType"]
+    assert (status["plan"]["numGpus"], status["plan"]["nodes"]) == (8, 1)
+    assert status["children"]["job"] == "pause-a1"
+    assert "Re-planned for the edited spec" in condition(status, "Planned")["message"]
+    wait_until(
+        lambda: (
+            {p["metadata"]["labels"]["job-name"] for p in _pods(kube, namespace, "pause")}
+            == {"pause-a1"}
+        ),
+        timeout_s=60,
+        what="only the re-planned attempt's pod to remain",
     )
 
 

@@ -390,3 +390,86 @@ async def test_job_events_that_change_nothing_reported_are_skipped(world: World)
     await deliver("MODIFIED", ready)
     assert world.kube.reads == reads + 2
     assert (await world.status("ft"))["phase"] == "Running"
+
+
+def _edited(name: str, generation: int, status: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """The TrainingJob as the API server holds it after a user's edit."""
+    body = _trainingjob(name, **spec)
+    body["metadata"]["generation"] = generation
+    return {**body, "status": status}
+
+
+async def test_editing_a_suspended_job_replans_it_and_replaces_its_job_and_config(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    planned = await world.reconcile("ft")
+    world.server.objects[TJ, NS, "ft"] = _edited("ft", 2, planned, suspend=True)
+    suspended = await world.reconcile("ft")
+    assert suspended["phase"] == "Suspended"
+    assert suspended["specDigest"] == planned["specDigest"]  # suspend is not an edit
+    old_config = await world.child("ConfigMap", "ft-trainer")
+    world.server.objects[TJ, NS, "ft"] = _edited(
+        "ft",
+        3,
+        suspended,
+        suspend=True,
+        resources={"gpuType": "H100-SXM", "gpus": 8},
+        dataset={"uri": "pvc://datasets/alpaca-v2.jsonl", "tokens": 2_000_000},
+    )
+    status = await world.reconcile("ft")
+    assert status["plan"]["numGpus"] == 8 and status["plan"]["nodes"] == 1
+    assert (status["attempt"], status["restarts"]) == (1, 0)
+    assert status["children"]["job"] == "ft-a1"
+    assert status["specDigest"] != planned["specDigest"]
+    assert status["phase"] == "Suspended"
+    assert "Re-planned for the edited spec" in _condition(status, "Planned")["message"]
+    assert await world.child("Job", "ft-a0") is None
+    job = await world.child("Job", "ft-a1")
+    assert job is not None and job["spec"]["suspend"] is True
+    assert job["spec"]["completions"] == 1
+    new_config = await world.child("ConfigMap", "ft-trainer")
+    assert new_config is not None and old_config is not None
+    assert "alpaca-v2.jsonl" in new_config["data"]["config.yaml"]
+    assert "alpaca-v2.jsonl" not in old_config["data"]["config.yaml"]
+
+
+async def test_a_config_error_is_cured_by_editing_the_spec(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status(
+        "ft-a0", {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    )
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("ft-a0", 64)
+    failed = await world.reconcile("ft", full=False)
+    assert (failed["phase"], _condition(failed, "Failed")["reason"]) == ("Failed", "ConfigError")
+    assert await world.reconcile("ft") == failed  # the same spec stays failed
+    world.server.objects[TJ, NS, "ft"] = _edited(
+        "ft", 2, failed, dataset={"uri": "pvc://datasets/alpaca-fixed.jsonl", "tokens": 2_000_000}
+    )
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Planned"
+    assert _condition(status, "Failed")["status"] == "False"
+    assert _condition(status, "Failed")["reason"] == "Replanned"
+    assert (status["attempt"], status["restarts"]) == (1, 0)
+    assert "lastExitCode" not in status and "completionTime" not in status
+    assert await world.child("Job", "ft-a1") is not None
+    config = await world.child("ConfigMap", "ft-trainer")
+    assert config is not None and "alpaca-fixed.jsonl" in str(config["data"])
+
+
+async def test_a_succeeded_job_ignores_later_edits(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status(
+        "ft-a0", {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}
+    )
+    done = await world.reconcile("ft", full=False)
+    assert done["phase"] == "Succeeded"
+    world.server.objects[TJ, NS, "ft"] = _edited(
+        "ft", 2, done, resources={"gpuType": "H100-SXM", "gpus": 8}
+    )
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Succeeded"
+    assert status["plan"] == done["plan"]
+    assert await world.child("Job", "ft-a0") is not None

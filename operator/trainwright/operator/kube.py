@@ -183,6 +183,14 @@ class Kube:
             if not _is_status(exc, 404):
                 raise
 
+    def delete_child(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a ConfigMap or Service; one already gone is fine."""
+        try:
+            self.request("DELETE", self._child_path(kind, namespace, name))
+        except ApiException as exc:
+            if not _is_status(exc, 404):
+                raise
+
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         self.request(
             "PATCH",

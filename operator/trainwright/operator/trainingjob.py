@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
+from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import lifecycle
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
 from trainwright.operator.inventory import build_inventory
@@ -179,6 +180,9 @@ class _Reconcile:
         self.generation = int(body["metadata"].get("generation") or 1)
         self.status: dict[str, Any] = dict(body.get("status") or {})
         self.fresh_plan = False  # planned in this pass: no child can exist yet
+        self.replanned = False  # the spec changed under a stored plan: a new attempt
+        self.first_attempt = 0
+        self.digest: str | None = None  # spec_digest of the parsed spec
 
     # Entry ---------------------------------------------------------------------------------
 
@@ -189,7 +193,10 @@ class _Reconcile:
             if not self._terminal_and_final():
                 self._fail_planning("InvalidSpec", str(exc), plan=None)
             return
-        if self._terminal_and_final():
+        self.digest = spec_digest(job.spec)
+        if self._spec_changed():
+            self._discard_plan()
+        elif self._terminal_and_final():
             self._record_metrics()
             return
         plan = self._ensure_plan(job)
@@ -217,6 +224,37 @@ class _Reconcile:
             self.status.pop("plan", None)
         return not retry
 
+    def _spec_changed(self) -> bool:
+        """The spec was edited after its plan was made, and no trainer pod is running.
+
+        The API server freezes the plan's inputs while the job is Running; Planned
+        (pods not yet up), Suspended and Failed runs follow an edit. A Succeeded run
+        is done: training again is a new TrainingJob.
+        """
+        stored = self.status.get("specDigest")
+        phase = self.status.get("phase")
+        if not stored or not self.status.get("plan"):
+            return False
+        if phase in (Phase.SUCCEEDED, Phase.RUNNING):
+            return False
+        return bool(stored != self.digest)
+
+    def _discard_plan(self) -> None:
+        """Delete the current attempt's Job and trainer config; the next attempt re-plans.
+
+        The Service is kept: its name and selector depend only on the TrainingJob.
+        """
+        children = self.status.get("children") or {}
+        if children.get("job"):
+            self.kube.delete_job(self.namespace, str(children["job"]))
+        if children.get("configMap"):
+            self.kube.delete_child("ConfigMap", self.namespace, str(children["configMap"]))
+        self.status.pop("plan", None)
+        self.replanned = True
+        # A new Job name when one existed: the old one may still be terminating.
+        attempt = int(self.status.get("attempt") or 0)
+        self.first_attempt = attempt + 1 if children.get("job") else attempt
+
     # Plan ----------------------------------------------------------------------------------
 
     def _ensure_plan(self, job: TrainingJob) -> PlanStatus | None:
@@ -231,34 +269,40 @@ class _Reconcile:
             return None
         plan = outcome.plan
         self.fresh_plan = True
+        attempt = self.first_attempt
         children = {
             "configMap": config_map_name(job.name),
             "service": service_name(job.name),
-            "job": trainer_job_name(job.name, 0, nodes=plan.nodes),
+            "job": trainer_job_name(job.name, attempt, nodes=plan.nodes),
         }
+        message = outcome.message
+        if self.replanned:
+            message = f"Re-planned for the edited spec: {message}"
         conditions: list[tuple[str, bool | None, str, str]] = [
             # What the follow step will say once the Job exists, so it writes nothing.
             (ConditionType.RUNNING, False, "WaitingForPods", waiting_message(0, plan.nodes)),
-            (ConditionType.PLANNED, True, "Planned", outcome.message),
+            (ConditionType.PLANNED, True, "Planned", message),
         ]
         if self._has_condition(ConditionType.FAILED):
-            # An edited spec cured an earlier planning failure.
-            conditions.insert(0, (ConditionType.FAILED, False, "Replanned", outcome.message))
-        self._write(
-            Phase.PLANNED,
-            conditions,
-            extra={
-                "plan": plan.to_manifest(),
-                "attempt": 0,
-                "restarts": 0,
-                "children": children,
-                "message": waiting_message(0, plan.nodes),
-            },
-        )
+            # An edited spec cured an earlier failure (of the plan, or of the run).
+            conditions.insert(0, (ConditionType.FAILED, False, "Replanned", message))
+        extra: dict[str, Any] = {
+            "plan": plan.to_manifest(),
+            "attempt": attempt,
+            "restarts": 0,
+            "children": children,
+            "specDigest": self.digest,
+            "message": waiting_message(0, plan.nodes),
+        }
+        if self.replanned:
+            # A new run of the edited spec: what the last one ended with no longer applies.
+            extra |= {"lastExitCode": None, "completionTime": None}
+        self._write(Phase.PLANNED, conditions, extra=extra)
         return plan
 
     def _fail_planning(self, reason: str, message: str, *, plan: PlanStatus | None) -> None:
-        extra: dict[str, Any] = {"message": message}
+        # The digest of the spec this failure is about: the next edit plans again.
+        extra: dict[str, Any] = {"message": message, "specDigest": self.digest}
         if plan is not None:
             extra["plan"] = plan.to_manifest()
         self._write(

@@ -8,6 +8,8 @@ ConfigMap, a headless Service and one indexed Job per attempt, and reports
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -517,6 +519,15 @@ class TrainingJobStatus(ApiModel):
         default=None, description="When training succeeded or failed."
     )
     children: ChildrenStatus | None = Field(default=None, description="Created objects.")
+    spec_digest: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Digest of the spec the plan and trainer pods were made from (all of it but "
+            "suspend and maxRestarts). An edit while no trainer pod runs (Planned, Suspended, "
+            "Failed) re-plans and starts a new attempt from the last checkpoint."
+        ),
+    )
     message: str | None = Field(
         default=None, max_length=4096, description="The latest event, in a sentence."
     )
@@ -547,6 +558,17 @@ _IMMUTABLE_WHILE_RUNNING_RULE = rule(
     + f" and spec.{_FROZEN_WHILE_RUNNING[-1]} are immutable while the job is Running "
     "(suspend it first)",
 )
+
+
+def spec_digest(spec: TrainingJobSpec) -> str:
+    """A short digest of what the plan and the trainer pods are made from.
+
+    ``suspend`` and ``maxRestarts`` are left out: they change how the operator drives
+    the run, not what runs.
+    """
+    inputs = spec.model_dump(mode="json", by_alias=True, exclude={"suspend", "max_restarts"})
+    encoded = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 class TrainingJob(CustomResource):
