@@ -69,8 +69,22 @@ def test_arima_search_finds_one_autoregressive_term_for_an_ar1_series() -> None:
     for i in range(1, 300):
         values[i] = 0.7 * values[i - 1] + rng.normal()
     fit = ArimaModel().fit(SeriesContext(values + 50.0, ()))
-    assert fit.spec.order[:2] == (1, 0)
-    assert fit.describe()["orders_searched"] == 9
+    assert fit.spec.order == (1, 0, 0)
+    assert fit.describe()["model"] == "ARIMA(1,0,0) with constant"
+    # Stepwise: 8 of the 42 (p + q <= 5, with or without a constant) specifications.
+    assert fit.describe()["orders_searched"] == 8
+
+
+def test_arima_drift_extrapolates_a_straight_line_not_a_parabola() -> None:
+    rng = np.random.default_rng(3)
+    values = 100.0 + np.cumsum(0.5 + rng.normal(0.0, 1.0, 400))
+    fit = ArimaModel().fit(SeriesContext(values, ()))
+    assert fit.describe()["trend"] == "drift"
+    steps = np.diff(fit.predict(200).mean)
+    # A drift adds the same amount each step (about 0.5); a time trend in the
+    # differences (SARIMAX trend "t" with d=1) would make the steps grow.
+    assert steps[-1] == pytest.approx(steps[10], abs=0.01)
+    assert steps[-1] == pytest.approx(0.5, abs=0.15)
 
 
 def test_ets_bands_that_explode_fall_back_to_a_random_walk_band() -> None:
