@@ -374,3 +374,14 @@ def test_an_encoder_decoder_plan_takes_lora_targets_and_a_target_length(
     # 12.9e9 fp32 weights (48.1 GiB) plus 9.4e6 fp32 adapters.
     assert plan["memory"]["weights_bytes"] / 2**30 == pytest.approx(48.2, abs=0.1)
     assert plan["memory"]["logits_bytes"] == 8 * 4 * 250112 * 12
+
+
+def test_a_memory_fraction_outside_zero_to_one_exits_2_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["plan", "training", "--model", "llama-3.1-8b", "--memory-fraction", "1.5"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "--memory-fraction must be in (0, 1]" in err
+    assert "Traceback" not in err

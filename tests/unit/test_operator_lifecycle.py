@@ -72,14 +72,21 @@ def test_pods_without_a_nonzero_exit_code_give_no_exit_code() -> None:
     assert failed_exit_code([_failed_pod(0), {"status": {"phase": "Failed"}}]) is None
 
 
-@pytest.mark.parametrize(
-    ("code", "reason"), [(64, "ConfigError"), (65, "DataError"), (76, "NeedsReplan")]
-)
+@pytest.mark.parametrize(("code", "reason"), [(64, "ConfigError"), (65, "DataError")])
 def test_permanent_codes_fail_without_restarting(code: int, reason: str) -> None:
     decision = decide_after_failure(exit_code=code, restarts=0, max_restarts=3)
     assert decision.action is Action.FAIL
     assert decision.reason == reason
     assert f"exit code {code}" in decision.message
+
+
+def test_out_of_memory_at_the_smallest_micro_batch_replans_while_restarts_remain() -> None:
+    decision = decide_after_failure(exit_code=76, restarts=1, max_restarts=3)
+    assert (decision.action, decision.reason) == (Action.REPLAN, "Replanning")
+    assert "exit code 76" in decision.message and "attempt 2" in decision.message
+    last = decide_after_failure(exit_code=76, restarts=3, max_restarts=3)
+    assert (last.action, last.reason) == (Action.FAIL, "NeedsReplan")
+    assert "fsdp or zero3" in last.message
 
 
 def test_a_retryable_failure_restarts_and_names_the_next_attempt() -> None:

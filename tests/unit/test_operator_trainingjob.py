@@ -473,3 +473,32 @@ async def test_a_succeeded_job_ignores_later_edits(world: World) -> None:
     assert status["phase"] == "Succeeded"
     assert status["plan"] == done["plan"]
     assert await world.child("Job", "ft-a0") is not None
+
+
+async def test_running_out_of_memory_replans_with_headroom_on_more_gpus(world: World) -> None:
+    world.server.objects[TJ, NS, "full"] = _trainingjob(
+        "full", method="full", resources={"gpuType": "H100-SXM", "maxGpus": 16}, maxRestarts=2
+    )
+    first = await world.reconcile("full")
+    plan = first["plan"]
+    assert plan["memoryPerGpuBytes"] <= plan["memoryCapacityBytes"]
+    await world.set_job_status(
+        "full-a0", {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    )
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("full-a0", 76)
+    status = await world.reconcile("full", full=False)
+    new = status["plan"]
+    assert status["phase"] == "Planned"
+    assert (status["attempt"], status["restarts"], status["lastExitCode"]) == (1, 1, 76)
+    assert _condition(status, "Running")["reason"] == "Replanning"
+    assert _condition(status, "Planned")["reason"] == "Replanned"
+    # The new plan fits in 85% of what the failed one estimated, on other GPUs or sharding.
+    assert new["memoryPerGpuBytes"] <= 0.85 * plan["memoryPerGpuBytes"]
+    assert (new["numGpus"], new["strategy"]) != (plan["numGpus"], plan["strategy"])
+    assert await world.child("Job", "full-a0") is None
+    job = await world.child("Job", "full-a1")
+    assert job is not None and job["spec"]["completions"] == new["nodes"]
+    config = await world.child("ConfigMap", "full-trainer")
+    assert config is not None
+    assert f"micro_batch_size: {new['microBatchSize']}" in config["data"]["config.yaml"]
+    assert ("Warning", "Replanned") in [(t, r) for t, r, _ in world.events]

@@ -302,3 +302,25 @@ def test_small_micro_batches_and_narrow_layers_lose_gemm_efficiency() -> None:
     model = get_model("llama-3.1-8b")
     assert gemm_efficiency(model, 4096, 1) == pytest.approx(4096 / 4224 * 4096 / 4352)
     assert gemm_efficiency(model, 512, 8) < 0.6 * gemm_efficiency(model, 4096, 1)
+
+
+def test_a_memory_fraction_leaves_headroom_by_choosing_more_gpus() -> None:
+    request = TrainingRequest(model="llama-3.1-8b", method="full", gpu="H100-SXM", max_gpus=16)
+    whole = recommend_training(request)
+    tight = recommend_training(request.model_copy(update={"memory_fraction": 0.6}))
+    assert whole.memory.per_gpu_bytes > 0.6 * whole.memory.capacity_bytes
+    assert tight.memory.per_gpu_bytes <= 0.6 * tight.memory.capacity_bytes
+    assert tight.num_gpus > whole.num_gpus
+    # The same GPUs pinned: a smaller micro-batch or checkpointing keeps it under the share.
+    pinned = plan_training(
+        request.model_copy(update={"num_gpus": whole.num_gpus, "memory_fraction": 0.6})
+    )
+    assert pinned.fits and pinned.memory.per_gpu_bytes <= 0.6 * pinned.memory.capacity_bytes
+    assert (pinned.micro_batch, pinned.gradient_checkpointing) != (
+        whole.micro_batch,
+        whole.gradient_checkpointing,
+    )
+    # One GPU cannot hold it at all: the warning says how much a plan may use.
+    single = plan_training(request.model_copy(update={"num_gpus": 1, "memory_fraction": 0.6}))
+    assert not single.fits
+    assert "may fill only 60% of it, 47.8 GiB" in single.warnings[0]

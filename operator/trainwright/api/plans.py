@@ -50,12 +50,14 @@ def training_request_from(
     *,
     model_spec: ModelSpec | None = None,
     gpu_candidates: list[str] | None = None,
+    memory_fraction: float = 1.0,
 ) -> TrainingRequest:
     """The planner request a TrainingJob spec (or a CapacityPlan training workload) asks for.
 
     ``model_spec`` is required for a ``model.configPath`` (the caller reads the
     config.json; this module does no I/O). ``gpu_candidates`` restricts
-    ``gpuType: auto`` to the GPU types the cluster has.
+    ``gpuType: auto`` to the GPU types the cluster has. ``memory_fraction`` below 1
+    leaves headroom on each GPU (the operator's re-plan after an out-of-memory exit).
     """
     if workload.model.name is None and model_spec is None:
         raise ValueError("spec.model.configPath needs the parsed config.json as model_spec")
@@ -84,6 +86,7 @@ def training_request_from(
         deadline_seconds=budget.deadline_seconds if budget is not None else None,
         max_cost_usd=budget.max_cost_usd if budget is not None else None,
         gpu_candidates=None if resources.gpu_type != "auto" else gpu_candidates,
+        memory_fraction=memory_fraction,
     )
 
 

@@ -199,6 +199,13 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="U",
         help="override the hardware FLOPs utilization (0-1)",
     )
+    parser.add_argument(
+        "--memory-fraction",
+        type=fraction("--memory-fraction"),
+        default=1.0,
+        metavar="F",
+        help="share of each GPU's memory a plan may fill (0-1; default 1): leave headroom",
+    )
     parser.set_defaults(handler=run_training)
 
 
@@ -335,6 +342,7 @@ def run_training(args: argparse.Namespace) -> int:
         "optimizer_in_backward": args.optimizer_in_backward,
         "fp32_gradients": args.fp32_gradients,
         "utilization": args.mfu,
+        "memory_fraction": args.memory_fraction,
     }
     if args.gpus_per_node and not (args.nodes or args.gpus):
         raise UsageError("--gpus-per-node needs --nodes (or use --gpus N)")

@@ -102,9 +102,16 @@ def failed_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
     return min(codes, key=lambda code: (_exit_code_rank(code), code))
 
 
+NEEDS_REPLAN_ADVICE = (
+    "The trainer ran out of GPU memory even at its smallest micro-batch (exit code 76); "
+    "allow more GPUs (spec.resources) or choose a sharded strategy such as fsdp or zero3."
+)
+
+
 class Action(enum.Enum):
     FAIL = "fail"
     RESTART = "restart"
+    REPLAN = "replan"  # restart on a new plan with more memory headroom
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +140,15 @@ def decide_after_failure(
             "The trainer could not use the dataset (exit code 65); check spec.dataset.",
         )
     if exit_code == ExitCode.NEEDS_REPLAN:
-        return FailureDecision(
-            Action.FAIL,
-            "NeedsReplan",
-            "The trainer ran out of GPU memory even at its smallest micro-batch (exit code 76); "
-            "allow more GPUs (spec.resources) or choose a sharded strategy such as fsdp or zero3.",
-        )
+        if restarts < max_restarts:
+            return FailureDecision(
+                Action.REPLAN,
+                "Replanning",
+                f"Attempt {restarts} ran out of GPU memory even at its smallest micro-batch "
+                f"(exit code 76); planning again with more memory headroom for attempt "
+                f"{restarts + 1}, which resumes from the last checkpoint.",
+            )
+        return FailureDecision(Action.FAIL, "NeedsReplan", NEEDS_REPLAN_ADVICE)
     described = "exit code unknown" if exit_code is None else f"exit code {exit_code}"
     if restarts < max_restarts:
         return FailureDecision(

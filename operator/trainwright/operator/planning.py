@@ -62,16 +62,24 @@ def _model_spec(workload: TrainingWorkload) -> ModelSpec | None:
 
 
 def training_request(
-    workload: TrainingWorkload, gpu_candidates: list[str] | None
+    workload: TrainingWorkload, gpu_candidates: list[str] | None, memory_fraction: float = 1.0
 ) -> TrainingRequest:
     """The planner's request; ``gpu_candidates`` restrict ``gpuType: auto``."""
     return training_request_from(
-        workload, model_spec=_model_spec(workload), gpu_candidates=gpu_candidates
+        workload,
+        model_spec=_model_spec(workload),
+        gpu_candidates=gpu_candidates,
+        memory_fraction=memory_fraction,
     )
 
 
-def plan_trainingjob(job: TrainingJob, inventory: Inventory) -> PlanOutcome:
-    """Plan ``job`` for this cluster: a fitting plan, or the reason and what would fit."""
+def plan_trainingjob(
+    job: TrainingJob, inventory: Inventory, *, memory_fraction: float = 1.0
+) -> PlanOutcome:
+    """Plan ``job`` for this cluster: a fitting plan, or the reason and what would fit.
+
+    ``memory_fraction`` below 1 makes every GPU count as that share of its memory.
+    """
     candidates = inventory.gpu_types()
     if job.spec.resources.gpu_type == "auto" and not candidates:
         return PlanOutcome(
@@ -81,7 +89,7 @@ def plan_trainingjob(job: TrainingJob, inventory: Inventory) -> PlanOutcome:
             "nvidia.com/gpu.product with allocatable nvidia.com/gpu.",
         )
     try:
-        request = training_request(job.spec, candidates)
+        request = training_request(job.spec, candidates, memory_fraction)
         top = plan_training(request)
     except InfeasibleError as exc:
         return PlanOutcome(None, "DoesNotFit", f"No layout fits in GPU memory: {exc}.")
@@ -136,6 +144,9 @@ def _does_not_fit(plan: TrainingPlan, request: TrainingRequest) -> str:
         f"{plan.num_gpus} x {plan.gpu} does not fit: each GPU would need {need:.1f} GiB "
         f"and has {have:.1f} GiB"
     )
+    if request.memory_fraction < 1:
+        sentence += f", of which a plan may use {have * request.memory_fraction:.1f} GiB"
+
     try:
         wider = recommend_training(
             request.model_copy(update={"num_gpus": None, "nodes": None, "gpus_per_node": None})

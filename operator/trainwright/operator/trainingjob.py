@@ -50,6 +50,9 @@ PLURAL = "trainingjobs"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # Planning failures a spec edit can cure; a run that failed stays failed.
 PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
+# After an out-of-memory exit the next plan must fit in this share of the failed plan's
+# estimate: the planner's memory tolerance (issue 2 judges it at +-15%).
+OOM_HEADROOM = 0.85
 # How often an unfinished TrainingJob is re-checked without any event (seconds).
 RESYNC_SECONDS = 300.0
 
@@ -117,6 +120,12 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.job_signatures.pop(key, None)
     else:
         context.job_signatures[key] = signature
+
+
+def _same_layout(a: PlanStatus, b: PlanStatus) -> bool:
+    """Same GPUs and strategy: the trainer's out-of-memory ladder (halving the micro-batch
+    down to 1, then gradient checkpointing) already tried what else a plan could change."""
+    return (a.gpu_type, a.num_gpus, a.strategy) == (b.gpu_type, b.num_gpus, b.strategy)
 
 
 def owner_name(job: Mapping[str, Any]) -> str | None:
@@ -448,6 +457,9 @@ class _Reconcile:
             job_reason=lifecycle.job_failure_reason(trainer),
         )
         extra: dict[str, Any] = {"lastExitCode": exit_code, "message": decision.message}
+        if decision.action is Action.REPLAN:
+            self._replan_for_memory(job, plan, attempt, trainer_name, decision, extra)
+            return
         if decision.action is Action.FAIL:
             extra["completionTime"] = utc_timestamp(self.context.now())
             self._write(
@@ -476,6 +488,72 @@ class _Reconcile:
         )
         self.kube.delete_job(self.namespace, trainer_name)
         self._create(trainer_job(job, plan, next_attempt))
+
+    def _replan_for_memory(
+        self,
+        job: TrainingJob,
+        plan: PlanStatus,
+        attempt: int,
+        trainer_name: str,
+        decision: lifecycle.FailureDecision,
+        extra: dict[str, Any],
+    ) -> None:
+        """After exit 76: plan again leaving headroom below what the failed plan estimated.
+
+        The estimate that ran out of memory was short by an unknown amount; the next plan
+        must fit in ``OOM_HEADROOM`` of it (the planner's memory tolerance), which can take
+        more GPUs, a sharded strategy or another GPU type where the spec leaves them open.
+        A plan no different from the failed one would fail the same way: the run fails.
+        """
+        capacity = plan.memory_capacity_bytes or plan.memory_per_gpu_bytes
+        fraction = min(1.0, OOM_HEADROOM * plan.memory_per_gpu_bytes / max(capacity, 1))
+        inventory = build_inventory(self.kube.nodes(), None)
+        outcome = plan_trainingjob(job, inventory, memory_fraction=fraction)
+        new = outcome.plan if outcome.reason == "Planned" else None
+        if new is None or _same_layout(new, plan):
+            found = "the same layout" if new is not None else outcome.message
+            message = (
+                f"{lifecycle.NEEDS_REPLAN_ADVICE} Planning again with at most {fraction:.0%} of "
+                f"each GPU's memory found {found.rstrip('.')}."
+            )
+            extra |= {"message": message, "completionTime": utc_timestamp(self.context.now())}
+            self._write(
+                Phase.FAILED,
+                [
+                    (ConditionType.RUNNING, False, "NeedsReplan", message),
+                    (ConditionType.FAILED, True, "NeedsReplan", message),
+                ],
+                extra=extra,
+            )
+            return
+        # The trainer config follows the plan: remove it before the status names the new
+        # attempt, so a crash in between leaves a reconcile that creates the new one.
+        self.kube.delete_child("ConfigMap", self.namespace, config_map_name(job.name))
+        next_attempt = attempt + 1
+        next_name = trainer_job_name(job.name, next_attempt, nodes=new.nodes)
+        extra |= {
+            "plan": new.to_manifest(),
+            "restarts": int(self.status.get("restarts") or 0) + 1,
+            "attempt": next_attempt,
+            "children": {**(self.status.get("children") or {}), "job": next_name},
+        }
+        self._write(
+            Phase.PLANNED,
+            [
+                (ConditionType.RUNNING, False, decision.reason, decision.message),
+                (
+                    ConditionType.PLANNED,
+                    True,
+                    "Replanned",
+                    f"After exit code 76: {outcome.message}",
+                ),
+            ],
+            extra=extra,
+            event_type="Warning",
+        )
+        self.kube.delete_job(self.namespace, trainer_name)
+        self._create(trainer_configmap(job, new))
+        self._create(trainer_job(job, new, next_attempt))
 
     # Status --------------------------------------------------------------------------------
 

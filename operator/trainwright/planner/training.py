@@ -90,6 +90,15 @@ class TrainingRequest(BaseModel):
     utilization: float | None = Field(
         default=None, gt=0, le=1, description="override the hardware FLOPs utilization"
     )
+    memory_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description=(
+            "share of each GPU's memory a plan may fill; below 1 it leaves headroom, as after "
+            "a run that ran out of memory where the estimate said it fit"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_topology(self) -> TrainingRequest:
@@ -177,6 +186,7 @@ class _Setup(NamedTuple):
     gpus_per_node: int
     strategy: Strategy
     recompute: Recompute
+    usable_bytes: int  # the GPU's memory times the request's memory_fraction
 
 
 class _Candidate(NamedTuple):
@@ -191,7 +201,7 @@ class _Candidate(NamedTuple):
 
     @property
     def fits(self) -> bool:
-        return self.memory.per_gpu_bytes <= self.setup.gpu.memory_bytes
+        return self.memory.per_gpu_bytes <= self.setup.usable_bytes
 
     @property
     def usd_per_token(self) -> float:
@@ -338,7 +348,8 @@ def _evaluate_space(context: _Context, gpus: list[GpuSpec], counts: list[int]) -
             per_node = request.gpus_per_node or min(world, gpu.max_gpus_per_node)
             for strategy in _strategies(request, world):
                 for recompute in _recomputes(request):
-                    setup = _Setup(gpu, world, per_node, strategy, recompute)
+                    usable = int(gpu.memory_bytes * request.memory_fraction)
+                    setup = _Setup(gpu, world, per_node, strategy, recompute, usable)
                     candidates.append(_evaluate(context, setup, price))
     return candidates
 
@@ -396,7 +407,7 @@ def _largest_micro_batch(context: _Context, setup: _Setup, data_parallel: int) -
     one = _memory(context, setup, 1, _accumulation(request, 1, data_parallel)).per_gpu_bytes
     two = _memory(context, setup, 2, _accumulation(request, 2, data_parallel)).per_gpu_bytes
     slope = max(two - one, 1)
-    room = setup.gpu.memory_bytes - one
+    room = setup.usable_bytes - one
     if room < 0:
         return 1
     largest = 1 + room // slope
@@ -564,6 +575,11 @@ def _warnings(context: _Context, candidate: _Candidate) -> list[str]:
             f"{gpu.memory_bytes / 2**30:.1f} GiB: use more GPUs, fsdp, a smaller micro-batch, "
             "gradient checkpointing or qlora"
         )
+        if request.memory_fraction < 1:
+            warnings[-1] += (
+                f" (plans here may fill only {request.memory_fraction:.0%} of it, "
+                f"{candidate.setup.usable_bytes / 2**30:.1f} GiB)"
+            )
     if candidate.price is None:
         warnings.append(f"no {request.cloud} price for {gpu.key}; cost is 0 (pass --prices FILE)")
     elif candidate.price.note:
