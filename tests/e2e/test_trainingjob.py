@@ -121,6 +121,33 @@ def test_retryable_failures_restart_until_max_restarts_then_fail(
     )
 
 
+def test_an_out_of_memory_exit_replans_on_more_gpus_until_restarts_run_out(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    body = trainingjob(
+        "oom",
+        method="full",
+        resources={"gpuType": "H100-SXM", "maxGpus": 16},
+        annotations={FAKE_RESULT: "fail", FAKE_EXIT_CODE: "76"},
+        max_restarts=1,
+    )
+    create(kube, namespace, "trainingjobs", body)
+    status = wait_for_phase(kube, namespace, "oom", "Failed", timeout_s=120)
+    assert (status["restarts"], status["attempt"], status["lastExitCode"]) == (1, 1, 76)
+    assert condition(status, "Failed")["reason"] == "NeedsReplan"
+    assert condition(status, "Planned")["reason"] == "Replanned"
+    assert status["plan"]["numGpus"] == 8  # first planned on 4, re-planned with headroom
+    events = kube.core_v1.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=oom,involvedObject.kind=TrainingJob"
+    ).items
+    assert {"Planned", "Replanned", "NeedsReplan"} <= {e.reason for e in events}
+    wait_until(
+        lambda: owned_children(kube, namespace, "oom")["Job"] == ["oom-a1"],
+        timeout_s=30,
+        what="only the re-planned attempt's Job to remain",
+    )
+
+
 def test_a_plan_that_does_not_fit_fails_and_says_what_memory_it_needs(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
