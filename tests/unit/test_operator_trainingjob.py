@@ -20,7 +20,13 @@ from kubernetes import client
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
-from trainwright.operator.trainingjob import on_trainer_job_event, owner_name, reconcile
+from trainwright.operator.trainingjob import (
+    on_trainer_job_event,
+    owner_name,
+    reconcile,
+    refresh_progress,
+)
+from trainwright_trainer.metrics import TrainerMetrics
 
 NS = "team-a"
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -502,3 +508,61 @@ async def test_running_out_of_memory_replans_with_headroom_on_more_gpus(world: W
     assert config is not None
     assert f"micro_batch_size: {new['microBatchSize']}" in config["data"]["config.yaml"]
     assert ("Warning", "Replanned") in [(t, r) for t, r, _ in world.events]
+
+
+def _rank0_pod(job: str, ip: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job}-0-abcde",
+            "namespace": NS,
+            "labels": {
+                "batch.kubernetes.io/job-name": job,
+                "batch.kubernetes.io/job-completion-index": "0",
+            },
+        },
+        "spec": {
+            "containers": [
+                {"name": "trainer", "ports": [{"name": "metrics", "containerPort": port}]}
+            ]
+        },
+        "status": {"phase": "Running", "podIP": ip},
+    }
+
+
+async def test_a_running_job_shows_the_trainers_progress_from_rank_0(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status("ft-a0", {"active": 2, "ready": 2})
+    assert (await world.reconcile("ft", full=False))["phase"] == "Running"
+    trainer = TrainerMetrics(enabled=True, port=0, progress_path=None, total_steps=500)
+    trainer._start_server("127.0.0.1", 0)
+    try:
+        trainer.record_step(
+            step=120,
+            epoch=0,
+            loss=1.875,
+            learning_rate=2e-4,
+            grad_norm=0.5,
+            tokens_per_second=41_000.0,
+            mfu_ratio=0.3,
+            eta_seconds=950.0,
+        )
+        trainer.observe_checkpoint(2.0, step=100)
+        world.server.objects["v1/pods", NS, "ft-a0-0"] = _rank0_pod(
+            "ft-a0", "127.0.0.1", trainer.port
+        )
+        await world.call(refresh_progress, world.context, NS, "ft")
+        progress = (await world.status("ft"))["progress"]
+        writes = world.kube.status_writes
+        await world.call(refresh_progress, world.context, NS, "ft")
+        assert world.kube.status_writes == writes  # unchanged progress is not written again
+    finally:
+        trainer.close()
+    assert progress["step"] == 120 and progress["totalSteps"] == 500
+    assert progress["loss"] == 1.875 and progress["tokensPerSecond"] == 41_000.0
+    assert progress["etaSeconds"] == 950.0 and progress["lastCheckpointStep"] == 100
+    # The trainer gone (restarting, or out of reach): the last progress stays.
+    await world.call(refresh_progress, world.context, NS, "ft")
+    assert (await world.status("ft"))["progress"] == progress

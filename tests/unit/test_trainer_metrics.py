@@ -66,7 +66,7 @@ def test_the_endpoint_serves_the_named_metrics_and_the_progress(tmp_path: Path) 
             eta_seconds=60.0,
         )
         metrics.count(metrics.skipped_steps)
-        metrics.observe_checkpoint(1.5)
+        metrics.observe_checkpoint(1.5, step=40)
         base = f"http://127.0.0.1:{metrics.port}"
         text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         served = json.loads(urllib.request.urlopen(f"{base}/progress", timeout=5).read())
@@ -89,6 +89,7 @@ def test_the_endpoint_serves_the_named_metrics_and_the_progress(tmp_path: Path) 
     ):
         assert name in text
     assert served["step"] == 40 and served["total_steps"] == 100
+    assert served["last_checkpoint_step"] == 40
     on_disk = json.loads(progress.read_text())
     assert on_disk["eta_seconds"] == 60.0 and on_disk["loss"] == 2.5
 

@@ -118,6 +118,7 @@ class Progress:
     eta_seconds: float | None
     updated_at: str
     state: str = "running"
+    last_checkpoint_step: int | None = None
 
 
 def write_progress(path: Path, progress: Progress) -> None:
@@ -145,6 +146,7 @@ class TrainerMetrics:
         self.total_steps = total_steps
         self.registry = CollectorRegistry()
         self._progress: Progress | None = None
+        self._last_checkpoint_step: int | None = None
         self._server: ThreadingHTTPServer | None = None
         self._nvml_handle: Any = None
         self.port = 0
@@ -274,6 +276,7 @@ class TrainerMetrics:
             tokens_per_second=tokens_per_second,
             eta_seconds=eta_seconds,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            last_checkpoint_step=self._last_checkpoint_step,
         )
         if write_file and self.progress_path is not None:
             write_progress(self.progress_path, self._progress)
@@ -292,9 +295,15 @@ class TrainerMetrics:
         if self.enabled:
             counter.inc(amount)
 
-    def observe_checkpoint(self, seconds: float) -> None:
-        if self.enabled:
-            self.checkpoint_save_seconds.observe(seconds)
+    def observe_checkpoint(self, seconds: float, *, step: int | None = None) -> None:
+        """A checkpoint was published: its save time, and ``step`` for the progress."""
+        if not self.enabled:
+            return
+        self.checkpoint_save_seconds.observe(seconds)
+        if step is not None:
+            self._last_checkpoint_step = step
+            if self._progress is not None:
+                self._progress.last_checkpoint_step = step
 
     def close(self) -> None:
         if self._server is not None:

@@ -245,7 +245,7 @@ class Recipe:
             self.ckpt_root,
             rank=env.rank,
             keep_last=cfg.checkpoint.keep_last,
-            on_published=lambda _step, seconds: self.metrics.observe_checkpoint(seconds),
+            on_published=lambda step, seconds: self.metrics.observe_checkpoint(seconds, step=step),
         )
         self.checkpoints.clean_staging()
         resume = self.checkpoints.resume_point()

@@ -17,6 +17,7 @@ import kopf
 
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
+from trainwright.operator.progress import fetch_progress
 
 
 class KeyedLocks:
@@ -67,6 +68,8 @@ class OperatorContext:
     post_event: EventPoster = post_kopf_event
     # CapacityPlan forecasts: None uses the forecaster's default ensemble.
     forecast_models: tuple[str, ...] | None = None
+    # (pod IP, port) -> the trainer's /progress JSON, or None when it cannot be read.
+    fetch_progress: Callable[[str, int], dict[str, Any] | None] = fetch_progress
     # (namespace, Job name) -> lifecycle.job_signature() at its last reconcile.
     job_signatures: dict[tuple[str, str], tuple[str, int, bool]] = dataclasses.field(
         default_factory=dict

@@ -26,6 +26,12 @@ from trainwright.operator.context import OperatorContext, as_body, context_from_
 from trainwright.operator.inventory import build_inventory
 from trainwright.operator.lifecycle import Action, JobState
 from trainwright.operator.planning import plan_trainingjob
+from trainwright.operator.progress import (
+    COMPLETION_INDEX_LABEL,
+    PROGRESS_SECONDS,
+    metrics_endpoint,
+    progress_status,
+)
 from trainwright.operator.status import (
     ConditionType,
     Phase,
@@ -88,6 +94,58 @@ def resync_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) ->
     """Safety net: a Job event whose reconcile failed is not delivered again, so every
     unfinished TrainingJob is re-checked every few minutes."""
     reconcile(context_from_memo(memo), namespace or "default", name, full=False)
+
+
+def _running(status: Any, **_: Any) -> bool:
+    return bool(status.get("phase") == Phase.RUNNING)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=PROGRESS_SECONDS,
+    initial_delay=PROGRESS_SECONDS / 3,
+    when=_running,
+)
+def progress_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """While Running, copy the trainer's progress (step, loss, ETA) into status."""
+    refresh_progress(context_from_memo(memo), namespace or "default", name)
+
+
+def refresh_progress(context: OperatorContext, namespace: str, name: str) -> None:
+    """Read rank 0's ``/progress`` and write ``status.progress`` if it changed.
+
+    The trainer is read without the object's lock (a slow pod must not hold up its
+    reconcile); the lock is taken to check the same attempt still runs and to write.
+    """
+
+    def running_attempt() -> tuple[dict[str, Any], str] | None:
+        body = context.kube.get_custom(PLURAL, namespace, name)
+        status = dict((body or {}).get("status") or {})
+        job_name = (status.get("children") or {}).get("job")
+        if body is None or status.get("phase") != Phase.RUNNING or not job_name:
+            return None
+        return status, str(job_name)
+
+    found = running_attempt()
+    if found is None:
+        return
+    pods = context.kube.list_pods(
+        namespace, f"{JOB_NAME_LABEL}={found[1]},{COMPLETION_INDEX_LABEL}=0"
+    )
+    endpoints = [e for e in map(metrics_endpoint, pods) if e is not None]
+    document = context.fetch_progress(*endpoints[0]) if endpoints else None
+    progress = progress_status(document, now=context.now()) if document else None
+    if progress is None:
+        return
+    manifest = progress.to_manifest()
+    with context.locks.hold(namespace, name):
+        current = running_attempt()
+        if current is None or current[1] != found[1]:
+            return
+        if current[0].get("progress") != manifest:
+            context.kube.patch_status(PLURAL, namespace, name, {"progress": manifest})
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

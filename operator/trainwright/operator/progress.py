@@ -1,0 +1,99 @@
+"""Training progress for ``status.progress``, read from the trainer's rank-0 pod.
+
+Rank 0 of the trainer serves its progress as JSON at ``/progress`` on the container
+port named ``metrics`` (``trainwright_trainer.metrics``): step, total steps, epoch,
+loss, tokens/s, ETA and the newest published checkpoint. While a TrainingJob is
+Running the operator reads it every ``PROGRESS_SECONDS`` and writes it to status, so
+``kubectl get tj`` shows step, loss and ETA. A trainer that cannot be reached (not
+listening yet, or an operator outside the pod network) leaves the last progress in
+place; progress is information, never a reason to fail a run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainwright.api.v1alpha1.trainingjob import ProgressStatus
+from trainwright.resources.trainer import METRICS_PORT
+
+# How often a Running TrainingJob's progress is read (seconds).
+PROGRESS_SECONDS = 30.0
+# Connect within 1 s (an unreachable pod IP must not hold a worker), answer within 3 s.
+PROGRESS_TIMEOUT_SECONDS = 3.0
+PROGRESS_CONNECT_SECONDS = 1.0
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+logger = logging.getLogger(__name__)
+
+
+def metrics_endpoint(pod: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The rank-0 pod's IP and its ``metrics`` container port, once it has an IP."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = METRICS_PORT
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for entry in container.get("ports") or []:
+            if entry.get("name") == "metrics" and entry.get("containerPort"):
+                port = int(entry["containerPort"])
+    return str(ip), port
+
+
+def fetch_progress(ip: str, port: int) -> dict[str, Any] | None:
+    """``GET http://ip:port/progress``; None when the trainer cannot be reached or says nothing."""
+    import httpx
+
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        timeout = httpx.Timeout(PROGRESS_TIMEOUT_SECONDS, connect=PROGRESS_CONNECT_SECONDS)
+        response = httpx.get(f"http://{host}:{port}/progress", timeout=timeout)
+        response.raise_for_status()
+        document = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.debug("no progress from %s:%d: %s", ip, port, exc)
+        return None
+    return document if isinstance(document, dict) and document else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def progress_status(
+    document: Mapping[str, Any], *, now: datetime.datetime
+) -> ProgressStatus | None:
+    """The status block for one ``/progress`` document; None if it is not one.
+
+    ``updatedTime`` is when the trainer wrote it (``updated_at``), else ``now``.
+    """
+    if not isinstance(document.get("step"), int):
+        return None
+    updated = now
+    stamp = document.get("updated_at")
+    if isinstance(stamp, str):
+        try:
+            updated = datetime.datetime.fromisoformat(stamp)
+        except ValueError:
+            updated = now
+    try:
+        return ProgressStatus(
+            step=document["step"],
+            total_steps=document.get("total_steps"),
+            epoch=_finite(document.get("epoch")),
+            loss=_finite(document.get("loss")),
+            tokens_per_second=_finite(document.get("tokens_per_second")),
+            eta_seconds=_finite(document.get("eta_seconds")),
+            last_checkpoint_step=document.get("last_checkpoint_step"),
+            updated_time=updated,
+        )
+    except ValidationError as exc:
+        logger.debug("progress document rejected: %s", exc)
+        return None
