@@ -19,11 +19,19 @@ from trainwright.forecast import (
     prepare,
     update,
 )
-from trainwright.forecast.engine import PreparedSeries, _band_multipliers, ensemble_weights
+from trainwright.forecast.engine import (
+    PreparedSeries,
+    _band_multipliers,
+    _choose_weights,
+    confidence_set,
+    ensemble_weights,
+)
 from trainwright.forecast.models import (
     ArimaModel,
+    SarimaModel,
     SeriesContext,
     StlModel,
+    ThetaModel,
     _ets_prediction,
     seasonal_naive,
 )
@@ -87,6 +95,46 @@ def test_arima_drift_extrapolates_a_straight_line_not_a_parabola() -> None:
     assert steps[-1] == pytest.approx(0.5, abs=0.15)
 
 
+def test_theta_continues_a_trend_at_half_its_fitted_slope_plus_the_weekly_cycle() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(140)
+    cycle = np.array([10.0, 12.0, 11.0, 9.0, 6.0, -20.0, -28.0])
+    values = 200.0 + 1.0 * t + cycle[t % 7] + rng.normal(0.0, 1.0, len(t))
+    fit = ThetaModel().fit(SeriesContext(values, (7,)))
+    prediction = fit.predict(14)
+    # Theta = SES plus half the linear-trend slope (Hyndman & Billah 2003): about 0.5/step.
+    assert fit.describe()["drift_per_step"] == pytest.approx(0.5, abs=0.05)
+    weekly_step = prediction.mean[7:] - prediction.mean[:7]
+    np.testing.assert_allclose(weekly_step, 7 * fit.describe()["drift_per_step"], atol=0.5)
+    assert prediction.sigma[13] > prediction.sigma[0] > 0
+
+
+def test_seasonal_arima_follows_a_weekly_cycle_that_changes_shape() -> None:
+    rng = np.random.default_rng(6)
+    t = np.arange(182)
+    early = np.array([10.0, 12.0, 11.0, 9.0, 6.0, -20.0, -28.0])
+    late = np.array([-5.0, 12.0, 11.0, 9.0, 20.0, -20.0, -28.0])
+    cycle = np.where(t < 126, early[t % 7], late[t % 7])
+    values = 300.0 + 0.2 * t + cycle + rng.normal(0.0, 1.0, len(t))
+    fit = SarimaModel().fit(SeriesContext(values, (7,)))
+    expected = 300.0 + 0.2 * np.arange(182, 189) + late
+    # The seasonal MA(1) lets the pattern evolve: the last eight weeks dominate.
+    np.testing.assert_allclose(fit.predict(7).mean, expected, atol=3.0)
+    assert fit.describe()["method"] == "ARIMA(1,0,1)(0,1,1)[7] with drift"
+
+
+def test_seasonal_arima_stays_out_of_multi_season_series() -> None:
+    hourly = SeriesContext(np.arange(400.0), (24, 168))
+    assert not SarimaModel().suits(hourly)
+    assert SarimaModel().suits(SeriesContext(np.arange(40.0), (12,)))
+    t = pd.date_range("2026-01-05", periods=400, freq="h")
+    prepared = prepare(
+        from_pairs([s.isoformat() for s in t], (100 + np.sin(np.arange(400))).tolist())
+    )
+    with pytest.raises(SeriesError, match="model sarima does not apply to seasons \\[24, 168\\]"):
+        forecast(prepared, models=["sarima"])
+
+
 def test_ets_bands_that_explode_fall_back_to_a_random_walk_band() -> None:
     horizon = 4
     frame = pd.DataFrame(
@@ -115,6 +163,27 @@ def test_weights_follow_inverse_mase_and_drop_a_model_three_times_worse_than_the
     assert weights["stl"] == pytest.approx(1 / 3)
 
 
+def test_a_model_worse_at_every_origin_leaves_the_confidence_set() -> None:
+    origin_mase = {
+        "arima": np.array([0.50, 0.60, 0.55, 0.52]),
+        "ets": np.array([0.70, 0.80, 0.75, 0.71]),  # consistently 0.2 worse: out
+        "stl": np.array([0.40, 0.75, 0.50, 0.62]),  # better at two origins, worse at two: in
+    }
+    assert confidence_set(origin_mase) == {"arima", "stl"}
+    weights = _choose_weights(origin_mase)
+    assert weights["ets"] == 0.0
+    assert weights["arima"] / weights["stl"] == pytest.approx(0.5675 / 0.5425)
+
+
+def test_the_best_model_takes_all_the_weight_when_the_others_are_clearly_worse() -> None:
+    origin_mase = {
+        "arima": np.array([0.30, 0.35, 0.32]),
+        "ets": np.array([0.50, 0.55, 0.49]),
+        "theta": np.array([0.45, 0.60, 0.52]),
+    }
+    assert _choose_weights(origin_mase) == {"arima": 1.0, "ets": 0.0, "theta": 0.0}
+
+
 def test_bands_use_empirical_quantiles_when_model_bands_are_too_narrow() -> None:
     z_scores = np.random.default_rng(2).normal(0.0, 2.0, 400)
     multipliers, method = _band_multipliers(z_scores)
@@ -135,7 +204,7 @@ def test_a_weekly_daily_series_beats_seasonal_naive_in_its_backtest(weekly_resul
     assert backtest["mase"] < backtest["seasonal_naive_mase"]
     assert backtest["origins"] == 4 and backtest["horizon"] == 14
     assert sum(m["weight"] for m in document["models"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert set(document["models"]) == {"arima", "ets", "stl"}
+    assert set(document["models"]) == {"arima", "ets", "sarima", "stl", "theta"}
 
 
 def test_bands_are_nested_around_the_mean(weekly_result: object) -> None:
@@ -192,7 +261,7 @@ def test_a_nonnegative_series_is_never_forecast_below_zero() -> None:
 
 def test_an_unknown_model_name_lists_the_accepted_ones() -> None:
     with pytest.raises(
-        SeriesError, match="--models accepts a comma-separated subset of arima,ets,stl"
+        SeriesError, match="--models accepts a comma-separated subset of arima,ets,sarima,stl,theta"
     ):
         forecast(weekly_demand(56), models=["prophet"])
 

@@ -8,10 +8,12 @@
    it by MASE (Hyndman & Koehler 2006, "Another look at measures of forecast
    accuracy": mean absolute error over the in-sample mean absolute seasonal
    difference).
-3. Models get weights proportional to 1 / MASE (inverse error weighting, Bates &
-   Granger 1969; models over 3x the best are dropped as broken), unless the single
-   best model beat that combination in the backtest, when it gets all the weight.
-   The ensemble mean and standard deviation are the weighted sums of the models'.
+3. Models the backtest cannot tell apart from the best one (a 75 % model
+   confidence set, Hansen, Lunde & Nason 2011, tested on the per-origin MASE)
+   are combined with weights proportional to 1 / MASE (inverse error weighting,
+   Bates & Granger 1969); models significantly worse, or over 3x the best, get
+   none. The ensemble mean and standard deviation are the weighted sums of the
+   models'.
 4. Intervals: the backtest's standardized errors ``(actual - mean) / sigma`` are
    pooled; when the model bands cover more than 5 points away from nominal, the
    band multiplier becomes the empirical quantile of ``|z|`` (split-conformal,
@@ -54,9 +56,11 @@ from trainwright.forecast.series import RawSeries, TimeSeries, infer_interval, r
 FloatArray = NDArray[np.float64]
 Transform = Literal["auto", "log", "none"]
 
-DEFAULT_MODELS: tuple[str, ...] = ("arima", "ets", "stl")
+DEFAULT_MODELS: tuple[str, ...] = ("arima", "ets", "sarima", "stl", "theta")
 # Models worse than this multiple of the best backtest MASE get no weight (broken fits).
 ELIGIBLE_MASE_RATIO = 3.0
+# Significance level of the backtest's model confidence set (Hansen et al. 2011's 75 % set).
+CONFIDENCE_SET_ALPHA = 0.25
 # Backtest coverage this far from nominal means the model bands are miscalibrated.
 COVERAGE_TOLERANCE = 0.05
 # Fewest pooled backtest errors from which empirical interval quantiles are trusted.
@@ -217,27 +221,49 @@ def ensemble_weights(model_mase: dict[str, float]) -> dict[str, float]:
     return {n: raw.get(n, 0.0) / total for n in model_mase}
 
 
-def _choose_weights(
-    model_mase: dict[str, float],
-    paths: dict[str, Prediction],
-    actual: FloatArray,
-    scale: float,
-    log_scale: bool,
-) -> dict[str, float]:
-    """The inverse-MASE combination, unless the single best model beat it in the backtest.
+def confidence_set(origin_mase: dict[str, FloatArray]) -> set[str]:
+    """Models not significantly worse than the best in the backtest (a 75 % model confidence set).
 
-    On AirPassengers, co2, Taylor and the synthetic series this rule kept the
-    ensemble within 5 % of the best single model out of sample, where MASE^-2
-    weights (or always combining) missed by up to 15 % on AirPassengers.
+    ``origin_mase`` holds each model's MASE at every backtest origin. A model stays
+    unless its mean loss over the best model's, divided by its standard error across
+    origins, exceeds the one-sided t quantile at 25 % (a one-step version of Hansen,
+    Lunde & Nason 2011, "The Model Confidence Set", with their 75 % level; Samuels &
+    Sekkel 2017 combine the models such a set keeps). Models over
+    ``ELIGIBLE_MASE_RATIO`` times the best are out as broken fits.
     """
-    combined = ensemble_weights(model_mase)
-    best = min(
-        model_mase, key=lambda n: model_mase[n] if math.isfinite(model_mase[n]) else math.inf
-    )
-    combined_mase = _mase(actual - _from_scale(_combine(paths, combined).mean, log_scale), scale)
-    if model_mase[best] < combined_mase:
-        return {n: 1.0 if n == best else 0.0 for n in model_mase}
-    return combined
+    from scipy.stats import t as student_t
+
+    mase = {n: float(np.mean(e)) for n, e in origin_mase.items() if np.all(np.isfinite(e))}
+    if not mase:
+        return set(origin_mase)
+    best = min(mase, key=lambda n: mase[n])
+    kept = {best}
+    for name, value in mase.items():
+        if name == best or value > ELIGIBLE_MASE_RATIO * mase[best]:
+            continue
+        excess = origin_mase[name] - origin_mase[best]
+        origins = excess.size
+        spread = float(np.std(excess, ddof=1)) if origins > 1 else 0.0
+        if spread == 0.0:
+            worse = float(np.mean(excess)) > 0.0
+        else:
+            t_stat = float(np.mean(excess)) / (spread / math.sqrt(origins))
+            worse = t_stat > float(student_t.ppf(1.0 - CONFIDENCE_SET_ALPHA, origins - 1))
+        if not worse:
+            kept.add(name)
+    return kept
+
+
+def _choose_weights(origin_mase: dict[str, FloatArray]) -> dict[str, float]:
+    """Inverse-MASE weights over the models in the backtest's confidence set.
+
+    The single best model gets all the weight only when every other model was
+    significantly worse; otherwise the models the backtest cannot tell apart are
+    combined, which is safer than picking the one that won a few origins by chance.
+    """
+    kept = confidence_set(origin_mase)
+    mase = {n: float(np.mean(e)) if n in kept else math.inf for n, e in origin_mase.items()}
+    return ensemble_weights(mase)
 
 
 def _band_multipliers(z_scores: FloatArray) -> tuple[dict[int, float], str]:
@@ -402,13 +428,19 @@ def _fit_models(
 ) -> tuple[dict[str, FittedModel], list[str]]:
     fits: dict[str, FittedModel] = {}
     notes: list[str] = []
+    skipped: list[str] = []
     for name in names:
+        model = MODEL_TYPES[name]()
+        if not model.suits(context):
+            # e.g. the seasonal ARIMA on hourly data: the other models cover it
+            skipped.append(f"model {name} does not apply to seasons {list(context.season_lengths)}")
+            continue
         try:
-            fits[name] = MODEL_TYPES[name]().fit(context)
+            fits[name] = model.fit(context)
         except (ValueError, np.linalg.LinAlgError) as exc:
             notes.append(f"model {name} could not be fitted and was left out: {exc}")
     if not fits:
-        raise SeriesError("no model could be fitted to this series: " + "; ".join(notes))
+        raise SeriesError("no model could be fitted to this series: " + "; ".join(notes + skipped))
     return fits, notes
 
 
@@ -480,11 +512,13 @@ def _forecast(
             series.values, fits, seasons, origins=bt_origins, horizon=bt_horizon,
             fit_window=window, log_scale=log_scale,
         )  # fmt: skip
-        model_mase = {
-            n: _mase(run.actual - _from_scale(run.means[n], log_scale), scale) for n in fits
+        origin_mase = {
+            n: np.mean(np.abs(run.actual - _from_scale(run.means[n], log_scale)), axis=1) / scale
+            for n in fits
         }
+        model_mase = {n: float(np.mean(e)) for n, e in origin_mase.items()}
         paths = {n: Prediction(run.means[n], run.sigmas[n]) for n in fits}
-        weights = _choose_weights(model_mase, paths, run.actual, scale, log_scale)
+        weights = _choose_weights(origin_mase)
         ens = _combine(paths, weights)
         sigma = np.maximum(ens.sigma, 1e-12)
         z = (_to_scale(run.actual, log_scale) - ens.mean) / sigma

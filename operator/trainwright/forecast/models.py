@@ -47,6 +47,10 @@ LEVELS: tuple[int, ...] = (80, 95)
 ARIMA_SEARCH_POINTS = 1_000
 # Largest p + q the stepwise search visits (auto.arima's max.order for a non-seasonal model).
 MAX_ARIMA_ORDER = 5
+# The seasonal ARIMA candidate: its fixed orders and the longest season it takes.
+SARIMA_ORDER = (1, 0, 1)
+SARIMA_SEASONAL_ORDER = (0, 1, 1)
+SARIMA_MAX_SEASON = 12
 # STL seasonal smoother span for the shortest season, in cycles (odd): with several
 # periods R's mstl value, with one a steadier span (see SeriesContext.seasonal_degree).
 MULTI_SEASONAL_WINDOW = 11
@@ -176,6 +180,8 @@ class ForecastModel(Protocol):
 
     name: ClassVar[str]
 
+    def suits(self, context: SeriesContext) -> bool: ...
+
     def fit(self, context: SeriesContext) -> FittedModel: ...
 
 
@@ -281,6 +287,9 @@ class StlModel:
     """Seasonal decomposition with a trend model for the adjusted part."""
 
     name: ClassVar[str] = "stl"
+
+    def suits(self, context: SeriesContext) -> bool:
+        return True
 
     def fit(self, context: SeriesContext) -> StlFit:
         return StlFit(context=context, trend_fit=_fit_ets(context.adjusted, _STL_TREND))
@@ -440,6 +449,9 @@ class ArimaModel:
     def __init__(self, *, max_order: int = MAX_ARIMA_ORDER) -> None:
         self.max_order = max_order
 
+    def suits(self, context: SeriesContext) -> bool:
+        return True
+
     def fit(self, context: SeriesContext) -> ArimaFit:
         adjusted = context.adjusted
         search = adjusted[-ARIMA_SEARCH_POINTS:]
@@ -448,6 +460,81 @@ class ArimaModel:
         chosen = found or _ArimaSpec(order=(0, d, 0), trend="n")
         result = _fit_arima(adjusted, chosen)
         return ArimaFit(context=context, spec=chosen, result=result, candidates=tried)
+
+
+# --- seasonal ARIMA for one short season ----------------------------------------------------
+
+
+def _fit_sarima(values: FloatArray, season: int, start_params: Any = None) -> Any:
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    model = SARIMAX(
+        values, order=SARIMA_ORDER, seasonal_order=(*SARIMA_SEASONAL_ORDER, season), trend="c"
+    )
+    with _quiet():
+        return model.fit(disp=False, maxiter=100, start_params=start_params)
+
+
+@dataclass
+class SarimaFit:
+    """A seasonal ARIMA on the series itself (no decomposition): its season evolves."""
+
+    context: SeriesContext
+    result: Any
+    name: str = "sarima"
+
+    @property
+    def season(self) -> int:
+        return self.context.season_lengths[0]
+
+    def predict(self, horizon: int) -> Prediction:
+        with _quiet():
+            forecast = self.result.get_forecast(horizon)
+        mean = np.asarray(forecast.predicted_mean, dtype=np.float64)
+        sigma = np.sqrt(np.asarray(forecast.var_pred_mean, dtype=np.float64))
+        fallback = _random_walk_sigma(np.asarray(self.result.resid, dtype=np.float64), horizon)
+        if not np.all(np.isfinite(mean)):
+            mean = seasonal_naive(self.context.values, self.season, horizon).mean
+        return Prediction(mean=mean, sigma=_finite_sigma(sigma, fallback))
+
+    def refit(self, context: SeriesContext) -> SarimaFit:
+        result = _fit_sarima(context.values, context.season_lengths[0], self.result.params)
+        return SarimaFit(context=context, result=result)
+
+    def describe(self) -> dict[str, Any]:
+        (p, d, q), (sp, sd, sq) = SARIMA_ORDER, SARIMA_SEASONAL_ORDER
+        return {
+            "method": f"ARIMA({p},{d},{q})({sp},{sd},{sq})[{self.season}] with drift",
+            "aic": round(float(self.result.aic), 3),
+        }
+
+
+class SarimaModel:
+    """ARIMA(1,0,1)(0,1,1)[m] with drift, for series with one season of at most 12 points.
+
+    Seasonal differencing with a seasonal MA(1) lets the seasonal pattern evolve
+    as exponential smoothing does (the airline model's seasonal part, Box & Jenkins
+    1976 §9.2); AR(1) + MA(1) on the seasonal differences carries the short-term
+    dynamics, and the constant is a drift per season. A fixed structure, not a
+    search: each seasonal fit takes about a second, so the ensemble's backtest
+    decides whether it helps. Longer or several seasons stay with the MSTL models.
+    """
+
+    name: ClassVar[str] = "sarima"
+
+    def suits(self, context: SeriesContext) -> bool:
+        seasons = context.season_lengths
+        return len(seasons) == 1 and seasons[0] <= SARIMA_MAX_SEASON
+
+    def fit(self, context: SeriesContext) -> SarimaFit:
+        if not self.suits(context):
+            raise ValueError(
+                f"the seasonal ARIMA takes one season of at most {SARIMA_MAX_SEASON} points; "
+                f"this series has seasons {list(context.season_lengths)}"
+            )
+        return SarimaFit(
+            context=context, result=_fit_sarima(context.values, context.season_lengths[0])
+        )
 
 
 # --- ETS with the shortest season ---------------------------------------------------------
@@ -506,6 +593,9 @@ class EtsModel:
     """Exponential smoothing state space model; trend chosen by AICc."""
 
     name: ClassVar[str] = "ets"
+
+    def suits(self, context: SeriesContext) -> bool:
+        return True
 
     def fit(self, context: SeriesContext) -> EtsFit:
         season = _ets_season(context)
@@ -579,6 +669,9 @@ class ThetaModel:
 
     name: ClassVar[str] = "theta"
 
+    def suits(self, context: SeriesContext) -> bool:
+        return True
+
     def fit(self, context: SeriesContext) -> ThetaFit:
         from statsmodels.tsa.forecasting.theta import ThetaModel as StatsmodelsTheta
 
@@ -604,6 +697,7 @@ def seasonal_naive(values: FloatArray, season: int, horizon: int) -> Prediction:
 MODEL_TYPES: dict[str, Callable[[], ForecastModel]] = {
     "arima": ArimaModel,
     "ets": EtsModel,
+    "sarima": SarimaModel,
     "stl": StlModel,
     "theta": ThetaModel,
 }
