@@ -1,8 +1,12 @@
 """Forecast accuracy and speed, beside statsforecast's AutoARIMA and AutoETS.
 
 Prints, per series: the out-of-sample MASE of our ensemble, of the seasonal naive
-method and of statsforecast's AutoARIMA and AutoETS on the same origins and
-horizons, with wall time per fit + forecast; pooled P80/P95 coverage; and the time
+method, of statsforecast's AutoARIMA and AutoETS on the same origins and
+horizons, and of each of our models, with wall time per fit + forecast; pooled
+P80/P95 coverage; the same for held-out series (statsmodels' nile, sunspots,
+macrodata realgdp and cpi, elnino, and three synthetic shapes) that were not used
+to build the models or their settings (the candidate weighting rules were compared
+on them as well as on the test series); and the time
 to fit and forecast one year of hourly data (8,760 points, seasons 24 and 168,
 horizon 168; goal: under 20 s).
 
@@ -30,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from trainwright.forecast import PreparedSeries, forecast, from_pairs, parse_series, prepare
-from trainwright.forecast.engine import mase_scale
+from trainwright.forecast.engine import DEFAULT_MODELS, mase_scale
 from trainwright.forecast.evaluation import evaluate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "forecast"
@@ -78,12 +82,93 @@ def hourly_year(seed: int = 21) -> PreparedSeries:
     return prepare(from_pairs([s.isoformat() for s in stamps], values.tolist()))
 
 
+def _pairs(stamps: pd.DatetimeIndex, values: Any) -> PreparedSeries:
+    return prepare(from_pairs([t.isoformat() for t in stamps], [float(v) for v in values]))
+
+
+def _annual(name: str, year: str, column: str) -> Callable[[], PreparedSeries]:
+    def load() -> PreparedSeries:
+        from statsmodels import datasets
+
+        data = getattr(datasets, name).load_pandas().data
+        stamps = pd.to_datetime(data[year].astype(int).astype(str) + "-01-01")
+        return _pairs(pd.DatetimeIndex(stamps), data[column])
+
+    return load
+
+
+def _macro(column: str) -> Callable[[], PreparedSeries]:
+    def load() -> PreparedSeries:
+        from statsmodels.datasets import macrodata
+
+        data = macrodata.load_pandas().data
+        stamps = pd.date_range("1959-01-01", periods=len(data), freq="QS")
+        return _pairs(stamps, data[column])
+
+    return load
+
+
+def _elnino() -> PreparedSeries:
+    from statsmodels.datasets import elnino
+
+    data = elnino.load_pandas().data
+    values = data.drop(columns="YEAR").to_numpy().ravel()
+    return _pairs(pd.date_range("1950-01-01", periods=len(values), freq="MS"), values)
+
+
+def _synthetic_monthly_multiplicative(seed: int = 303) -> PreparedSeries:
+    """15 years of monthly demand: growth, a season whose swing grows with the level."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(180)
+    season = 1.0 + 0.25 * np.sin(2 * np.pi * t / 12) + 0.1 * np.cos(4 * np.pi * t / 12)
+    values = (500.0 * 1.008**t) * season * np.exp(rng.normal(0.0, 0.04, len(t)))
+    return _pairs(pd.date_range("2010-01-01", periods=len(t), freq="MS"), values)
+
+
+def _synthetic_daily_slope_reversal(seed: int = 202) -> PreparedSeries:
+    """Three years of daily demand whose growth turns into decline in the last year."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1_095)
+    weekly = np.array([4.0, 6.0, 5.0, 5.0, 2.0, -9.0, -13.0])[t % 7]
+    trend = 80.0 + np.where(t < 800, 0.08 * t, 64.0 - 0.05 * (t - 800))
+    noise = rng.normal(0.0, 3.0, len(t))
+    values = trend + weekly + noise + 2.0 * np.sin(2 * np.pi * t / 365.25)
+    return _pairs(pd.date_range("2023-01-01", periods=len(t), freq="D"), values)
+
+
+def _synthetic_hourly_step_down(seed: int = 101) -> PreparedSeries:
+    """Six weeks of hourly load, a daily and a weekly cycle, a 15 % drop in week 5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(6 * 168)
+    daily = 18.0 * np.sin(2 * np.pi * (t % 24 - 6) / 24) ** 2
+    weekly = np.where((t // 24) % 7 == 6, -12.0, 0.0)
+    level = np.where(t < 4 * 168 + 30, 60.0, 51.0)
+    noise = np.zeros(len(t))
+    for i in range(1, len(t)):
+        noise[i] = 0.7 * noise[i - 1] + rng.normal(0.0, 2.0)
+    values = level + daily + weekly + noise
+    return _pairs(pd.date_range("2026-03-02", periods=len(t), freq="h"), values)
+
+
 CASES = [
     Case("AirPassengers", _csv("air_passengers"), 12, 3),
     Case("co2 (monthly)", _co2, 12, 3),
     Case("synthetic daily", _csv("synthetic_daily_level_shift"), 28, 3),
     Case("synthetic hourly", _csv("synthetic_hourly_trend_break"), 168, 2),
     Case("Taylor (30 min)", _taylor, 336, 2),
+]
+
+# Held out: not used to build the models or their settings (weighting rules were
+# compared on them too); a check that what helps on CASES is not tuned to them.
+HELD_OUT = [
+    Case("nile (annual)", _annual("nile", "year", "volume"), 10, 3),
+    Case("sunspots (annual)", _annual("sunspots", "YEAR", "SUNACTIVITY"), 11, 3),
+    Case("realgdp (qtr)", _macro("realgdp"), 8, 3),
+    Case("cpi (qtr)", _macro("cpi"), 8, 3),
+    Case("elnino (monthly)", _elnino, 12, 3),
+    Case("synth monthly mult", _synthetic_monthly_multiplicative, 12, 3),
+    Case("synth daily reversal", _synthetic_daily_slope_reversal, 28, 3),
+    Case("synth hourly step", _synthetic_hourly_step_down, 168, 2),
 ]
 
 
@@ -122,19 +207,17 @@ def _peer_mase(prepared: PreparedSeries, case: Case) -> dict[str, tuple[float, f
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="more origins (slower)")
-    parser.add_argument("--no-peers", action="store_true", help="skip statsforecast")
-    args = parser.parse_args()
-    print("forecast accuracy: out-of-sample MASE (lower is better), seconds per fit+forecast")
-    print("(peers on multi-season series: statsforecast MSTL with AutoARIMA / AutoETS trend)")
+def _run_block(title: str, cases: list[Case], args: argparse.Namespace) -> tuple[int, int, int]:
+    """Print one table; return P80 hits, P95 hits and points for the pooled coverage."""
+    print(title)
     print(
-        f"{'series':18} {'h':>4} {'origins':>7} {'ours':>6} {'snaive':>6} {'AutoARIMA':>9} "
-        f"{'AutoETS':>8} {'best model':>16} {'ours s':>7} {'peers s':>8}"
+        f"{'series':20} {'h':>4} {'orig':>4} {'ours':>6} {'snaive':>6} {'AutoARIMA':>9} "
+        f"{'AutoETS':>8} {'sf best':>7} "
+        + " ".join(f"{name:>6}" for name in DEFAULT_MODELS)
+        + f" {'ours s':>6} {'peers s':>7}"
     )
     hits_80 = hits_95 = points = 0
-    for case in CASES:
+    for case in cases:
         prepared = case.load()
         origins = case.origins + (2 if args.full else 0)
         case = Case(case.name, case.load, case.horizon, origins)
@@ -145,20 +228,44 @@ def main() -> None:
             points + result.points,
         )
         peers = {} if args.no_peers else _peer_mase(prepared, case)
-        best_name, best_mase = min(result.model_mase.items(), key=lambda kv: kv[1])
-        peer_seconds = sum(s for _, s in peers.values())
+        arima, ets = (peers.get(name, (np.nan, 0.0))[0] for name in ("AutoARIMA", "AutoETS"))
+        models = result.model_mase
+        per_model = " ".join(
+            f"{models[name]:6.3f}" if name in models else f"{'-':>6}" for name in DEFAULT_MODELS
+        )
         print(
-            f"{case.name:18} {case.horizon:>4} {case.origins:>7} {result.mase:6.3f} "
-            f"{result.seasonal_naive_mase:6.3f} "
-            f"{peers.get('AutoARIMA', (np.nan, 0))[0]:9.3f} {peers.get('AutoETS', (np.nan, 0))[0]:8.3f} "
-            f"{best_name + f' {best_mase:.3f}':>16} {np.mean(result.fit_seconds):7.1f} "
-            f"{peer_seconds:8.1f}",
+            f"{case.name:20} {case.horizon:>4} {case.origins:>4} {result.mase:6.3f} "
+            f"{result.seasonal_naive_mase:6.3f} {arima:9.3f} {ets:8.3f} {min(arima, ets):7.3f} "
+            f"{per_model} {np.mean(result.fit_seconds):6.1f} "
+            f"{sum(s for _, s in peers.values()):7.1f}",
             flush=True,
         )
+    return hits_80, hits_95, points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="more origins (slower)")
+    parser.add_argument("--no-peers", action="store_true", help="skip statsforecast")
+    parser.add_argument("--no-held-out", action="store_true", help="only the test series")
+    args = parser.parse_args()
+    print("forecast accuracy: out-of-sample MASE (lower is better), seconds per fit+forecast")
+    print("(peers on multi-season series: statsforecast MSTL with AutoARIMA / AutoETS trend)")
+    hits_80, hits_95, points = _run_block("test series (the accuracy tests use them)", CASES, args)
     print(
         f"pooled interval coverage: P80 {hits_80 / points:.3f}, P95 {hits_95 / points:.3f} "
         f"({points} points)"
     )
+    if not args.no_held_out:
+        hits_80, hits_95, points = _run_block(
+            "held out (not used to build models or settings; weighting rules were compared on them)",
+            HELD_OUT,
+            args,
+        )
+        print(
+            f"held-out interval coverage: P80 {hits_80 / points:.3f}, "
+            f"P95 {hits_95 / points:.3f} ({points} points)"
+        )
     year = hourly_year()
     started = time.perf_counter()
     result = forecast(year, horizon=168)
