@@ -55,7 +55,8 @@ MAX_ARIMA_ORDER = 5
 SARIMA_ORDER = (1, 0, 1)
 SARIMA_SEASONAL_ORDER = (0, 1, 1)
 SARIMA_MAX_SEASON = 12
-SARIMA_REFIT_ITERATIONS = 10
+# Optimiser iterations of an ARIMA refit that starts from the previous fit's parameters.
+REFIT_ITERATIONS = 10
 # STL seasonal smoother span for the shortest season, in cycles (odd): with several
 # periods R's mstl value, with one a steadier span (see SeriesContext.seasonal_degree).
 MULTI_SEASONAL_WINDOW = 11
@@ -319,12 +320,14 @@ def _fit_arima(values: FloatArray, spec: _ArimaSpec, start_params: Any = None) -
     """Exact ML fit. SARIMAX puts its trend on the differenced series: with d=1 ``"c"`` is a drift.
 
     (``"t"`` there would be a time trend in the differences, a quadratic in the level.)
+    A refit starts from the previous parameters and stops after ``REFIT_ITERATIONS``.
     """
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     model = SARIMAX(values, order=spec.order, trend=spec.trend)
+    maxiter = 100 if start_params is None else REFIT_ITERATIONS
     with _quiet():
-        return model.fit(disp=False, maxiter=100, start_params=start_params)
+        return model.fit(disp=False, maxiter=maxiter, start_params=start_params)
 
 
 def _search_aicc(values: FloatArray, spec: _ArimaSpec) -> float:
@@ -475,7 +478,7 @@ def _fit_sarima(values: FloatArray, season: int, start_params: Any = None) -> An
 
     A seasonal likelihood costs milliseconds but the optimiser takes hundreds of
     them: a cold fit of 490 monthly points is about 1.5 s; the backtest's refits
-    stop after ``SARIMA_REFIT_ITERATIONS``.
+    stop after ``REFIT_ITERATIONS``.
     """
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -486,7 +489,7 @@ def _fit_sarima(values: FloatArray, season: int, start_params: Any = None) -> An
         trend="c",
         concentrate_scale=True,
     )
-    maxiter = 100 if start_params is None else SARIMA_REFIT_ITERATIONS
+    maxiter = 100 if start_params is None else REFIT_ITERATIONS
     with _quiet():
         return model.fit(disp=False, maxiter=maxiter, start_params=start_params)
 
