@@ -40,7 +40,8 @@ def test_json_output_carries_every_contract_key(capsys: pytest.CaptureFixture[st
     assert code == 0
     assert document["interval_seconds"] == 2_629_746
     assert document["season_lengths"] == [12]
-    assert set(document["models"]) == {"arima", "ets", "stl"}
+    # The default is the whole ensemble; sarima fits AirPassengers' one short season.
+    assert set(document["models"]) == {"arima", "ets", "sarima", "stl", "theta"}
     assert all("weight" in m for m in document["models"].values())
     assert len(document["forecast"]) == 12
     assert set(document["forecast"][0]) == {

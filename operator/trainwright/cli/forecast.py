@@ -64,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--models",
-        default="arima,ets,stl",
+        default=None,
         metavar="LIST",
-        help="comma-separated subset of arima,ets,stl (default: all three)",
+        help="comma-separated subset of arima,ets,sarima,stl,theta (default: all of them)",
     )
     parser.add_argument(
         "--max-gap",
@@ -128,10 +128,19 @@ def _load_raw(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainwright.forecast import ForecastError, forecast, parse_scenario, prepare
+    from trainwright.forecast import (
+        DEFAULT_MODELS,
+        ForecastError,
+        forecast,
+        parse_scenario,
+        prepare,
+    )
     from trainwright.forecast.report import to_document
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models is None:
+        models = list(DEFAULT_MODELS)
+    else:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
         scenarios = [parse_scenario(text) for text in args.scenario]
         prepared = prepare(
