@@ -22,8 +22,7 @@ def test_a_trainer_document_becomes_the_status_block() -> None:
         "last_checkpoint_step": 5,
     }
     progress = progress_status(document, now=NOW)
-    assert progress is not None
-    assert progress.to_manifest() == {
+    assert progress is not None and progress.to_manifest() == {
         "step": 7,
         "totalSteps": 70,
         "epoch": 0.0,

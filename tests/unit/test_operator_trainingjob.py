@@ -90,9 +90,15 @@ class World:
         found: dict[str, Any] | None = await self.call(self.kube.get_child, kind, NS, name)
         return found
 
+    async def need(self, kind: str, name: str) -> dict[str, Any]:
+        """A child that must exist; a test failure naming it when it does not."""
+        found = await self.child(kind, name)
+        if found is None:
+            raise AssertionError(f"{kind} {name} does not exist")
+        return found
+
     async def set_job_status(self, name: str, status: dict[str, Any]) -> None:
-        job = await self.child("Job", name)
-        assert job is not None, f"Job {name} does not exist"
+        job = await self.need("Job", name)
         self.server.objects["batch/v1/jobs", NS, name] = {**job, "status": status}
 
 
@@ -167,13 +173,11 @@ async def test_a_new_job_is_planned_and_gets_three_adopted_children(world: World
         "job": "ft-a0",
     }
     assert _condition(status, "Planned")["status"] == "True"
-    job = await world.child("Job", "ft-a0")
-    assert job is not None
+    job = await world.need("Job", "ft-a0")
     assert job["spec"]["completions"] == 2
     assert job["spec"]["completionMode"] == "Indexed"
     for kind, name in (("ConfigMap", "ft-trainer"), ("Service", "ft-workers"), ("Job", "ft-a0")):
-        child = await world.child(kind, name)
-        assert child is not None
+        child = await world.need(kind, name)
         owner = child["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("TrainingJob", "ft", True)
     assert ("Normal", "Planned") in [(t, r) for t, r, _ in world.events]
@@ -203,8 +207,11 @@ async def test_a_restart_after_the_plan_was_stored_reuses_it_and_creates_only_wh
         del world.server.objects["v1/nodes", None, f"h100-{i}"]
     second = await world.reconcile("ft")
     assert second["plan"] == first["plan"]
-    assert await world.child("Job", "ft-a0") is not None
-    assert await world.child("Service", "ft-workers") is not None
+    # Recreated from the stored plan: two nodes, the old inventory's H100s.
+    job = await world.need("Job", "ft-a0")
+    assert job["spec"]["completions"] == first["plan"]["nodes"] == 2
+    service = await world.need("Service", "ft-workers")
+    assert service["spec"]["clusterIP"] == "None"
 
 
 async def test_ready_pods_make_it_running_and_completion_makes_it_succeed(world: World) -> None:
@@ -242,7 +249,8 @@ async def test_a_retryable_exit_code_starts_the_next_attempt_then_fails_at_the_l
     assert (status["restarts"], status["attempt"], status["lastExitCode"]) == (1, 1, 75)
     assert status["children"]["job"] == "ft-a1"
     assert await world.child("Job", "ft-a0") is None
-    assert await world.child("Job", "ft-a1") is not None
+    job = await world.need("Job", "ft-a1")
+    assert job["metadata"]["labels"]["trainwright.io/attempt"] == "1"
     assert _condition(status, "Running")["reason"] == "Restarting"
 
     await world.set_job_status("ft-a1", failed)
@@ -277,8 +285,8 @@ async def test_suspend_sets_the_job_suspended_and_resume_clears_it(world: World)
         "status": await world.status("ft"),
     }
     status = await world.reconcile("ft")
-    job = await world.child("Job", "ft-a0")
-    assert job is not None and job["spec"]["suspend"] is True
+    job = await world.need("Job", "ft-a0")
+    assert job["spec"]["suspend"] is True
     assert status["phase"] == "Suspended"
     assert _condition(status, "Suspended")["observedGeneration"] == 2
     world.server.objects[TJ, NS, "ft"] = {
@@ -287,8 +295,8 @@ async def test_suspend_sets_the_job_suspended_and_resume_clears_it(world: World)
         "status": status,
     }
     status = await world.reconcile("ft")
-    job = await world.child("Job", "ft-a0")
-    assert job is not None and job["spec"]["suspend"] is False
+    job = await world.need("Job", "ft-a0")
+    assert job["spec"]["suspend"] is False
     assert status["phase"] == "Planned"
     assert _condition(status, "Suspended")["status"] == "False"
 
@@ -373,14 +381,14 @@ async def test_fixing_the_spec_after_a_failed_plan_plans_again(world: World) -> 
     assert status["plan"]["numGpus"] == 16
     assert _condition(status, "Failed")["status"] == "False"
     assert _condition(status, "Planned")["observedGeneration"] == 2
-    assert await world.child("Job", "wide-a0") is not None
+    job = await world.need("Job", "wide-a0")
+    assert job["spec"]["completions"] == status["plan"]["nodes"] == 2
 
 
 async def test_job_events_that_change_nothing_reported_are_skipped(world: World) -> None:
     world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
     await world.reconcile("ft")
-    job = await world.child("Job", "ft-a0")
-    assert job is not None
+    job = await world.need("Job", "ft-a0")
     memo = kopf.Memo(context=world.context)
 
     async def deliver(event_type: str, body: dict[str, Any]) -> None:
@@ -414,7 +422,7 @@ async def test_editing_a_suspended_job_replans_it_and_replaces_its_job_and_confi
     suspended = await world.reconcile("ft")
     assert suspended["phase"] == "Suspended"
     assert suspended["specDigest"] == planned["specDigest"]  # suspend is not an edit
-    old_config = await world.child("ConfigMap", "ft-trainer")
+    old_config = await world.need("ConfigMap", "ft-trainer")
     world.server.objects[TJ, NS, "ft"] = _edited(
         "ft",
         3,
@@ -431,11 +439,10 @@ async def test_editing_a_suspended_job_replans_it_and_replaces_its_job_and_confi
     assert status["phase"] == "Suspended"
     assert "Re-planned for the edited spec" in _condition(status, "Planned")["message"]
     assert await world.child("Job", "ft-a0") is None
-    job = await world.child("Job", "ft-a1")
-    assert job is not None and job["spec"]["suspend"] is True
+    job = await world.need("Job", "ft-a1")
+    assert job["spec"]["suspend"] is True
     assert job["spec"]["completions"] == 1
-    new_config = await world.child("ConfigMap", "ft-trainer")
-    assert new_config is not None and old_config is not None
+    new_config = await world.need("ConfigMap", "ft-trainer")
     assert "alpaca-v2.jsonl" in new_config["data"]["config.yaml"]
     assert "alpaca-v2.jsonl" not in old_config["data"]["config.yaml"]
 
@@ -459,9 +466,11 @@ async def test_a_config_error_is_cured_by_editing_the_spec(world: World) -> None
     assert _condition(status, "Failed")["reason"] == "Replanned"
     assert (status["attempt"], status["restarts"]) == (1, 0)
     assert "lastExitCode" not in status and "completionTime" not in status
-    assert await world.child("Job", "ft-a1") is not None
-    config = await world.child("ConfigMap", "ft-trainer")
-    assert config is not None and "alpaca-fixed.jsonl" in str(config["data"])
+    job = await world.need("Job", "ft-a1")
+    assert job["metadata"]["labels"]["trainwright.io/attempt"] == "1"
+    assert job["spec"]["completions"] == status["plan"]["nodes"]
+    config = await world.need("ConfigMap", "ft-trainer")
+    assert "alpaca-fixed.jsonl" in config["data"]["config.yaml"]
 
 
 async def test_a_succeeded_job_ignores_later_edits(world: World) -> None:
@@ -478,7 +487,10 @@ async def test_a_succeeded_job_ignores_later_edits(world: World) -> None:
     status = await world.reconcile("ft")
     assert status["phase"] == "Succeeded"
     assert status["plan"] == done["plan"]
-    assert await world.child("Job", "ft-a0") is not None
+    assert status["specDigest"] == done["specDigest"]
+    job = await world.need("Job", "ft-a0")
+    assert job["status"]["succeeded"] == 2
+    assert await world.child("Job", "ft-a1") is None
 
 
 async def test_running_out_of_memory_replans_with_headroom_on_more_gpus(world: World) -> None:
@@ -502,10 +514,9 @@ async def test_running_out_of_memory_replans_with_headroom_on_more_gpus(world: W
     assert new["memoryPerGpuBytes"] <= 0.85 * plan["memoryPerGpuBytes"]
     assert (new["numGpus"], new["strategy"]) != (plan["numGpus"], plan["strategy"])
     assert await world.child("Job", "full-a0") is None
-    job = await world.child("Job", "full-a1")
-    assert job is not None and job["spec"]["completions"] == new["nodes"]
-    config = await world.child("ConfigMap", "full-trainer")
-    assert config is not None
+    job = await world.need("Job", "full-a1")
+    assert job["spec"]["completions"] == new["nodes"]
+    config = await world.need("ConfigMap", "full-trainer")
     assert f"micro_batch_size: {new['microBatchSize']}" in config["data"]["config.yaml"]
     assert ("Warning", "Replanned") in [(t, r) for t, r, _ in world.events]
 
