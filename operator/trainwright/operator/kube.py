@@ -173,20 +173,14 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; a Job already gone is fine."""
-        try:
-            self.request(
-                "DELETE",
-                self._child_path("Job", namespace, name),
-                body={"propagationPolicy": "Background"},
-            )
-        except ApiException as exc:
-            if not _is_status(exc, 404):
-                raise
+        self.delete_child("Job", namespace, name, body={"propagationPolicy": "Background"})
 
-    def delete_child(self, kind: str, namespace: str, name: str) -> None:
-        """Delete a ConfigMap or Service; one already gone is fine."""
+    def delete_child(
+        self, kind: str, namespace: str, name: str, *, body: dict[str, Any] | None = None
+    ) -> None:
+        """Delete a ConfigMap, Service or Job; one already gone is fine."""
         try:
-            self.request("DELETE", self._child_path(kind, namespace, name))
+            self.request("DELETE", self._child_path(kind, namespace, name), body=body)
         except ApiException as exc:
             if not _is_status(exc, 404):
                 raise

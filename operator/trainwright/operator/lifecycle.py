@@ -14,6 +14,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from trainwright.api.v1alpha1 import PlanStatus
 from trainwright.operator.status import Phase
 from trainwright_trainer.exitcodes import ExitCode
 
@@ -163,6 +164,13 @@ def decide_after_failure(
         f"Attempt {restarts} failed ({described}, {job_reason}) and the job has used all "
         f"{max_restarts} restarts allowed by spec.maxRestarts.",
     )
+
+
+def same_gpus_and_strategy(a: PlanStatus, b: PlanStatus) -> bool:
+    """Two plans exit 76 would end the same way: the trainer's out-of-memory ladder
+    (halving the micro-batch down to 1, then gradient checkpointing) already tried what
+    else a plan with these GPUs and this strategy could change."""
+    return (a.gpu_type, a.num_gpus, a.strategy) == (b.gpu_type, b.num_gpus, b.strategy)
 
 
 def phase_for_job_state(state: JobState) -> Phase:

@@ -180,12 +180,6 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.job_signatures[key] = signature
 
 
-def _same_layout(a: PlanStatus, b: PlanStatus) -> bool:
-    """Same GPUs and strategy: the trainer's out-of-memory ladder (halving the micro-batch
-    down to 1, then gradient checkpointing) already tried what else a plan could change."""
-    return (a.gpu_type, a.num_gpus, a.strategy) == (b.gpu_type, b.num_gpus, b.strategy)
-
-
 def owner_name(job: Mapping[str, Any]) -> str | None:
     """The TrainingJob that owns a Job, from its controller owner reference."""
     for reference in (job.get("metadata") or {}).get("ownerReferences") or []:
@@ -507,111 +501,89 @@ class _Reconcile:
         trainer_name = str(trainer["metadata"]["name"])
         pods = self.kube.list_pods(self.namespace, f"{JOB_NAME_LABEL}={trainer_name}")
         exit_code = lifecycle.failed_exit_code(pods)
-        restarts = int(self.status.get("restarts") or 0)
         decision = lifecycle.decide_after_failure(
             exit_code=exit_code,
-            restarts=restarts,
+            restarts=int(self.status.get("restarts") or 0),
             max_restarts=job.spec.max_restarts,
             job_reason=lifecycle.job_failure_reason(trainer),
         )
         extra: dict[str, Any] = {"lastExitCode": exit_code, "message": decision.message}
-        if decision.action is Action.REPLAN:
-            self._replan_for_memory(job, plan, attempt, trainer_name, decision, extra)
-            return
         if decision.action is Action.FAIL:
-            extra["completionTime"] = utc_timestamp(self.context.now())
-            self._write(
-                Phase.FAILED,
-                [
-                    (ConditionType.RUNNING, False, decision.reason, decision.message),
-                    (ConditionType.FAILED, True, decision.reason, decision.message),
-                ],
-                extra=extra,
-            )
+            self._fail_run(decision.reason, decision.message, extra)
             return
-        # Record the next attempt first: if the operator dies between these steps,
-        # the next reconcile creates that attempt and deletes this one as stale.
-        next_attempt = attempt + 1
-        next_name = trainer_job_name(job.name, next_attempt, nodes=plan.nodes)
-        extra |= {
-            "restarts": restarts + 1,
-            "attempt": next_attempt,
-            "children": {**(self.status.get("children") or {}), "job": next_name},
-        }
-        self._write(
-            Phase.PLANNED,
-            [(ConditionType.RUNNING, False, decision.reason, decision.message)],
-            extra=extra,
-            event_type="Warning",
-        )
-        self.kube.delete_job(self.namespace, trainer_name)
-        self._create(trainer_job(job, plan, next_attempt))
-
-    def _replan_for_memory(
-        self,
-        job: TrainingJob,
-        plan: PlanStatus,
-        attempt: int,
-        trainer_name: str,
-        decision: lifecycle.FailureDecision,
-        extra: dict[str, Any],
-    ) -> None:
-        """After exit 76: plan again leaving headroom below what the failed plan estimated.
-
-        The estimate that ran out of memory was short by an unknown amount; the next plan
-        must fit in ``OOM_HEADROOM`` of it (the planner's memory tolerance), which can take
-        more GPUs, a sharded strategy or another GPU type where the spec leaves them open.
-        A plan no different from the failed one would fail the same way: the run fails.
-        """
+        conditions: list[tuple[str, bool | None, str, str]] = [
+            (ConditionType.RUNNING, False, decision.reason, decision.message)
+        ]
+        if decision.action is Action.RESTART:
+            self._start_next_attempt(job, plan, attempt, trainer_name, conditions, extra)
+            return
+        # REPLAN (exit 76): the estimate that ran out of memory was short by an unknown
+        # amount; the next plan must fit in OOM_HEADROOM of it, which can take more GPUs,
+        # a sharded strategy or another GPU type where the spec leaves them open.
         capacity = plan.memory_capacity_bytes or plan.memory_per_gpu_bytes
         fraction = min(1.0, OOM_HEADROOM * plan.memory_per_gpu_bytes / max(capacity, 1))
         inventory = build_inventory(self.kube.nodes(), None)
         outcome = plan_trainingjob(job, inventory, memory_fraction=fraction)
         new = outcome.plan if outcome.reason == "Planned" else None
-        if new is None or _same_layout(new, plan):
+        if new is None or lifecycle.same_gpus_and_strategy(new, plan):
+            # A plan no different from the failed one would fail the same way.
             found = "the same layout" if new is not None else outcome.message
             message = (
                 f"{lifecycle.NEEDS_REPLAN_ADVICE} Planning again with at most {fraction:.0%} of "
                 f"each GPU's memory found {found.rstrip('.')}."
             )
-            extra |= {"message": message, "completionTime": utc_timestamp(self.context.now())}
-            self._write(
-                Phase.FAILED,
-                [
-                    (ConditionType.RUNNING, False, "NeedsReplan", message),
-                    (ConditionType.FAILED, True, "NeedsReplan", message),
-                ],
-                extra=extra,
-            )
+            self._fail_run("NeedsReplan", message, extra | {"message": message})
             return
-        # The trainer config follows the plan: remove it before the status names the new
-        # attempt, so a crash in between leaves a reconcile that creates the new one.
-        self.kube.delete_child("ConfigMap", self.namespace, config_map_name(job.name))
+        conditions.append(
+            (ConditionType.PLANNED, True, "Replanned", f"After exit code 76: {outcome.message}")
+        )
+        self._start_next_attempt(job, new, attempt, trainer_name, conditions, extra, new_plan=True)
+
+    def _fail_run(self, reason: str, message: str, extra: dict[str, Any]) -> None:
+        extra = extra | {"completionTime": utc_timestamp(self.context.now())}
+        self._write(
+            Phase.FAILED,
+            [
+                (ConditionType.RUNNING, False, reason, message),
+                (ConditionType.FAILED, True, reason, message),
+            ],
+            extra=extra,
+        )
+
+    def _start_next_attempt(
+        self,
+        job: TrainingJob,
+        plan: PlanStatus,
+        attempt: int,
+        trainer_name: str,
+        conditions: list[tuple[str, bool | None, str, str]],
+        extra: dict[str, Any],
+        *,
+        new_plan: bool = False,
+    ) -> None:
+        """Attempt N+1 on ``plan``, resuming from the checkpoint; the failed Job goes.
+
+        Status names the next attempt before anything is deleted or created: if the
+        operator dies in between, the next reconcile creates that attempt and deletes
+        this one as stale. A new plan also replaces the trainer config, removed first
+        so that reconcile recreates it from the new plan.
+        """
+        if new_plan:
+            self.kube.delete_child("ConfigMap", self.namespace, config_map_name(job.name))
         next_attempt = attempt + 1
-        next_name = trainer_job_name(job.name, next_attempt, nodes=new.nodes)
-        extra |= {
-            "plan": new.to_manifest(),
+        next_name = trainer_job_name(job.name, next_attempt, nodes=plan.nodes)
+        extra = extra | {
             "restarts": int(self.status.get("restarts") or 0) + 1,
             "attempt": next_attempt,
             "children": {**(self.status.get("children") or {}), "job": next_name},
         }
-        self._write(
-            Phase.PLANNED,
-            [
-                (ConditionType.RUNNING, False, decision.reason, decision.message),
-                (
-                    ConditionType.PLANNED,
-                    True,
-                    "Replanned",
-                    f"After exit code 76: {outcome.message}",
-                ),
-            ],
-            extra=extra,
-            event_type="Warning",
-        )
+        if new_plan:
+            extra["plan"] = plan.to_manifest()
+        self._write(Phase.PLANNED, conditions, extra=extra, event_type="Warning")
         self.kube.delete_job(self.namespace, trainer_name)
-        self._create(trainer_configmap(job, new))
-        self._create(trainer_job(job, new, next_attempt))
+        if new_plan:
+            self._create(trainer_configmap(job, plan))
+        self._create(trainer_job(job, plan, next_attempt))
 
     # Status --------------------------------------------------------------------------------
 
