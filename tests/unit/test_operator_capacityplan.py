@@ -161,17 +161,22 @@ async def test_a_model_that_cannot_be_served_is_infeasible_with_the_reason(
     assert events == [("Warning", "DoesNotFit")]
 
 
+def _day_ahead_forecast(quantile: str, *, base_rps: float, seed: int) -> dict[str, Any]:
+    """A week of hourly history inline, forecast one day ahead with a daily season."""
+    return {
+        "source": {"inline": _hourly_history(7, base_rps=base_rps, seed=seed)},
+        "horizonSeconds": 86400,
+        "quantile": quantile,
+        "seasonLengths": [24],
+    }
+
+
 @pytest.mark.asyncio
 async def test_an_inline_forecast_sizes_for_the_p95_peak_above_todays_rate(
     kmock: kmock.KubernetesEmulator, context: tuple[OperatorContext, list[tuple[str, str]]]
 ) -> None:
     operator_context, _ = context
-    forecast = {
-        "source": {"inline": _hourly_history(7, base_rps=10.0, seed=7)},
-        "horizonSeconds": 86400,
-        "quantile": "p95",
-        "seasonLengths": [24],
-    }
+    forecast = _day_ahead_forecast("p95", base_rps=10.0, seed=7)
     kmock.objects[CP, NS, "fc"] = _capacityplan(
         "fc", workload={"inference": {**INFERENCE, "rps": 5}}, forecast=forecast
     )
@@ -194,12 +199,7 @@ async def test_a_refresh_refits_the_chosen_models_and_a_new_spec_searches_again(
     kmock: kmock.KubernetesEmulator, context: tuple[OperatorContext, list[tuple[str, str]]]
 ) -> None:
     operator_context, _ = context
-    forecast = {
-        "source": {"inline": _hourly_history(7, base_rps=10.0, seed=7)},
-        "horizonSeconds": 86400,
-        "quantile": "p80",
-        "seasonLengths": [24],
-    }
+    forecast = _day_ahead_forecast("p80", base_rps=10.0, seed=7)
     kmock.objects[CP, NS, "roll"] = _capacityplan(
         "roll", workload={"inference": {**INFERENCE, "rps": 5}}, forecast=forecast
     )
@@ -219,14 +219,7 @@ async def test_a_refresh_refits_the_chosen_models_and_a_new_spec_searches_again(
 
 
 def test_forecast_demand_sizes_for_the_mean_peak_when_asked() -> None:
-    spec = ForecastSpec.model_validate(
-        {
-            "source": {"inline": _hourly_history(7, base_rps=4.0, seed=3)},
-            "horizonSeconds": 86400,
-            "quantile": "mean",
-            "seasonLengths": [24],
-        }
-    )
+    spec = ForecastSpec.model_validate(_day_ahead_forecast("mean", base_rps=4.0, seed=3))
     demand = forecast_demand(spec, now=NOW, models=("ets",))
     assert demand.sized_for_rps == demand.status.peak_rps
     assert 5.4 < demand.sized_for_rps < 6.6  # the daily peak is 1.5 x 4 rps
