@@ -17,7 +17,7 @@ with period 48 or 168 runs for many minutes, so they run as the trend model insi
 statsforecast's own MSTL (``MSTL(season_length=[...], trend_forecaster=...)``),
 statsforecast's recommended way for multiple seasonality.
 
-Run: .venv/bin/python benchmarks/bench_forecast.py [--full]
+Run: .venv/bin/python benchmarks/bench_forecast.py [--full | --rolling] [--no-peers] [--no-held-out]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Case:
     load: Callable[[], PreparedSeries]
     horizon: int
     origins: int
+    step: int | None = None  # None: origins one horizon apart
 
 
 def _csv(name: str) -> Callable[[], PreparedSeries]:
@@ -179,7 +180,9 @@ def _peer_mase(prepared: PreparedSeries, case: Case) -> dict[str, tuple[float, f
     values = prepared.series.values
     seasons = list(prepared.season_lengths)
     season = min(seasons, default=1)
-    scale = mase_scale(values[: len(values) - case.horizon * case.origins], season)
+    step = case.step or case.horizon
+    first = len(values) - case.horizon - step * (case.origins - 1)
+    scale = mase_scale(values[:first], season)
     figures: dict[str, tuple[float, float]] = {}
     peers: tuple[tuple[str, Callable[[], Any]], ...]
     if len(seasons) > 1:
@@ -196,7 +199,7 @@ def _peer_mase(prepared: PreparedSeries, case: Case) -> dict[str, tuple[float, f
         errors: list[float] = []
         seconds = 0.0
         for i in range(case.origins):
-            origin = len(values) - case.horizon * (case.origins - i)
+            origin = first + step * i
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -219,9 +222,13 @@ def _run_block(title: str, cases: list[Case], args: argparse.Namespace) -> tuple
     hits_80 = hits_95 = points = 0
     for case in cases:
         prepared = case.load()
-        origins = case.origins + (2 if args.full else 0)
-        case = Case(case.name, case.load, case.horizon, origins)
-        result = evaluate(prepared, horizon=case.horizon, origins=case.origins)
+        if args.rolling:
+            # origins a quarter horizon apart: 12 (4 for week-long horizons, for time)
+            case = Case(case.name, case.load, case.horizon, 4 if case.horizon >= 168 else 12,
+                        max(1, case.horizon // 4))  # fmt: skip
+        elif args.full:
+            case = Case(case.name, case.load, case.horizon, case.origins + 2)
+        result = evaluate(prepared, horizon=case.horizon, origins=case.origins, step=case.step)
         hits_80, hits_95, points = (
             hits_80 + result.hits_80,
             hits_95 + result.hits_95,
@@ -246,6 +253,12 @@ def _run_block(title: str, cases: list[Case], args: argparse.Namespace) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="more origins (slower)")
+    parser.add_argument(
+        "--rolling",
+        action="store_true",
+        help="12 origins a quarter horizon apart (4 for horizons of a week or more) instead "
+        "of 2-3 one horizon apart: less noise in who wins (slower)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip statsforecast")
     parser.add_argument("--no-held-out", action="store_true", help="only the test series")
     args = parser.parse_args()

@@ -74,15 +74,26 @@ def evaluate(
     *,
     horizon: int,
     origins: int = 3,
+    step: int | None = None,
     models: Sequence[str] = DEFAULT_MODELS,
 ) -> Evaluation:
-    """Forecast from ``origins`` non-overlapping origins before the end and score the hidden points."""
+    """Forecast from ``origins`` origins before the end and score the hidden points.
+
+    Origins are ``step`` points apart (default ``horizon``: the forecast windows do
+    not overlap); the last window ends at the last point. A smaller step gives more
+    origins over the same stretch (Tashman 2000's rolling origin), so the figures
+    depend less on which few windows were hidden.
+    """
     values = prepared.series.values
     seasons = prepared.season_lengths
+    step = step or horizon
+    first = len(values) - horizon - step * (origins - 1)
+    if first < 2:
+        raise ValueError(f"{origins} origins {step} apart with horizon {horizon} need more points")
     result = Evaluation(horizon=horizon, origins=origins)
-    result.scale = mase_scale(values[: len(values) - horizon * origins], min(seasons, default=1))
+    result.scale = mase_scale(values[:first], min(seasons, default=1))
     for i in range(origins):
-        origin = len(values) - horizon * (origins - i)
+        origin = first + step * i
         actual = values[origin : origin + horizon]
         fitted = forecast(_head(prepared, origin), horizon=horizon, models=models)
         band = fitted.band
