@@ -262,6 +262,52 @@ async def test_a_retryable_exit_code_starts_the_next_attempt_then_fails_at_the_l
     assert world.events[-1][:2] == ("Warning", "BackoffLimitExceeded")
 
 
+async def test_raising_max_restarts_resumes_a_run_that_used_them_all(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft", maxRestarts=0)
+    await world.reconcile("ft")
+    failed = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "X"}]}
+    await world.set_job_status("ft-a0", failed)
+    world.server.objects["v1/pods", NS, "p0"] = _failed_pod("ft-a0", 137)
+    done = await world.reconcile("ft", full=False)
+    assert _condition(done, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert await world.reconcile("ft") == done  # the same spec stays failed
+
+    world.server.objects[TJ, NS, "ft"] = _edited("ft", 2, done, maxRestarts=2)
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Planned"
+    assert (status["restarts"], status["attempt"]) == (1, 1)
+    assert _condition(status, "Failed")["status"] == "False"
+    assert _condition(status, "Failed")["reason"] == "MaxRestartsRaised"
+    assert "raised to 2" in status["message"] and "completionTime" not in status
+    assert status["plan"] == done["plan"]  # maxRestarts is not a re-plan
+    assert await world.child("Job", "ft-a0") is None
+    job = await world.need("Job", "ft-a1")
+    assert job["metadata"]["labels"]["trainwright.io/attempt"] == "1"
+
+    await world.set_job_status("ft-a1", {"ready": 2, "active": 2})
+    running = await world.reconcile("ft", full=False)
+    assert running["phase"] == "Running"
+    assert _condition(running, "Failed")["status"] == "False"
+
+
+async def test_raising_max_restarts_after_the_failed_job_was_removed_runs_it_again(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft", maxRestarts=0)
+    await world.reconcile("ft")
+    failed = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "X"}]}
+    await world.set_job_status("ft-a0", failed)
+    done = await world.reconcile("ft", full=False)
+    del world.server.objects["batch/v1/jobs", NS, "ft-a0"]  # e.g. by ttlSecondsAfterFinished
+    world.server.objects[TJ, NS, "ft"] = _edited("ft", 2, done, maxRestarts=1)
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Planned"
+    assert _condition(status, "Failed")["reason"] == "MaxRestartsRaised"
+    assert _condition(status, "Failed")["status"] == "False"
+    assert "completionTime" not in status
+    assert (await world.need("Job", "ft-a0")).get("status") in (None, {})
+
+
 async def test_a_needs_replan_exit_code_fails_with_advice(world: World) -> None:
     world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
     await world.reconcile("ft")

@@ -56,6 +56,8 @@ PLURAL = "trainingjobs"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # Planning failures a spec edit can cure; a run that failed stays failed.
 PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
+# Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
+OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
 # After an out-of-memory exit the next plan must fit in this share of the failed plan's
 # estimate: the planner's memory tolerance (issue 2 judges it at +-15%).
 OOM_HEADROOM = 0.85
@@ -257,6 +259,10 @@ class _Reconcile:
         self.digest = spec_digest(job.spec)
         if self._spec_changed():
             self._discard_plan()
+        elif self._restarts_raised(job):
+            logger.info(
+                "%s %s/%s: spec.maxRestarts raised; resuming", KIND, self.namespace, self.name
+            )
         elif self._terminal_and_final():
             self._record_metrics()
             return
@@ -284,6 +290,19 @@ class _Reconcile:
         if retry:
             self.status.pop("plan", None)
         return not retry
+
+    def _restarts_raised(self, job: TrainingJob) -> bool:
+        """A run that failed for want of restarts, and spec.maxRestarts now allows another.
+
+        The failed attempt is followed again, so the usual failure handling starts
+        the next attempt from the last checkpoint (or re-plans after exit code 76).
+        """
+        if self.status.get("phase") != Phase.FAILED or not self.status.get("plan"):
+            return False
+        failed = find_condition(self.status.get("conditions") or [], ConditionType.FAILED)
+        if failed is None or failed.get("reason") not in OUT_OF_RESTARTS_REASONS:
+            return False
+        return job.spec.max_restarts > int(self.status.get("restarts") or 0)
 
     def _spec_changed(self) -> bool:
         """The spec was edited after its plan was made, and no trainer pod is running.
@@ -489,6 +508,11 @@ class _Reconcile:
             conditions = [(ConditionType.RUNNING, False, "WaitingForPods", message)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
+        failed = find_condition(self.status.get("conditions") or [], ConditionType.FAILED)
+        if failed is not None and failed.get("status") == "True":
+            # Resumed after spec.maxRestarts was raised, its failed Job already gone.
+            conditions.insert(0, (ConditionType.FAILED, False, "MaxRestartsRaised", message))
+            extra["completionTime"] = None
         extra["message"] = message
         return lifecycle.phase_for_job_state(state), conditions, extra
 
@@ -514,6 +538,14 @@ class _Reconcile:
         conditions: list[tuple[str, bool | None, str, str]] = [
             (ConditionType.RUNNING, False, decision.reason, decision.message)
         ]
+        if self.status.get("phase") == Phase.FAILED:
+            # spec.maxRestarts was raised after the run had used all its restarts.
+            resumed = f"spec.maxRestarts raised to {job.spec.max_restarts}: {decision.message}"
+            conditions = [
+                (ConditionType.FAILED, False, "MaxRestartsRaised", resumed),
+                (ConditionType.RUNNING, False, decision.reason, resumed),
+            ]
+            extra |= {"message": resumed, "completionTime": None}
         if decision.action is Action.RESTART:
             self._start_next_attempt(job, plan, attempt, trainer_name, conditions, extra)
             return
