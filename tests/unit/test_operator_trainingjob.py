@@ -320,6 +320,8 @@ async def test_a_needs_replan_exit_code_fails_with_advice(world: World) -> None:
     assert (status["phase"], failed["reason"]) == ("Failed", "NeedsReplan")
     assert "fsdp or zero3" in failed["message"]
     assert status.get("restarts", 0) == 0
+    # a restart is left (maxRestarts 1) but nothing was edited: it stays failed
+    assert await world.reconcile("ft") == status
 
 
 async def test_suspend_sets_the_job_suspended_and_resume_clears_it(world: World) -> None:

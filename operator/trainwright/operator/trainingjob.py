@@ -302,7 +302,8 @@ class _Reconcile:
         failed = find_condition(self.status.get("conditions") or [], ConditionType.FAILED)
         if failed is None or failed.get("reason") not in OUT_OF_RESTARTS_REASONS:
             return False
-        return job.spec.max_restarts > int(self.status.get("restarts") or 0)
+        edited_since = self.generation > int(failed.get("observedGeneration") or 0)
+        return edited_since and job.spec.max_restarts > int(self.status.get("restarts") or 0)
 
     def _spec_changed(self) -> bool:
         """The spec was edited after its plan was made, and no trainer pod is running.
