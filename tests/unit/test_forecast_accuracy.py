@@ -10,11 +10,13 @@ fails); P80 and P95 coverage, pooled over all series, must be near nominal.
 The ensemble is within 5 % of the best single model (known only in hindsight) on
 co2 and the hourly synthetic; on AirPassengers, the daily synthetic and Taylor it
 is not (docs/forecast.md, "Known gaps"), and the test holds it to today's ratio.
+Across the five series it is within 5 % of any one model used for all of them.
 statsforecast's figures live in benchmarks/bench_forecast.py, not here (slow).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +107,24 @@ def test_the_ensemble_stays_near_the_best_single_model(
     result = evaluations[name]
     ratio = KNOWN_GAP_RATIO.get(name, 1.05)
     assert result.mase <= ratio * min(result.model_mase.values()), (result.mase, result.model_mase)
+
+
+def test_across_the_series_the_ensemble_is_within_5_percent_of_any_one_model_used_for_all(
+    evaluations: dict[str, Evaluation],
+) -> None:
+    """The choice a user has without the ensemble: one model for every series.
+
+    Geometric mean over the five series of the ensemble's MASE over the model's
+    (how forecasting competitions rank methods across a set), for each model that
+    forecasts all five (the seasonal ARIMA takes one short season, so not the two
+    sub-daily series: on its three the figure is 1.066, docs/forecast.md).
+    """
+    ratios = {}
+    for model in ("arima", "ets", "stl", "theta"):
+        logs = [math.log(e.mase / e.model_mase[model]) for e in evaluations.values()]
+        ratios[model] = math.exp(sum(logs) / len(logs))
+    assert max(ratios.values()) <= 1.05, ratios
+    assert ratios["arima"] == pytest.approx(0.995, abs=0.02), ratios  # the closest
 
 
 def test_pooled_interval_coverage_is_near_nominal(evaluations: dict[str, Evaluation]) -> None:
