@@ -304,6 +304,7 @@ async def test_raising_max_restarts_after_the_failed_job_was_removed_runs_it_aga
     assert status["phase"] == "Planned"
     assert _condition(status, "Failed")["reason"] == "MaxRestartsRaised"
     assert _condition(status, "Failed")["status"] == "False"
+    assert status["message"].startswith("spec.maxRestarts raised to 1: ")
     assert "completionTime" not in status
     assert (await world.need("Job", "ft-a0")).get("status") in (None, {})
 

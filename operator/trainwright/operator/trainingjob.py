@@ -245,6 +245,8 @@ class _Reconcile:
         self.fresh_plan = False  # planned in this pass: no child can exist yet
         self.replanned = False  # the spec changed under a stored plan: a new attempt
         self.first_attempt = 0
+        # A Failed run given more restarts: this pass clears Failed, saying why.
+        self.resumed: str | None = None
         self.digest: str | None = None  # spec_digest of the parsed spec
 
     # Entry ---------------------------------------------------------------------------------
@@ -260,6 +262,7 @@ class _Reconcile:
         if self._spec_changed():
             self._discard_plan()
         elif self._restarts_raised(job):
+            self.resumed = f"spec.maxRestarts raised to {job.spec.max_restarts}"
             logger.info(
                 "%s %s/%s: spec.maxRestarts raised; resuming", KIND, self.namespace, self.name
             )
@@ -509,13 +512,20 @@ class _Reconcile:
             conditions = [(ConditionType.RUNNING, False, "WaitingForPods", message)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
-        failed = find_condition(self.status.get("conditions") or [], ConditionType.FAILED)
-        if failed is not None and failed.get("status") == "True":
-            # Resumed after spec.maxRestarts was raised, its failed Job already gone.
-            conditions.insert(0, (ConditionType.FAILED, False, "MaxRestartsRaised", message))
-            extra["completionTime"] = None
         extra["message"] = message
+        if self.resumed:  # the failed Job was already gone: its attempt was created again
+            conditions, extra = self._resumed(conditions, extra, f"{self.resumed}: {message}")
         return lifecycle.phase_for_job_state(state), conditions, extra
+
+    def _resumed(
+        self,
+        conditions: list[tuple[str, bool | None, str, str]],
+        extra: dict[str, Any],
+        message: str,
+    ) -> tuple[list[tuple[str, bool | None, str, str]], dict[str, Any]]:
+        """What a pass that resumed a Failed run writes besides its own conditions."""
+        cleared = (ConditionType.FAILED, False, "MaxRestartsRaised", message)
+        return [cleared, *conditions], extra | {"message": message, "completionTime": None}
 
     def _has_condition(self, type_: str) -> bool:
         return find_condition(self.status.get("conditions") or [], type_) is not None
@@ -539,14 +549,10 @@ class _Reconcile:
         conditions: list[tuple[str, bool | None, str, str]] = [
             (ConditionType.RUNNING, False, decision.reason, decision.message)
         ]
-        if self.status.get("phase") == Phase.FAILED:
-            # spec.maxRestarts was raised after the run had used all its restarts.
-            resumed = f"spec.maxRestarts raised to {job.spec.max_restarts}: {decision.message}"
-            conditions = [
-                (ConditionType.FAILED, False, "MaxRestartsRaised", resumed),
-                (ConditionType.RUNNING, False, decision.reason, resumed),
-            ]
-            extra |= {"message": resumed, "completionTime": None}
+        if self.resumed:
+            resumed = f"{self.resumed}: {decision.message}"
+            conditions = [(ConditionType.RUNNING, False, decision.reason, resumed)]
+            conditions, extra = self._resumed(conditions, extra, resumed)
         if decision.action is Action.RESTART:
             self._start_next_attempt(job, plan, attempt, trainer_name, conditions, extra)
             return
