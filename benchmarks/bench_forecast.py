@@ -35,7 +35,7 @@ import pandas as pd
 
 from trainwright.forecast import PreparedSeries, forecast, from_pairs, parse_series, prepare
 from trainwright.forecast.engine import DEFAULT_MODELS, mase_scale
-from trainwright.forecast.evaluation import evaluate
+from trainwright.forecast.evaluation import evaluate, origin_points
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "forecast"
 
@@ -180,9 +180,8 @@ def _peer_mase(prepared: PreparedSeries, case: Case) -> dict[str, tuple[float, f
     values = prepared.series.values
     seasons = list(prepared.season_lengths)
     season = min(seasons, default=1)
-    step = case.step or case.horizon
-    first = len(values) - case.horizon - step * (case.origins - 1)
-    scale = mase_scale(values[:first], season)
+    starts = origin_points(len(values), horizon=case.horizon, origins=case.origins, step=case.step)
+    scale = mase_scale(values[: starts[0]], season)
     figures: dict[str, tuple[float, float]] = {}
     peers: tuple[tuple[str, Callable[[], Any]], ...]
     if len(seasons) > 1:
@@ -198,8 +197,7 @@ def _peer_mase(prepared: PreparedSeries, case: Case) -> dict[str, tuple[float, f
     for name, make in peers:
         errors: list[float] = []
         seconds = 0.0
-        for i in range(case.origins):
-            origin = first + step * i
+        for origin in starts:
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -69,6 +69,16 @@ def _head(prepared: PreparedSeries, points: int) -> PreparedSeries:
     return PreparedSeries(series=series, season_lengths=prepared.season_lengths)
 
 
+def origin_points(length: int, *, horizon: int, origins: int, step: int | None = None) -> list[int]:
+    """Where ``origins`` forecasts start, ``step`` apart (default ``horizon``), the last
+    window ending at the last of ``length`` points."""
+    step = step or horizon
+    first = length - horizon - step * (origins - 1)
+    if first < 2:
+        raise ValueError(f"{origins} origins {step} apart with horizon {horizon} need more points")
+    return [first + step * i for i in range(origins)]
+
+
 def evaluate(
     prepared: PreparedSeries,
     *,
@@ -86,14 +96,10 @@ def evaluate(
     """
     values = prepared.series.values
     seasons = prepared.season_lengths
-    step = step or horizon
-    first = len(values) - horizon - step * (origins - 1)
-    if first < 2:
-        raise ValueError(f"{origins} origins {step} apart with horizon {horizon} need more points")
+    starts = origin_points(len(values), horizon=horizon, origins=origins, step=step)
     result = Evaluation(horizon=horizon, origins=origins)
-    result.scale = mase_scale(values[:first], min(seasons, default=1))
-    for i in range(origins):
-        origin = first + step * i
+    result.scale = mase_scale(values[: starts[0]], min(seasons, default=1))
+    for origin in starts:
         actual = values[origin : origin + horizon]
         fitted = forecast(_head(prepared, origin), horizon=horizon, models=models)
         band = fitted.band
