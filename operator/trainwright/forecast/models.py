@@ -316,6 +316,17 @@ class _ArimaSpec:
         return f"ARIMA({p},{d},{q}){extra}"
 
 
+def _statespace_forecast(result: Any, horizon: int) -> tuple[FloatArray, FloatArray]:
+    """A SARIMAX result's mean and standard deviation; a non-finite sigma falls back to
+    a random walk on its residuals (the mean's fallback is the caller's)."""
+    with _quiet():
+        forecast = result.get_forecast(horizon)
+    mean = np.asarray(forecast.predicted_mean, dtype=np.float64)
+    sigma = np.sqrt(np.asarray(forecast.var_pred_mean, dtype=np.float64))
+    fallback = _random_walk_sigma(np.asarray(result.resid, dtype=np.float64), horizon)
+    return mean, _finite_sigma(sigma, fallback)
+
+
 def _fit_arima(values: FloatArray, spec: _ArimaSpec, start_params: Any = None) -> Any:
     """Exact ML fit. SARIMAX puts its trend on the differenced series: with d=1 ``"c"`` is a drift.
 
@@ -422,17 +433,10 @@ class ArimaFit:
     name: str = "arima"
 
     def predict(self, horizon: int) -> Prediction:
-        with _quiet():
-            forecast = self.result.get_forecast(horizon)
-        mean = np.asarray(forecast.predicted_mean, dtype=np.float64)
-        sigma = np.sqrt(np.asarray(forecast.var_pred_mean, dtype=np.float64))
-        fallback = _random_walk_sigma(np.asarray(self.result.resid, dtype=np.float64), horizon)
+        mean, sigma = _statespace_forecast(self.result, horizon)
         if not np.all(np.isfinite(mean)):
             mean = np.full(horizon, float(self.context.adjusted[-1]))
-        return Prediction(
-            mean=mean + self.context.seasonal_forecast(horizon),
-            sigma=_finite_sigma(sigma, fallback),
-        )
+        return Prediction(mean=mean + self.context.seasonal_forecast(horizon), sigma=sigma)
 
     def refit(self, context: SeriesContext) -> ArimaFit:
         result = _fit_arima(context.adjusted, self.spec, start_params=self.result.params)
@@ -507,14 +511,10 @@ class SarimaFit:
         return self.context.season_lengths[0]
 
     def predict(self, horizon: int) -> Prediction:
-        with _quiet():
-            forecast = self.result.get_forecast(horizon)
-        mean = np.asarray(forecast.predicted_mean, dtype=np.float64)
-        sigma = np.sqrt(np.asarray(forecast.var_pred_mean, dtype=np.float64))
-        fallback = _random_walk_sigma(np.asarray(self.result.resid, dtype=np.float64), horizon)
+        mean, sigma = _statespace_forecast(self.result, horizon)
         if not np.all(np.isfinite(mean)):
             mean = seasonal_naive(self.context.values, self.season, horizon).mean
-        return Prediction(mean=mean, sigma=_finite_sigma(sigma, fallback))
+        return Prediction(mean=mean, sigma=sigma)
 
     def refit(self, context: SeriesContext) -> SarimaFit:
         result = _fit_sarima(context.values, context.season_lengths[0], self.result.params)
