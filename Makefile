@@ -71,3 +71,7 @@ demo: install k8s-bin ## the whole story on the local control plane
 
 clean: cluster-down ## remove build outputs (keeps the binary cache)
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: argocd-cm
+argocd-cm: install ## regenerate helm/argocd/argocd-cm.yaml from the Argo CD health scripts
+	$(PY) hack/argocd_cm.py
