@@ -33,6 +33,14 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
+from trainwright.vocabulary import (
+    ADAPTER_METHODS,
+    METHODS,
+    STRATEGIES,
+    Method,
+    Optimizer,
+    Strategy,
+)
 from trainwright_trainer.errors import ConfigError, DataError
 
 __all__ = [
@@ -57,16 +65,13 @@ __all__ = [
     "parse_config",
 ]
 
-Method = Literal["full", "lora", "qlora", "dora"]
 DataFormat = Literal["auto", "text", "alpaca", "sharegpt", "chat", "prompt_completion"]
 FileType = Literal["auto", "jsonl", "json", "csv", "parquet", "txt"]
-Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
-
-METHODS: tuple[str, ...] = get_args(Method)
-PEFT_METHODS: tuple[str, ...] = ("lora", "qlora", "dora")
+# Methods, strategies and optimizers are the project's shared vocabulary (the operator
+# writes this config from a TrainingJob that uses the same words).
+PEFT_METHODS: tuple[str, ...] = ADAPTER_METHODS
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
 FILE_TYPES: tuple[str, ...] = get_args(FileType)
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 class _Section(BaseModel):
@@ -156,7 +161,7 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(default=1.0, ge=0, description="Clip norm; 0 disables clipping.")
     seed: int = Field(default=42, ge=0)
     gradient_checkpointing: bool = False
-    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"] = "adamw"
+    optimizer: Optimizer = "adamw"
 
 
 class DistributedConfig(_Section):

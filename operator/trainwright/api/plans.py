@@ -25,6 +25,7 @@ from trainwright.api.v1alpha1.trainingjob import (
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.inference import InferencePlan, InferenceRequest
 from trainwright.planner.lookup import get_gpu
+from trainwright.planner.memory import AdapterTargets, target_modules
 from trainwright.planner.specs import ModelSpec
 from trainwright.planner.training import TrainingPlan, TrainingRequest
 
@@ -79,6 +80,7 @@ def training_request_from(
         gradient_checkpointing=training.gradient_checkpointing,
         optimizer=training.optimizer,
         lora_rank=workload.lora.rank if workload.lora is not None else 16,
+        lora_targets=_lora_targets(workload),
         dataset_tokens=workload.dataset.tokens,
         epochs=float(training.epochs),
         cloud=workload.cloud,
@@ -88,6 +90,16 @@ def training_request_from(
         gpu_candidates=None if resources.gpu_type != "auto" else gpu_candidates,
         memory_fraction=memory_fraction,
     )
+
+
+def _lora_targets(workload: TrainingWorkload) -> AdapterTargets:
+    """``spec.lora.targetModules`` as the planner counts them (all linears by default)."""
+    if workload.lora is None:
+        return "all"
+    try:
+        return target_modules(workload.lora.target_modules)
+    except PlannerError as exc:
+        raise PlannerError(f"spec.lora.targetModules: {exc}") from None
 
 
 def plan_status_from(plan: TrainingPlan, *, now: dt.datetime | None = None) -> PlanStatus:

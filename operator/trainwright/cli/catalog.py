@@ -107,7 +107,8 @@ def render_models(document: list[dict[str, Any]]) -> str:
 
 
 def render_gpus(document: list[dict[str, Any]]) -> str:
-    clouds = ("aws", "gcp", "azure", "lambda", "runpod")
+    from trainwright.vocabulary import CLOUDS as clouds
+
     rows = []
     for g in document:
         fp8 = g["fp8_flops_per_second"]

@@ -23,11 +23,18 @@ from trainwright.cli._common import (
     positive_float,
     positive_int,
 )
+from trainwright.vocabulary import (
+    CLOUDS,
+    INFERENCE_PRECISIONS,
+    METHODS,
+    PLANNER_OPTIMIZERS,
+    STRATEGY_CHOICES,
+    TRAINING_PRECISIONS,
+)
 
 if TYPE_CHECKING:
     from trainwright.planner import ModelSpec, Price
 
-CLOUDS = ("aws", "gcp", "azure", "lambda", "runpod")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 _EPILOG = """\
@@ -118,15 +125,13 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         description="Plan a fine-tuning run; without --gpu, find the cheapest plan that fits.",
     )
     _common_flags(parser)
-    parser.add_argument("--method", required=True, choices=("full", "lora", "qlora", "dora"))
+    parser.add_argument("--method", required=True, choices=METHODS)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--gpus", type=positive_int("--gpus"), metavar="N", help="GPUs in all")
     size.add_argument("--nodes", type=positive_int("--nodes"), metavar="N")
     parser.add_argument("--gpus-per-node", type=positive_int("--gpus-per-node"), metavar="G")
-    parser.add_argument(
-        "--strategy", choices=("auto", "ddp", "fsdp", "zero1", "zero2", "zero3"), default="auto"
-    )
-    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+    parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default="bf16")
     parser.add_argument("--micro-batch", type=positive_int("--micro-batch"), metavar="B")
     parser.add_argument("--global-batch-size", type=positive_int("--global-batch-size"))
     parser.add_argument("--seq-len", type=positive_int("--seq-len"), default=2048, metavar="S")
@@ -135,7 +140,7 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument(
         "--optimizer",
-        choices=("adamw", "adamw_foreach", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"),
+        choices=PLANNER_OPTIMIZERS,
         default="adamw",
     )
     parser.add_argument("--lora-rank", type=positive_int("--lora-rank"), default=16, metavar="R")
@@ -216,9 +221,7 @@ def _register_inference(kinds: argparse._SubParsersAction[argparse.ArgumentParse
         description="Plan serving; without --gpu, find the cheapest GPU, TP and replicas.",
     )
     _common_flags(parser)
-    parser.add_argument(
-        "--precision", choices=("bf16", "fp16", "fp8", "int8", "int4"), default="bf16"
-    )
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="bf16")
     parser.add_argument("--tensor-parallel", type=positive_int("--tensor-parallel"), metavar="N")
     parser.add_argument("--prompt-tokens", type=positive_int("--prompt-tokens"), default=512)
     parser.add_argument("--output-tokens", type=positive_int("--output-tokens"), default=256)

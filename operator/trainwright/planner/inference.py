@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,8 +36,7 @@ from trainwright.planner.catalog import Price
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
 from trainwright.planner.specs import GpuSpec, ModelSpec
-
-InferencePrecision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+from trainwright.vocabulary import Cloud, InferencePrecision
 
 MEMORY_BANDWIDTH_EFFICIENCY = 0.8
 PREFILL_EFFICIENCY = {"bf16": 0.6, "fp16": 0.6, "fp8": 0.5, "int8": 0.6, "int4": 0.6}
@@ -72,7 +71,7 @@ class InferenceRequest(BaseModel):
     rps: float | None = Field(default=None, gt=0)
     ttft_slo_ms: float | None = Field(default=None, gt=0)
     itl_slo_ms: float | None = Field(default=None, gt=0)
-    cloud: Literal["aws", "gcp", "azure", "lambda", "runpod"] = "aws"
+    cloud: Cloud = "aws"
     gpu_candidates: list[str] | None = None
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     quant_group_size: int = Field(default=128, gt=0, description="int4 weights per scale")
@@ -191,9 +190,7 @@ def _allreduce_seconds(gpu: GpuSpec, tp: int, payload_bytes: float) -> float:
     if tp == 1:
         return 0.0
     latency = (
-        PCIE_ALLREDUCE_LATENCY_SECONDS
-        if "PCIe" in gpu.interconnect and "NVLink bridge" not in gpu.interconnect
-        else NVLINK_ALLREDUCE_LATENCY_SECONDS
+        NVLINK_ALLREDUCE_LATENCY_SECONDS if gpu.switched_peers else PCIE_ALLREDUCE_LATENCY_SECONDS
     )
     return latency + 2 * (tp - 1) / tp * payload_bytes / gpu.intra_node_bytes_per_second
 

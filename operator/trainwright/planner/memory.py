@@ -64,16 +64,73 @@ Sources, by term:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
+from trainwright.planner.errors import PlannerError
 from trainwright.planner.specs import ModelSpec
+from trainwright.vocabulary import Method, Strategy
+from trainwright.vocabulary import PlannerOptimizer as Optimizer
 
-Method = Literal["full", "lora", "qlora", "dora"]
-Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
-Optimizer = Literal["adamw", "adamw_foreach", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"]
 Recompute = Literal["off", "selective", "full"]
 Framework = Literal["hf", "torchtune", "megatron"]
 LoraTargets = Literal["all", "qkv", "qv"]
+# Adapted linears: one of the presets above, or module names as PEFT takes them
+# (``target_modules``: q_proj, v_proj, ...), read by :func:`adapter_roles`.
+AdapterTargets = LoraTargets | tuple[str, ...]
+
+ATTENTION_ROLES = ("q", "k", "v", "o")
+MLP_ROLES = ("gate", "up", "down")
+_PRESET_ROLES: dict[str, frozenset[str]] = {
+    "all": frozenset(ATTENTION_ROLES + MLP_ROLES),
+    "all-linear": frozenset(ATTENTION_ROLES + MLP_ROLES),
+    "qkv": frozenset(("q", "k", "v")),
+    "qv": frozenset(("q", "v")),
+}
+# Module names of the Llama/Mistral/Qwen (HF), GPT-2/BLOOM/Falcon/T5 and Mixtral
+# implementations, by the role of the linear they name.
+MODULE_ROLES: dict[str, tuple[str, ...]] = {
+    "q_proj": ("q",), "q": ("q",), "query": ("q",), "wq": ("q",),
+    "k_proj": ("k",), "k": ("k",), "key": ("k",), "wk": ("k",),
+    "v_proj": ("v",), "v": ("v",), "value": ("v",), "wv": ("v",),
+    "o_proj": ("o",), "o": ("o",), "out_proj": ("o",), "wo": ("o",), "dense": ("o",),
+    "qkv_proj": ("q", "k", "v"), "query_key_value": ("q", "k", "v"), "c_attn": ("q", "k", "v"),
+    "gate_proj": ("gate",), "w1": ("gate",), "wi_0": ("gate",),
+    "up_proj": ("up",), "w3": ("up",), "wi_1": ("up",), "wi": ("up",), "fc1": ("up",),
+    "c_fc": ("up",), "dense_h_to_4h": ("up",), "gate_up_proj": ("gate", "up"),
+    "down_proj": ("down",), "w2": ("down",), "fc2": ("down",), "dense_4h_to_h": ("down",),
+}  # fmt: skip
+
+
+def adapter_roles(targets: AdapterTargets) -> frozenset[str]:
+    """The roles (q, k, v, o, gate, up, down) of the linears that get adapters.
+
+    ``targets`` is a preset (``all``, ``qkv``, ``qv``) or PEFT ``target_modules`` names
+    (``[all-linear]`` or ``[q_proj, v_proj]``, matched on the last dotted component).
+    """
+    if isinstance(targets, str):
+        return _PRESET_ROLES[targets]
+    roles: set[str] = set()
+    for name in targets:
+        if name in _PRESET_ROLES:
+            roles |= _PRESET_ROLES[name]
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf not in MODULE_ROLES:
+            raise PlannerError(
+                f"lora target module {name!r} is not a transformer block linear the planner "
+                f"knows; use all-linear or names among {', '.join(sorted(MODULE_ROLES))}"
+            )
+        roles.update(MODULE_ROLES[leaf])
+    return frozenset(roles)
+
+
+def target_modules(names: Iterable[str]) -> AdapterTargets:
+    """A request's ``lora_targets`` from PEFT module names (checked, order kept)."""
+    names = tuple(names)
+    adapter_roles(names)
+    return names
+
 
 GIB = 2**30
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -135,37 +192,43 @@ class TrainingMemory(NamedTuple):
         )
 
 
-def attention_adapters(model: ModelSpec, targets: LoraTargets) -> list[tuple[int, int]]:
+def attention_adapters(model: ModelSpec, targets: AdapterTargets) -> list[tuple[int, int]]:
     """(d_in, d_out) of each adapted projection in one attention block.
 
     ``all``: q, k, v and the output projection; ``qkv``: q, k, v; ``qv``: query and value
     (PEFT's default for T5 and Llama). A fused query_key_value projection (BLOOM) is one
-    adapted linear for ``qkv`` and ``qv`` alike (PEFT's default for BLOOM).
+    adapted linear whenever any of q, k, v is targeted (PEFT's default for BLOOM).
     """
+    roles = adapter_roles(targets)
     h = model.hidden_size
     q = model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
+    widths = {"q": q, "k": kv, "v": kv}
     if model.fused_qkv:
-        projections = [(h, q + 2 * kv)]
-    elif targets == "qv":
-        projections = [(h, q), (h, kv)]
+        projections = [(h, q + 2 * kv)] if roles & set(widths) else []
     else:
-        projections = [(h, q), (h, kv), (h, kv)]
-    if targets == "all":
+        projections = [(h, widths[role]) for role in ("q", "k", "v") if role in roles]
+    if "o" in roles:
         projections.append((q, h))
     return projections
 
 
-def mlp_adapters(model: ModelSpec, targets: LoraTargets) -> list[tuple[int, int]]:
-    """(d_in, d_out) of each adapted MLP projection in one block (only for ``all``)."""
-    if targets != "all":
-        return []
+def mlp_adapters(model: ModelSpec, targets: AdapterTargets) -> list[tuple[int, int]]:
+    """(d_in, d_out) of each adapted MLP projection in one block, for every expert.
+
+    A plain (GELU) MLP has an up and a down projection; ``gate`` targets its up one too.
+    """
+    roles = adapter_roles(targets)
     h, f = model.hidden_size, model.ffn_size
-    one = [(h, f), (h, f), (f, h)] if model.mlp == "gated" else [(h, f), (f, h)]
+    if model.mlp == "gated":
+        shapes = {"gate": (h, f), "up": (h, f), "down": (f, h)}
+        one = [shapes[role] for role in MLP_ROLES if role in roles]
+    else:
+        one = ([(h, f)] if roles & {"gate", "up"} else []) + ([(f, h)] if "down" in roles else [])
     return one * model.num_experts
 
 
-def lora_trainable_params(model: ModelSpec, rank: int, targets: LoraTargets = "all") -> int:
+def lora_trainable_params(model: ModelSpec, rank: int, targets: AdapterTargets = "all") -> int:
     """Adapters r·(d_in + d_out) on the targeted linears of every block (Hu et al. 2021).
 
     Encoder-decoders adapt the decoder's cross-attention like its self-attention.
@@ -219,7 +282,7 @@ def activation_bytes_per_token_layer(
     framework: Framework = "torchtune",
     adapters: bool = False,
     precision: str = "bf16",
-    targets: LoraTargets = "all",
+    targets: AdapterTargets = "all",
 ) -> float:
     """Bytes one token keeps alive in one layer (Korthikanti et al. 2022, Eq. 1-3).
 
@@ -293,7 +356,12 @@ def hf_eager_bytes_per_token_layer(
 
 
 def hf_fp32_bytes_per_token_layer(
-    model: ModelSpec, *, flash_attention: bool, seq_len: int, adapters: bool, targets: LoraTargets
+    model: ModelSpec,
+    *,
+    flash_attention: bool,
+    seq_len: int,
+    adapters: bool,
+    targets: AdapterTargets,
 ) -> float:
     """What Transformers saves per token and block when training in fp32 (no autocast).
 
@@ -336,7 +404,7 @@ def cross_attention_bytes(
     source_len: int,
     flash_attention: bool,
     adapters: bool,
-    targets: LoraTargets,
+    targets: AdapterTargets,
     bytes_per_value: int,
 ) -> float:
     """What one decoder block's cross-attention saves, in bytes (``T5LayerCrossAttention``).
@@ -354,8 +422,9 @@ def cross_attention_bytes(
         per_target += (4 + (5 if model.dropout else 0)) * model.num_heads * source_len
     per_source = 4 * 2 * kv
     if adapters:
-        per_target += 5 * h + (5 * q if targets == "all" else 0)
-        per_source += 5 * h * (1 if targets == "qv" else 2)
+        roles = adapter_roles(targets)
+        per_target += 5 * h + (5 * q if "o" in roles else 0)
+        per_source += 5 * h * (2 if "k" in roles else 1)
     else:
         per_target += 4 * h + 4 * q
     return scale * (per_target * target_tokens + per_source * source_tokens)
@@ -377,7 +446,7 @@ def layer_activation_bytes(
     framework: Framework = "torchtune",
     adapters: bool = False,
     precision: str = "bf16",
-    targets: LoraTargets = "all",
+    targets: AdapterTargets = "all",
     num_layers: int | None = None,
 ) -> float:
     """Activations of the transformer layers on the busiest pipeline stage, in bytes.
@@ -459,7 +528,7 @@ def training_memory(
     optimizer_in_backward: bool = False,
     fp32_gradients: bool = False,
     framework: Framework = "hf",
-    lora_targets: LoraTargets = "all",
+    lora_targets: AdapterTargets = "all",
     target_len: int | None = None,
 ) -> TrainingMemory:
     """Peak memory of one GPU for one training configuration (see the module docstring).

@@ -172,6 +172,26 @@ class GpuSpec(BaseModel):
     )
     max_gpus_per_node: int = Field(default=8, gt=0)
     vendor: Literal["nvidia", "amd"] = "nvidia"
+    architecture: Literal["ampere", "ada", "hopper", "blackwell", "cdna3"] = Field(
+        description="GPU generation (what kernels and precisions it runs)"
+    )
+    form_factor: Literal["sxm", "pcie", "oam"] = Field(
+        description="board: SXM/OAM modules on a switched fabric, or PCIe cards"
+    )
+    switched_peers: bool = Field(
+        description=(
+            "every GPU of a node reaches every other over NVLink/NVSwitch or Infinity Fabric; "
+            "false for PCIe cards, including those bridged in pairs"
+        )
+    )
+    training_efficiency: float = Field(
+        gt=0,
+        le=1,
+        description=(
+            "share of dense peak a tuned training stack sustains on large GEMMs (hardware "
+            "FLOPs utilization; trainwright.planner.throughput cites the sources)"
+        ),
+    )
     aliases: tuple[str, ...] = ()
     product_labels: tuple[str, ...] = Field(
         default=(), description="values of the nvidia.com/gpu.product node label"

@@ -26,23 +26,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from trainwright.planner.memory import (
-    Framework,
-    Method,
-    Recompute,
-    Strategy,
-    lora_trainable_params,
-)
+from trainwright.planner.memory import AdapterTargets, Framework, Recompute, lora_trainable_params
 from trainwright.planner.specs import GpuSpec, ModelSpec
+from trainwright.vocabulary import Method, Strategy
 
-# Hardware FLOPs utilization a tuned stack reaches on large GEMMs (see module docstring).
-BASE_HFU = {
-    "nvidia-hopper": 0.50,
-    "nvidia-ampere-sxm": 0.55,
-    "nvidia-blackwell": 0.45,
-    "amd": 0.35,
-    "pcie": 0.55,
-}
 QLORA_DEQUANT_SLOWDOWN = 0.8
 # Hugging Face Transformers + PEFT in eager mode run every norm, cast, RoPE and SiLU as
 # its own memory-bound kernel, and PEFT adds fp32 casts and rank-r GEMMs per adapted
@@ -57,24 +44,19 @@ PCIE_HOST_BYTES_PER_SECOND = 25e9
 CPU_ADAM_PARAMS_PER_SECOND = 1.0e9
 
 
-def hardware_class(gpu: GpuSpec) -> str:
-    if gpu.vendor == "amd":
-        return "amd"
-    if gpu.key in ("H100-SXM", "H200"):
-        return "nvidia-hopper"
-    if gpu.key == "B200":
-        return "nvidia-blackwell"
-    if gpu.key.startswith("A100") and gpu.key.endswith("SXM"):
-        return "nvidia-ampere-sxm"
-    return "pcie"
-
-
 def base_hfu(gpu: GpuSpec) -> float:
-    return BASE_HFU[hardware_class(gpu)]
+    """The GPU's catalogued training efficiency (``GpuSpec.training_efficiency``)."""
+    return gpu.training_efficiency
 
 
 def flops_per_token(
-    model: ModelSpec, *, method: Method, seq_len: int, recompute: Recompute, lora_rank: int = 16
+    model: ModelSpec,
+    *,
+    method: Method,
+    seq_len: int,
+    recompute: Recompute,
+    lora_rank: int = 16,
+    lora_targets: AdapterTargets = "all",
 ) -> tuple[float, float]:
     """(model FLOPs, hardware FLOPs) per trained token; hardware includes recomputation."""
     n = model.active_params
@@ -83,7 +65,7 @@ def flops_per_token(
     if method == "full":
         backward = 4 * n + 2 * attention_forward
     else:
-        adapters = lora_trainable_params(model, lora_rank)
+        adapters = lora_trainable_params(model, lora_rank, lora_targets)
         forward += 2 * adapters
         backward = 2 * n + 2 * attention_forward + 4 * adapters
     model_flops = forward + backward
@@ -127,6 +109,7 @@ def training_step(
     seq_len: int,
     recompute: Recompute,
     lora_rank: int,
+    lora_targets: AdapterTargets = "all",
     pipeline_interleave: int = 1,
     cpu_offload: bool = False,
     utilization: float | None = None,
@@ -136,7 +119,12 @@ def training_step(
     """Seconds per optimizer step and the resulting tokens/s and MFU for the whole job."""
     tokens_mb = micro_batch * seq_len
     model_flops, hardware_flops = flops_per_token(
-        model, method=method, seq_len=seq_len, recompute=recompute, lora_rank=lora_rank
+        model,
+        method=method,
+        seq_len=seq_len,
+        recompute=recompute,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
     )
     hfu = utilization if utilization is not None else base_hfu(gpu)
     hfu *= gemm_efficiency(model, tokens_mb, tensor_parallel)
@@ -167,6 +155,7 @@ def training_step(
         tokens_mb * gradient_accumulation,
         lora_rank,
         gradient_accumulation,
+        lora_targets,
     )
     if cpu_offload:
         shard = model.total_params / (model_split * data_parallel)
@@ -196,6 +185,7 @@ def exposed_comm_seconds(
     tokens_per_replica_step: int,
     lora_rank: int,
     gradient_accumulation: int = 1,
+    lora_targets: AdapterTargets = "all",
 ) -> float:
     """Communication seconds a step cannot hide behind its compute (module docstring)."""
     model_split = tensor_parallel * pipeline_parallel
@@ -210,7 +200,7 @@ def exposed_comm_seconds(
         if method == "full":
             grads = base
         else:
-            grads = lora_trainable_params(model, lora_rank) / model_split * 4
+            grads = lora_trainable_params(model, lora_rank, lora_targets) / model_split * 4
         if strategy in ("fsdp", "zero3"):
             # Weights are gathered again for every micro-batch's forward and backward.
             volume = 2 * ring * base * gradient_accumulation + ring * grads

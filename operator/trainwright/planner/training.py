@@ -12,25 +12,24 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainwright.planner.catalog import Price
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
 from trainwright.planner.memory import (
+    AdapterTargets,
     Framework,
-    LoraTargets,
-    Method,
-    Optimizer,
     Recompute,
-    Strategy,
     TrainingMemory,
+    target_modules,
     training_memory,
 )
 from trainwright.planner.specs import GpuSpec, ModelSpec
 from trainwright.planner.throughput import StepTime, training_step
+from trainwright.vocabulary import Cloud, Method, Strategy, StrategyChoice, TrainingPrecision
+from trainwright.vocabulary import PlannerOptimizer as Optimizer
 
-Cloud = Literal["aws", "gcp", "azure", "lambda", "runpod"]
 MAX_MICRO_BATCH = 64
 MAX_TOKENS_PER_MICRO_BATCH = 32768
 DEFAULT_MAX_GPUS = 512
@@ -50,16 +49,19 @@ class TrainingRequest(BaseModel):
     num_gpus: int | None = Field(default=None, gt=0)
     nodes: int | None = Field(default=None, gt=0)
     gpus_per_node: int | None = Field(default=None, gt=0)
-    strategy: Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"] = "auto"
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    strategy: StrategyChoice = "auto"
+    precision: TrainingPrecision = "bf16"
     micro_batch: int | None = Field(default=None, gt=0)
     seq_len: int = Field(default=2048, gt=0)
     gradient_checkpointing: Literal["auto", "on", "off", "selective"] = "auto"
     optimizer: Optimizer = "adamw"
     lora_rank: int = Field(default=16, gt=0)
-    lora_targets: LoraTargets = Field(
+    lora_targets: AdapterTargets = Field(
         default="all",
-        description="adapted linears: all, qkv (attention q, k, v) or qv (query and value)",
+        description=(
+            "adapted linears: all, qkv (attention q, k, v), qv (query and value), or PEFT "
+            "target_modules names such as (q_proj, v_proj)"
+        ),
     )
     target_len: int | None = Field(
         default=None, gt=0, description="decoder tokens per sequence of an encoder-decoder"
@@ -99,6 +101,13 @@ class TrainingRequest(BaseModel):
             "a run that ran out of memory where the estimate said it fit"
         ),
     )
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _module_names(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return target_modules(str(name) for name in value)
+        return value
 
     @model_validator(mode="after")
     def _check_topology(self) -> TrainingRequest:
@@ -438,6 +447,7 @@ def _evaluate(context: _Context, setup: _Setup, price: Price | None) -> _Candida
         seq_len=request.seq_len,
         recompute=setup.recompute,
         lora_rank=request.lora_rank,
+        lora_targets=request.lora_targets,
         pipeline_interleave=request.pipeline_interleave,
         cpu_offload=request.cpu_offload,
         utilization=request.utilization,

@@ -22,9 +22,9 @@ from trainwright.api.v1alpha1.common import (
     k8s,
     rule,
 )
-from trainwright.api.v1alpha1.trainingjob import Cloud, ModelRef, TrainingWorkload
+from trainwright.api.v1alpha1.trainingjob import ModelRef, TrainingWorkload
+from trainwright.vocabulary import Cloud, InferencePrecision
 
-InferencePrecision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 Quantile = Literal["mean", "p80", "p95"]
 CapacityPhase = Literal["Pending", "Planned", "Infeasible", "Failed"]
 INLINE_MAX_POINTS = 10000

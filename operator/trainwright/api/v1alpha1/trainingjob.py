@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from trainwright import vocabulary
 from trainwright.api.v1alpha1.common import (
     LIST_MAX_ITEMS,
     NAME_MAX_LENGTH,
@@ -31,17 +32,23 @@ from trainwright.api.v1alpha1.common import (
     k8s,
     rule,
 )
+from trainwright.vocabulary import (
+    ADAPTER_METHODS,
+    Cloud,
+    Method,
+    Optimizer,
+    StrategyChoice,
+    TrainingPrecision,
+)
 
-Method = Literal["full", "lora", "qlora", "dora"]
-Strategy = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"]
-PlannedStrategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
-Precision = Literal["bf16", "fp16", "fp32"]
-Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
+# The shared words (methods, strategies, precisions, optimizers, clouds) live in
+# trainwright.vocabulary; these aliases keep the CRD's names for them.
+Strategy = StrategyChoice
+PlannedStrategy = vocabulary.Strategy
+Precision = TrainingPrecision
 GradientCheckpointing = Literal["auto", "on", "off"]
 DatasetFormat = Literal["auto", "alpaca", "sharegpt", "chat", "prompt_completion", "text"]
-Cloud = Literal["aws", "gcp", "azure", "lambda", "runpod"]
 TrainingPhase = Literal["Pending", "Planned", "Running", "Succeeded", "Failed", "Suspended"]
-ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora", "dora")
 
 # A GPU catalog key (H100-SXM, A100-80GB-SXM, L4, ...) or "auto". The catalog lives
 # in the planner and grows; the operator reports an unknown key as a condition.

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CLOUDS: tuple[str, ...] = ("aws", "gcp", "azure", "lambda", "runpod")
-
 
 class Price(BaseModel):
     """One GPU-hour price on one cloud."""

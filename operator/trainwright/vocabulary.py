@@ -1,0 +1,69 @@
+"""The words the API, the CLI, the planner and the trainer share, written once.
+
+Every layer imports its choices from here: the CRD enums (``trainwright.api``), the
+CLI's ``choices=`` (``trainwright.cli``), the planner's request models
+(``trainwright.planner``) and the trainer's config (``trainwright_trainer.config``,
+which runs in the trainer image where the project is installed without its
+operator dependencies). So this module imports only the standard library
+(``.importlinter`` contract ``vocabulary-is-a-leaf``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Method = Literal["full", "lora", "qlora", "dora"]
+METHODS: tuple[str, ...] = get_args(Method)
+# Methods that train adapters on a frozen base (their LoRA settings apply).
+ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora", "dora")
+
+Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+# What a user may ask for: a strategy, or ``auto`` for the planner to choose.
+StrategyChoice = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"]
+STRATEGY_CHOICES: tuple[str, ...] = get_args(StrategyChoice)
+
+# Optimizers the trainer runs.
+Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+# The planner also sizes two variants for what-if questions: AdamW's foreach
+# implementation (one more parameter-sized buffer) and paged 32-bit AdamW.
+PlannerOptimizer = Literal[
+    "adamw", "adamw_foreach", "adamw8bit", "paged_adamw8bit", "paged_adamw", "sgd"
+]
+PLANNER_OPTIMIZERS: tuple[str, ...] = get_args(PlannerOptimizer)
+
+Cloud = Literal["aws", "gcp", "azure", "lambda", "runpod"]
+CLOUDS: tuple[str, ...] = get_args(Cloud)
+
+# Training computes in 16 or 32 bits; serving also runs fp8 and weight-only int8/int4.
+TrainingPrecision = Literal["bf16", "fp16", "fp32"]
+TRAINING_PRECISIONS: tuple[str, ...] = get_args(TrainingPrecision)
+InferencePrecision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+INFERENCE_PRECISIONS: tuple[str, ...] = get_args(InferencePrecision)
+# The KV cache can be stored narrower than the weights (vLLM ``--kv-cache-dtype``);
+# ``auto`` stores it at the weights' activation width (fp8 serving: fp8).
+KvCachePrecision = Literal["auto", "bf16", "fp16", "fp8", "int8"]
+KV_CACHE_PRECISIONS: tuple[str, ...] = get_args(KvCachePrecision)
+
+__all__ = [
+    "ADAPTER_METHODS",
+    "CLOUDS",
+    "INFERENCE_PRECISIONS",
+    "KV_CACHE_PRECISIONS",
+    "METHODS",
+    "OPTIMIZERS",
+    "PLANNER_OPTIMIZERS",
+    "STRATEGIES",
+    "STRATEGY_CHOICES",
+    "TRAINING_PRECISIONS",
+    "Cloud",
+    "InferencePrecision",
+    "KvCachePrecision",
+    "Method",
+    "Optimizer",
+    "PlannerOptimizer",
+    "Strategy",
+    "StrategyChoice",
+    "TrainingPrecision",
+]
