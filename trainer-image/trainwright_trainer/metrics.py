@@ -179,6 +179,22 @@ class TrainerMetrics:
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
             registry=r,
         )
+        # The age of the last checkpoint and the gap between the last two: the
+        # TrainwrightCheckpointOverdue alert fires at three gaps without one.
+        self.last_checkpoint_step = Gauge(
+            "trainwright_last_checkpoint_step", "Step of the last published checkpoint", registry=r
+        )
+        self.last_checkpoint_timestamp = Gauge(
+            "trainwright_last_checkpoint_timestamp_seconds",
+            "Unix time the last checkpoint was published",
+            registry=r,
+        )
+        self.checkpoint_interval = Gauge(
+            "trainwright_checkpoint_interval_seconds",
+            "Seconds between the last two published checkpoints",
+            registry=r,
+        )
+        self._last_checkpoint_time: float | None = None
         self.gpu_memory_used = Gauge(
             "trainwright_gpu_memory_used_bytes", "GPU memory used (NVML)", ["gpu"], registry=r
         )
@@ -300,7 +316,13 @@ class TrainerMetrics:
         if not self.enabled:
             return
         self.checkpoint_save_seconds.observe(seconds)
+        published = time.time()
+        if self._last_checkpoint_time is not None:
+            self.checkpoint_interval.set(published - self._last_checkpoint_time)
+        self._last_checkpoint_time = published
+        self.last_checkpoint_timestamp.set(published)
         if step is not None:
+            self.last_checkpoint_step.set(step)
             self._last_checkpoint_step = step
             if self._progress is not None:
                 self._progress.last_checkpoint_step = step

@@ -57,6 +57,7 @@ class DemandForecast:
     status: ForecastStatus
     sized_for_rps: float
     result: Any = None  # the trainwright.forecast ForecastResult, for the next refresh
+    latest_rps: float | None = None  # the history's last point (the Capacity dashboard's demand)
 
 
 def forecast_demand(
@@ -121,7 +122,13 @@ def forecast_demand(
         generated_time=now,
         refresh=result.refresh,
     )
-    return DemandForecast(status=status, sized_for_rps=sized, result=result)
+    latest = float(prepared.series.values[-1])
+    return DemandForecast(
+        status=status,
+        sized_for_rps=sized,
+        result=result,
+        latest_rps=latest if math.isfinite(latest) else None,
+    )
 
 
 def inference_recommendations(plan: InferencePlan, inventory: Inventory) -> list[Recommendation]:
@@ -246,6 +253,8 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
     conditions: list[tuple[str, bool | None, str, str]] = []
     extra: dict[str, Any] = {}
     rps = plan.spec.workload.inference.rps if plan.spec.workload.inference else None
+    context.metrics.set_cluster_gpus(inventory.to_status())
+    demand_rps = rps
     if plan.spec.forecast is not None:
         key = (plan.namespace, plan.name)
         spec_key = plan.spec.forecast.model_dump_json()
@@ -265,6 +274,7 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
         else:
             context.forecasts[key] = (spec_key, demand.result)
             rps = demand.sized_for_rps
+            demand_rps = demand.latest_rps
             extra["forecast"] = demand.status.to_manifest()
             conditions.append(
                 ("Forecasted", True, "Forecasted", f"Sized for {plan.spec.forecast.quantile} "
@@ -292,9 +302,15 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
         "message": message,
     }
     _write(context, body, "Planned", conditions, extra)
-    context.metrics.recommended_gpus.labels(
-        namespace=body["metadata"]["namespace"], name=body["metadata"]["name"]
-    ).set(best.gpus)
+    context.metrics.set_capacityplan(
+        plan.namespace,
+        plan.name,
+        gpu_type=best.gpu_type,
+        gpus=best.gpus,
+        usd_per_hour=best.usd_per_hour,
+        forecast=extra.get("forecast"),
+        demand_rps=demand_rps,
+    )
 
 
 def _recommend(plan: CapacityPlan, inventory: Inventory, rps: float | None) -> list[Recommendation]:

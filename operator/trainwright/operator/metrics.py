@@ -9,10 +9,12 @@ process do not share state.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.server
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -79,6 +81,96 @@ class OperatorMetrics:
             ["namespace", "name"],
             registry=self.registry,
         )
+        # Per-object gauges for dashboards and alerts. TrainingJob gauges are labelled
+        # ``trainingjob`` (the label the trainer pods' PodMonitor gives the trainer's own
+        # metrics), so a query joins the plan and the run ``on (namespace, trainingjob)``.
+        per_job = ["namespace", "trainingjob"]
+        self.trainingjob_phase = Gauge(
+            "trainwright_trainingjob_phase",
+            "1 for a TrainingJob's current phase (one series per phase it has been in).",
+            [*per_job, "phase"],
+            registry=self.registry,
+        )
+        self.planned_tokens_per_second = Gauge(
+            "trainwright_trainingjob_planned_tokens_per_second",
+            "Training throughput the plan expects, tokens per second (all GPUs).",
+            per_job,
+            registry=self.registry,
+        )
+        self.planned_memory_per_gpu = Gauge(
+            "trainwright_trainingjob_planned_memory_per_gpu_bytes",
+            "Peak memory per GPU the plan expects, bytes.",
+            per_job,
+            registry=self.registry,
+        )
+        self.planned_usd_per_hour = Gauge(
+            "trainwright_trainingjob_planned_usd_per_hour",
+            "Price of the plan's GPUs per hour, US dollars.",
+            per_job,
+            registry=self.registry,
+        )
+        self.requested_gpus = Gauge(
+            "trainwright_trainingjob_requested_gpus",
+            "GPUs a TrainingJob's trainer pods request while it runs (0 otherwise).",
+            [*per_job, "gpu_type"],
+            registry=self.registry,
+        )
+        self.trainingjob_restarts = Gauge(
+            "trainwright_trainingjob_restarts",
+            "Whole-gang restarts of a TrainingJob so far (status.restarts).",
+            per_job,
+            registry=self.registry,
+        )
+        self.trainingjob_start_time = Gauge(
+            "trainwright_trainingjob_start_timestamp_seconds",
+            "Unix time a TrainingJob's training started (status.startTime).",
+            per_job,
+            registry=self.registry,
+        )
+        per_plan = ["namespace", "capacityplan"]
+        self.capacityplan_gpus = Gauge(
+            "trainwright_capacityplan_gpus",
+            "GPUs of a CapacityPlan's recommendation, by GPU type.",
+            [*per_plan, "gpu_type"],
+            registry=self.registry,
+        )
+        self.capacityplan_usd_per_hour = Gauge(
+            "trainwright_capacityplan_usd_per_hour",
+            "Price of a CapacityPlan's recommendation per hour, US dollars.",
+            per_plan,
+            registry=self.registry,
+        )
+        self.capacityplan_demand = Gauge(
+            "trainwright_capacityplan_demand_requests_per_second",
+            "Latest point of a CapacityPlan's demand history, requests per second.",
+            per_plan,
+            registry=self.registry,
+        )
+        self.capacityplan_forecast = Gauge(
+            "trainwright_capacityplan_forecast_requests_per_second",
+            "Peak of a CapacityPlan's demand forecast over its horizon, by band: the mean "
+            "and the upper bounds of the 80% and 95% intervals (p80, p95), requests per second.",
+            [*per_plan, "band"],
+            registry=self.registry,
+        )
+        self.capacityplan_sized_for = Gauge(
+            "trainwright_capacityplan_sized_for_requests_per_second",
+            "The request rate a CapacityPlan's recommendation serves.",
+            per_plan,
+            registry=self.registry,
+        )
+        self.cluster_allocatable_gpus = Gauge(
+            "trainwright_cluster_allocatable_gpus",
+            "Allocatable GPUs on the cluster's ready nodes, by GPU type.",
+            ["gpu_type"],
+            registry=self.registry,
+        )
+        self.cluster_free_gpus = Gauge(
+            "trainwright_cluster_free_gpus",
+            "Allocatable GPUs not requested by running pods, by GPU type.",
+            ["gpu_type"],
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str], Phase] = {}
         for phase in Phase:
@@ -111,11 +203,64 @@ class OperatorMetrics:
                 self.trainingjobs.labels(phase=previous.value).dec()
             self._phases[(namespace, name)] = phase
             self.trainingjobs.labels(phase=phase.value).inc()
+            if previous is not None:
+                self.trainingjob_phase.labels(namespace, name, previous.value).set(0)
+            self.trainingjob_phase.labels(namespace, name, phase.value).set(1)
 
     def set_plan(self, namespace: str, name: str, *, gpus: int, cost_usd: float | None) -> None:
         self.planned_gpus.labels(namespace=namespace, name=name).set(gpus)
         if cost_usd is not None:
             self.planned_cost_usd.labels(namespace=namespace, name=name).set(cost_usd)
+
+    def set_trainingjob_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """The plan's expectations and the run's restarts, from a TrainingJob's status."""
+        plan = status.get("plan") or {}
+        job = (namespace, name)
+        if plan:
+            self.planned_tokens_per_second.labels(*job).set(float(plan.get("tokensPerSecond") or 0))
+            self.planned_memory_per_gpu.labels(*job).set(float(plan.get("memoryPerGpuBytes") or 0))
+            if plan.get("usdPerHour") is not None:
+                self.planned_usd_per_hour.labels(*job).set(float(plan["usdPerHour"]))
+        _remove_matching(self.requested_gpus, namespace=namespace, trainingjob=name)
+        if plan and status.get("phase") == Phase.RUNNING:
+            gpus = float(plan.get("numGpus") or 0)
+            self.requested_gpus.labels(*job, str(plan.get("gpuType") or "")).set(gpus)
+        self.trainingjob_restarts.labels(*job).set(float(status.get("restarts") or 0))
+        started = status.get("startTime")
+        if started:
+            when = datetime.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+            self.trainingjob_start_time.labels(*job).set(when.timestamp())
+
+    def set_capacityplan(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        gpu_type: str,
+        gpus: int,
+        usd_per_hour: float,
+        forecast: Mapping[str, Any] | None,
+        demand_rps: float | None,
+    ) -> None:
+        """A CapacityPlan's recommendation and the forecast it was sized for."""
+        plan = (namespace, name)
+        self.recommended_gpus.labels(namespace=namespace, name=name).set(gpus)
+        _remove_matching(self.capacityplan_gpus, namespace=namespace, capacityplan=name)
+        self.capacityplan_gpus.labels(*plan, gpu_type).set(gpus)
+        self.capacityplan_usd_per_hour.labels(*plan).set(usd_per_hour)
+        if demand_rps is not None:
+            self.capacityplan_demand.labels(*plan).set(demand_rps)
+        if forecast:
+            for band, key in (("mean", "peakRps"), ("p80", "p80Rps"), ("p95", "p95Rps")):
+                self.capacityplan_forecast.labels(*plan, band).set(float(forecast[key]))
+            self.capacityplan_sized_for.labels(*plan).set(float(forecast["sizedForRps"]))
+
+    def set_cluster_gpus(self, pools: Sequence[Mapping[str, Any]]) -> None:
+        """Allocatable and free GPUs per type (``Inventory.to_status()`` entries)."""
+        for pool in pools:
+            gpu_type = str(pool.get("gpuType") or pool.get("product") or "unknown")
+            self.cluster_allocatable_gpus.labels(gpu_type).set(float(pool["allocatableGpus"]))
+            self.cluster_free_gpus.labels(gpu_type).set(float(pool["freeGpus"]))
 
     def forget_trainingjob(self, namespace: str, name: str) -> None:
         """Drop a deleted TrainingJob from every gauge."""
@@ -126,13 +271,36 @@ class OperatorMetrics:
         for gauge in (self.planned_gpus, self.planned_cost_usd):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
+        for per_job in (
+            self.trainingjob_phase,
+            self.planned_tokens_per_second,
+            self.planned_memory_per_gpu,
+            self.planned_usd_per_hour,
+            self.requested_gpus,
+            self.trainingjob_restarts,
+            self.trainingjob_start_time,
+        ):
+            _remove_matching(per_job, namespace=namespace, trainingjob=name)
 
     def forget_capacityplan(self, namespace: str, name: str) -> None:
         with contextlib.suppress(KeyError):
             self.recommended_gpus.remove(namespace, name)
+        for per_plan in (
+            self.capacityplan_gpus,
+            self.capacityplan_usd_per_hour,
+            self.capacityplan_demand,
+            self.capacityplan_forecast,
+            self.capacityplan_sized_for,
+        ):
+            _remove_matching(per_plan, namespace=namespace, capacityplan=name)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _remove_matching(gauge: Gauge, **labels: str) -> None:
+    """Remove every series of ``gauge`` whose labels include ``labels``."""
+    gauge.remove_by_labels(labels)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

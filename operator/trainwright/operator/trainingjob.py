@@ -687,3 +687,4 @@ class _Reconcile:
                 gpus=int(plan.get("numGpus") or 0),
                 cost_usd=plan.get("estimatedCostUsd"),
             )
+        metrics.set_trainingjob_status(self.namespace, self.name, self.status)
