@@ -1,56 +1,63 @@
 #!/usr/bin/env bash
-# Builds (or reuses) the local control plane from the Go module proxy:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.
+# Builds (or reuses) the local cluster's binaries from the Go module proxy:
+#   control plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
+#   real node      kubelet, kube-proxy (the same k8s.io v1.34.4 module set), coredns, crane
 #
-# Binaries go to $TRAINWRIGHT_CACHE/k8s/<k8s version>/bin; the Go module and
-# build caches live under $TRAINWRIGHT_CACHE/go so CI and later clones reuse
-# them. A second run with every binary present prints "reusing ..." and exits.
+# Binaries go to $TRAINWRIGHT_CACHE/k8s/<k8s version>/bin; the Go module and build caches
+# live under $TRAINWRIGHT_CACHE/go so CI and later clones reuse them. Only the binaries
+# that are missing (or do not run) are built; with all present it prints "reusing ..."
+# and exits.
 #
-# Environment: TRAINWRIGHT_CACHE (default ~/.cache/trainwright), GO (default: go
-# on PATH), K8S_BUILD_FORCE=1 to rebuild even if the binaries exist.
+# Environment: TRAINWRIGHT_CACHE (default ~/.cache/trainwright), GO (default: go on PATH),
+# K8S_BUILD_FORCE=1 to rebuild every binary even if it exists.
 set -euo pipefail
 
 K8S_VERSION=v1.34.4
 K8S_MINOR=34
 KWOK_VERSION=v0.7.0
+COREDNS_VERSION=v1.14.7
+CRANE_VERSION=v0.22.1
 GO_MIN=1.24
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
 bin=$cache/k8s/$K8S_VERSION/bin
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+	kubelet kube-proxy coredns crane)
 
-all_present() {
-	local b
-	for b in "${binaries[@]}"; do
-		[ -x "$bin/$b" ] || return 1
-	done
-	# Run them in parallel: each is a large static binary, serially this is ~0.5 s.
-	local pids=()
-	for b in "${binaries[@]}"; do
-		if [ "$b" = kubectl ]; then
-			"$bin/$b" version --client >/dev/null 2>&1 &
-		else
-			"$bin/$b" --version >/dev/null 2>&1 &
-		fi
-		pids+=($!)
-	done
-	local p ok=0
-	for p in "${pids[@]}"; do
-		wait "$p" || ok=1
-	done
-	return $ok
+# works NAME: the binary exists and prints its version (a truncated build does not).
+works() {
+	local b=$1
+	[ -x "$bin/$b" ] || return 1
+	case "$b" in
+	kubectl) "$bin/$b" version --client >/dev/null 2>&1 ;;
+	crane) "$bin/$b" version >/dev/null 2>&1 ;;
+	coredns) "$bin/$b" -version >/dev/null 2>&1 ;;
+	*) "$bin/$b" --version >/dev/null 2>&1 ;;
+	esac
 }
 
-if [ "${K8S_BUILD_FORCE:-0}" != 1 ] && all_present; then
-	echo "reusing control-plane binaries in $bin (Kubernetes $K8S_VERSION, kwok $KWOK_VERSION)"
+# Check them in parallel: each is a large static binary, serially this is ~0.5 s.
+missing=()
+declare -A pids=()
+for b in "${binaries[@]}"; do
+	works "$b" &
+	pids[$b]=$!
+done
+for b in "${binaries[@]}"; do
+	if [ "${K8S_BUILD_FORCE:-0}" = 1 ] || ! wait "${pids[$b]}"; then
+		missing+=("$b")
+	fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "reusing cluster binaries in $bin (Kubernetes $K8S_VERSION, kwok $KWOK_VERSION, CoreDNS $COREDNS_VERSION, crane $CRANE_VERSION)"
 	exit 0
 fi
 
 GO=${GO:-go}
 if ! command -v "$GO" >/dev/null 2>&1; then
 	echo "error: the Go toolchain ('$GO') is not on PATH; install Go >= $GO_MIN" \
-		"(https://go.dev/dl/) to build the local control plane." >&2
+		"(https://go.dev/dl/) to build the local cluster." >&2
 	exit 1
 fi
 go_version=$("$GO" env GOVERSION 2>/dev/null || true)
@@ -67,7 +74,8 @@ export GOCACHE=$cache/go/build
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 # sum.golang.org is not always reachable; hack/k8s/gomod/go.sum pins every
-# module hash of the control plane, and kwok's module zip carries its own go.sum.
+# module hash of the Kubernetes binaries; kwok's, CoreDNS's and crane's module zips
+# carry their own go.sum.
 export GOSUMDB=${GOSUMDB:-off}
 export GOFLAGS=-mod=mod
 mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
@@ -75,6 +83,8 @@ mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
 stage=$(mktemp -d "$cache/k8s/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
+echo "building ${#missing[@]} missing binaries (${missing[*]}) from the Go module proxy;" \
+	"a cold build of all ten takes 15-40 min on 2 cores, progress below"
 total_start=$(date +%s)
 cd "$here/gomod"
 if [ ! -s go.sum ]; then
@@ -93,34 +103,51 @@ ldflags_k8s="-s -w \
  -X k8s.io/client-go/pkg/version.gitMajor=1 \
  -X k8s.io/client-go/pkg/version.gitMinor=$K8S_MINOR"
 
-n=${#binaries[@]}
+n=${#missing[@]}
 i=0
+# build_one NAME COMMAND...: run the build command, which writes $stage/NAME, and move
+# the binary into place at once, so an interrupted run keeps what it finished.
 build_one() {
-	local name=$1 pkg=$2 ldflags=$3 t0
+	local name=$1 t0
+	shift
 	i=$((i + 1))
 	echo "building $name ($i/$n)..."
 	t0=$(date +%s)
-	nice -n 5 "$GO" build -trimpath -ldflags "$ldflags" -o "$stage/$name" "$pkg"
+	if ! nice -n 5 "$@"; then
+		echo "error: building $name failed (command: $*)" >&2
+		exit 1
+	fi
 	echo "  $name built in $(($(date +%s) - t0)) s ($(du -m "$stage/$name" | cut -f1) MiB)"
+	mv -f "$stage/$name" "$bin/$name"
 }
 
-build_one etcd go.etcd.io/etcd/server/v3 "-s -w"
-build_one kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags_k8s"
-build_one kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags_k8s"
-build_one kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$ldflags_k8s"
-build_one kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags_k8s"
+# go_install NAME MODULE@VERSION LDFLAGS: a main package outside the wrapper module
+# (its own go.mod and go.sum), installed into the stage dir under NAME.
+go_install() {
+	local name=$1 target=$2 ldflags=$3 built
+	(cd "$stage" && GOFLAGS= GOBIN="$stage/gobin-$name" "$GO" install -trimpath -ldflags "$ldflags" "$target")
+	built=$(find "$stage/gobin-$name" -type f | head -n1)
+	mv "$built" "$stage/$name"
+}
 
-# kwok is installed outside the wrapper module: its k8s.io/* requirements differ
-# from the replace block above. v0.8.0 dropped the built-in stages, so pin v0.7.0.
-i=$((i + 1))
-echo "building kwok ($i/$n)..."
-t0=$(date +%s)
-(cd "$stage" && GOFLAGS= GOBIN="$stage" nice -n 5 "$GO" install -trimpath \
-	-ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-	"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
-echo "  kwok built in $(($(date +%s) - t0)) s ($(du -m "$stage/kwok" | cut -f1) MiB)"
-
-for b in "${binaries[@]}"; do
-	mv -f "$stage/$b" "$bin/$b"
+for b in "${missing[@]}"; do
+	case "$b" in
+	etcd) build_one etcd "$GO" build -trimpath -ldflags "-s -w" -o "$stage/etcd" go.etcd.io/etcd/server/v3 ;;
+	kwok)
+		# kwok is installed outside the wrapper module: its k8s.io/* requirements differ
+		# from the replace block there. v0.8.0 dropped the built-in stages, so pin v0.7.0.
+		build_one kwok go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+			"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+		;;
+	coredns)
+		build_one coredns go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
+		;;
+	crane)
+		build_one crane go_install crane \
+			"github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION" \
+			"-s -w -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$CRANE_VERSION"
+		;;
+	*) build_one "$b" "$GO" build -trimpath -ldflags "$ldflags_k8s" -o "$stage/$b" "k8s.io/kubernetes/cmd/$b" ;;
+	esac
 done
-echo "control-plane binaries ready in $bin ($(($(date +%s) - total_start)) s)"
+echo "cluster binaries ready in $bin ($(($(date +%s) - total_start)) s)"
