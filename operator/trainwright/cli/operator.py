@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import random
 import re
 
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.cli._common import UsageError
 
 _LIVENESS_URL = re.compile(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+TRAINER_IMAGE_ENV = "TRAINWRIGHT_TRAINER_IMAGE"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +62,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="threads running reconciles (default 16)",
     )
+    parser.add_argument(
+        "--trainer-image",
+        metavar="IMAGE",
+        default=os.environ.get(TRAINER_IMAGE_ENV) or DEFAULT_TRAINER_IMAGE,
+        help=(
+            f"trainer image of TrainingJobs whose spec.image is unset (default: "
+            f"${TRAINER_IMAGE_ENV} or {DEFAULT_TRAINER_IMAGE})"
+        ),
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help=(
+            "coordinate with other replicas through the kopf peering object NAME (a "
+            "ClusterKopfPeering, or a KopfPeering per watched namespace): only the one of "
+            "highest --priority works, the others stand by; default: standalone"
+        ),
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="this replica's peering priority (default: random, so two replicas never tie)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.set_defaults(handler=run_operator)
 
@@ -71,6 +102,20 @@ def _check(args: argparse.Namespace) -> None:
             f"--liveness must be an http(s) URL such as http://0.0.0.0:8081/healthz, "
             f"got {args.liveness!r}"
         )
+    if not args.trainer_image.strip() or any(c.isspace() for c in args.trainer_image):
+        raise UsageError(
+            f"--trainer-image must be an image reference such as {DEFAULT_TRAINER_IMAGE}, "
+            f"got {args.trainer_image!r}"
+        )
+    if args.peering is not None and not (
+        len(args.peering) <= 253 and _DNS_SUBDOMAIN.match(args.peering)
+    ):
+        raise UsageError(
+            f"--peering must be a Kubernetes object name (lower-case letters, digits, '-', '.'), "
+            f"got {args.peering!r}"
+        )
+    if args.priority is not None and args.peering is None:
+        raise UsageError("--priority needs --peering NAME (a standalone operator has no peers)")
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -79,7 +124,14 @@ def run_operator(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from trainwright.operator.main import StartupError, Tuning, run
+    from trainwright.operator.main import Peering, StartupError, Tuning, run
+
+    peering = None
+    if args.peering is not None:
+        # kopf pauses every replica when two share the top priority; a random one
+        # (drawn once per process) makes one replica work and the others stand by.
+        priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+        peering = Peering(name=args.peering, priority=priority)
 
     try:
         run(
@@ -88,6 +140,8 @@ def run_operator(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             liveness_endpoint=args.liveness,
             tuning=Tuning(workers=args.workers, api_connections=max(args.workers * 2, 8)),
+            trainer_image=args.trainer_image,
+            peering=peering,
         )
     except StartupError as exc:
         raise UsageError(str(exc)) from None

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import kopf
 
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.progress import fetch_progress
@@ -77,6 +78,8 @@ class OperatorContext:
     # (namespace, CapacityPlan name) -> (its forecast spec, the last ForecastResult), so a
     # refresh refits the chosen models instead of searching again (forecast.update).
     forecasts: dict[tuple[str, str], tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    # The trainer image of TrainingJobs whose spec.image is unset (--trainer-image).
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

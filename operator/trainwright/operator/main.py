@@ -18,6 +18,7 @@ from kubernetes.config import ConfigException
 
 import trainwright.operator.capacityplan
 import trainwright.operator.trainingjob
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
@@ -30,6 +31,14 @@ FINALIZER = "trainwright.io/finalizer"
 
 # Imported for their @kopf.on... decorators, which register the handlers.
 HANDLER_MODULES = (trainwright.operator.trainingjob, trainwright.operator.capacityplan)
+
+
+@dataclasses.dataclass(frozen=True)
+class Peering:
+    """kopf peering: the KopfPeering/ClusterKopfPeering object's name and this replica's rank."""
+
+    name: str
+    priority: int
 
 
 class StartupError(RuntimeError):
@@ -78,8 +87,15 @@ def run(
     metrics_port: int = 8080,
     liveness_endpoint: str | None = None,
     tuning: Tuning | None = None,
+    trainer_image: str = DEFAULT_TRAINER_IMAGE,
+    peering: Peering | None = None,
 ) -> None:
-    """Run the operator until interrupted; ``metrics_port`` 0 disables ``/metrics``."""
+    """Run the operator until interrupted; ``metrics_port`` 0 disables ``/metrics``.
+
+    ``trainer_image`` runs TrainingJobs whose ``spec.image`` is unset. Without
+    ``peering`` the operator runs standalone; with it, replicas that share the
+    peering object's name pause all but the one of highest priority (a standby).
+    """
     tuning = tuning or Tuning()
     metrics = OperatorMetrics()
     try:
@@ -92,7 +108,7 @@ def run(
         raise StartupError(
             f"no cluster credentials: set KUBECONFIG or run in a pod ({exc})"
         ) from None
-    context = OperatorContext(kube=kube, metrics=metrics)
+    context = OperatorContext(kube=kube, metrics=metrics, trainer_image=trainer_image)
     ready = threading.Event()
     stopped = threading.Event()
     server = None
@@ -114,7 +130,9 @@ def run(
             registry=registry,
             clusterwide=clusterwide,
             namespaces=list(namespaces),
-            standalone=True,
+            standalone=peering is None,
+            peering_name=peering.name if peering is not None else None,
+            priority=peering.priority if peering is not None else None,
             liveness_endpoint=liveness_endpoint,
             ready_flag=ready,
             memo=kopf.Memo(context=context),

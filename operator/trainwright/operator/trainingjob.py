@@ -410,7 +410,9 @@ class _Reconcile:
         if self.fresh_plan:
             for manifest in manifests:
                 self._create(manifest)
-            return self._create(trainer_job(job, plan, attempt))
+            return self._create(
+                trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
+            )
         name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
         if self.known_job is not None and self.known_job["metadata"]["name"] == name:
             existing: dict[str, Any] | None = self.known_job
@@ -424,7 +426,9 @@ class _Reconcile:
             self._create(manifest)
         if existing is not None:
             return existing
-        return self._create(trainer_job(job, plan, attempt))
+        return self._create(
+            trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
+        )
 
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kopf.adopt(manifest, owner=as_body(self.body))
@@ -622,7 +626,7 @@ class _Reconcile:
         self.kube.delete_job(self.namespace, trainer_name)
         if new_plan:
             self._create(trainer_configmap(job, plan))
-        self._create(trainer_job(job, plan, next_attempt))
+        self._create(trainer_job(job, plan, next_attempt, default_image=self.context.trainer_image))
 
     # Status --------------------------------------------------------------------------------
 

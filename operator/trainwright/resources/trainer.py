@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from trainwright.api.v1alpha1.trainingjob import PlanStatus, TrainingJob
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, PlanStatus, TrainingJob
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.lookup import get_model
 from trainwright.resources.launcher import EXIT_CODE_FILE, launch_script
@@ -38,6 +38,7 @@ from trainwright.resources.names import (
     service_name,
     trainer_job_name,
 )
+from trainwright.resources.security import container_security_context, pod_security_context
 from trainwright.resources.storage import Mounts
 from trainwright_trainer.config import (
     CheckpointConfig,
@@ -261,8 +262,17 @@ def _master_addr(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> str:
     return "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
 
 
-def trainer_job(job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
-    """The batch/v1 Job of one attempt: one pod per node, completion index = node rank."""
+def trainer_job(
+    job: TrainingJob,
+    plan: PlanStatus,
+    attempt: int,
+    *,
+    default_image: str = DEFAULT_TRAINER_IMAGE,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one attempt: one pod per node, completion index = node rank.
+
+    ``default_image`` (the operator's ``--trainer-image``) runs when ``spec.image`` is unset.
+    """
     mounts = Mounts()
     paths = _layout(job, mounts)
     name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
@@ -290,7 +300,9 @@ def trainer_job(job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, A
             "podFailurePolicy": _pod_failure_policy(),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                "spec": _pod_spec(job, plan, mounts, paths, job_name=name),
+                "spec": _pod_spec(
+                    job, plan, mounts, paths, job_name=name, image=job.spec.image or default_image
+                ),
             },
         },
     }
@@ -326,6 +338,7 @@ def _pod_spec(
     paths: dict[str, str],
     *,
     job_name: str,
+    image: str,
 ) -> dict[str, Any]:
     spec = job.spec
     node_selector = dict(spec.node_selector)
@@ -353,10 +366,11 @@ def _pod_spec(
         "nodeSelector": node_selector,
         "tolerations": tolerations,
         "volumes": volumes,
+        "securityContext": pod_security_context(spec.pod_security_context),
         "containers": [
             {
                 "name": CONTAINER_NAME,
-                "image": spec.image,
+                "image": image,
                 "imagePullPolicy": spec.image_pull_policy,
                 "command": container_command(job, plan, job_name=job_name),
                 "env": _env(job, plan, job_name=job_name),
@@ -369,6 +383,7 @@ def _pod_spec(
                     "requests": {GPU_RESOURCE: str(plan.gpus_per_node)},
                 },
                 "volumeMounts": volume_mounts,
+                "securityContext": container_security_context(spec.security_context),
             }
         ],
     }

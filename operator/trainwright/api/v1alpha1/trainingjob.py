@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from trainwright import __version__ as package_version
 from trainwright import vocabulary
 from trainwright.api.v1alpha1.common import (
     LIST_MAX_ITEMS,
@@ -32,6 +33,7 @@ from trainwright.api.v1alpha1.common import (
     k8s,
     rule,
 )
+from trainwright.api.v1alpha1.security import ContainerSecurityOverrides, PodSecurityOverrides
 from trainwright.vocabulary import (
     ADAPTER_METHODS,
     Cloud,
@@ -53,7 +55,9 @@ TrainingPhase = Literal["Pending", "Planned", "Running", "Succeeded", "Failed", 
 # A GPU catalog key (H100-SXM, A100-80GB-SXM, L4, ...) or "auto". The catalog lives
 # in the planner and grows; the operator reports an unknown key as a condition.
 GPU_TYPE_PATTERN = r"^(auto|[A-Za-z0-9][A-Za-z0-9._-]*)$"
-DEFAULT_TRAINER_IMAGE = "ghcr.io/trainwright/trainer:0.1.0"
+# What `trainwright operator` runs when neither spec.image nor --trainer-image says:
+# the name the project's image build and the Helm chart give the trainer image.
+DEFAULT_TRAINER_IMAGE = f"trainwright/trainer:{package_version}"
 
 
 class ModelRef(ApiModel):
@@ -364,11 +368,14 @@ class TrainingJobSpec(TrainingWorkload):
         json_schema_extra=k8s(**{"x-kubernetes-validations": [_LORA_RULE, _METHOD_IMMUTABLE_RULE]})
     )
 
-    image: str = Field(
-        default=DEFAULT_TRAINER_IMAGE,
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=1024,
-        description="Trainer container image (runs python -m trainwright_trainer).",
+        description=(
+            "Trainer container image (runs python -m trainwright_trainer); unset: the "
+            "operator's --trainer-image (the Helm chart's trainer.image)."
+        ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy for the trainer image."
@@ -408,6 +415,20 @@ class TrainingJobSpec(TrainingWorkload):
         default_factory=dict,
         description="Labels added to the trainer pods (the operator's own labels win).",
         json_schema_extra=k8s(maxProperties=LIST_MAX_ITEMS),
+    )
+    pod_security_context: PodSecurityOverrides | None = Field(
+        default=None,
+        description=(
+            "Replaces fields of the trainer pods' securityContext (default: Pod Security "
+            "restricted, UID 1000, GID 0)."
+        ),
+    )
+    security_context: ContainerSecurityOverrides | None = Field(
+        default=None,
+        description=(
+            "Replaces fields of the trainer container's securityContext (default: non-root, "
+            "no privilege escalation, drop ALL, seccomp RuntimeDefault)."
+        ),
     )
 
 

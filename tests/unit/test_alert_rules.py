@@ -1,0 +1,120 @@
+"""The alerting rules: promtool checks and unit-tests them; every alert is documented.
+
+The rules' one source is helm/trainwright/files/trainwright-rules.yaml (the chart's
+PrometheusRule reads it; deploy/prometheus/trainwright-rules.yaml links to it).
+deploy/prometheus/trainwright-rules.test.yaml holds a promtool test per alert: the
+series that make it fire and the ones that must leave it quiet.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "helm/trainwright/files/trainwright-rules.yaml"
+PLAIN = ROOT / "deploy/prometheus/trainwright-rules.yaml"
+PROMTOOL_TESTS = ROOT / "deploy/prometheus/trainwright-rules.test.yaml"
+RUNBOOKS = ROOT / "docs/runbooks.md"
+ALERTS = {
+    "TrainwrightTrainingJobWaitingToStart",
+    "TrainwrightThroughputBelowPlan",
+    "TrainwrightLossNotFinite",
+    "TrainwrightLossSpikesRepeated",
+    "TrainwrightCheckpointOverdue",
+    "TrainwrightRestartsClimbing",
+    "TrainwrightOperatorDown",
+    "TrainwrightReconcileErrorsHigh",
+    "TrainwrightCapacityForecastExceedsCluster",
+}
+
+
+# The object each group's alerts are about, by the label that names it.
+OBJECT_LABEL = {
+    "trainwright-trainingjobs": "trainingjob",
+    "trainwright-capacity": "capacityplan",
+    "trainwright-operator": None,
+}
+
+
+def _rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule | {"group": group["name"]} for group in groups for rule in group["rules"]]
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not installed: run `make system-deps`", pytrace=False)
+    return path
+
+
+def test_the_issue_s_alerts_are_all_there_and_nothing_else() -> None:
+    assert {rule["alert"] for rule in _rules()} == ALERTS
+
+
+def test_the_plain_rules_file_is_the_chart_s_file() -> None:
+    assert PLAIN.resolve() == RULES.resolve()
+
+
+@pytest.mark.parametrize("rule", _rules(), ids=lambda rule: rule["alert"])
+def test_each_alert_is_named_labelled_and_documented(rule: dict[str, Any]) -> None:
+    assert re.fullmatch(r"Trainwright(?:[A-Z][a-z0-9]*)+", rule["alert"])
+    assert rule["labels"]["severity"] in {"warning", "critical"}
+    annotations = rule["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    if rule["alert"] != "TrainwrightOperatorDown":  # absent() has no object to name
+        assert "{{ $labels.namespace }}" in annotations["description"]
+    label = OBJECT_LABEL[rule["group"]]
+    if label is not None:
+        assert f"{{{{ $labels.{label} }}}}" in annotations["description"]
+    anchor = annotations["runbook_url"].rsplit("#", 1)[1]
+    assert anchor == rule["alert"].lower()
+    assert f"\n## {rule['alert']}\n" in RUNBOOKS.read_text()
+    promql_parser.parse(rule["expr"])
+
+
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
+    cases = [
+        check
+        for test in yaml.safe_load(PROMTOOL_TESTS.read_text())["tests"]
+        for check in test.get("alert_rule_test", [])
+    ]
+    fires = {c["alertname"] for c in cases if c["exp_alerts"]}
+    quiet = {c["alertname"] for c in cases if not c["exp_alerts"]}
+    assert fires == ALERTS
+    assert quiet == ALERTS
+
+
+@pytest.mark.prometheus
+def test_promtool_check_rules_is_clean() -> None:
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(PLAIN)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
+
+
+@pytest.mark.prometheus
+def test_promtool_test_rules_passes_for_every_alert() -> None:
+    result = subprocess.run(
+        [_promtool(), "test", "rules", PROMTOOL_TESTS.name],
+        cwd=PROMTOOL_TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
