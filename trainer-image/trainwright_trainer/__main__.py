@@ -1,5 +1,9 @@
 """``python -m trainwright_trainer train --config FILE`` (run under torchrun for several ranks).
 
+``python -m trainwright_trainer export ...`` merges and converts a trained model
+(:mod:`trainwright_trainer.export`); its flags are a public contract
+(CONTRACTS.md, "Exporter").
+
 The config is validated before anything heavy is imported or loaded, so a bad
 config fails in about a second with one line on stderr and exit code 64 (65 for
 a missing dataset). Any :class:`~trainwright_trainer.errors.TrainerError` during
@@ -15,8 +19,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from trainwright_trainer.errors import TrainerError
+from trainwright_trainer.errors import ConfigError, TrainerError
 from trainwright_trainer.exitcodes import ExitCode
 
 
@@ -30,7 +35,73 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML or JSON TrainerConfig")
     check = commands.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True, help="YAML or JSON TrainerConfig")
+    _export_parser(commands.add_parser("export", help="merge and convert a trained model"))
     return parser
+
+
+def _export_parser(export: argparse.ArgumentParser) -> None:
+    from trainwright_trainer.export.config import COMBINATIONS, EXPORT_FORMATS, QUANTIZATIONS
+
+    export.add_argument("--config", help="YAML or JSON with the ModelExport spec's fields")
+    export.add_argument(
+        "--source",
+        action="append",
+        help="trainer output or checkpoint dir, HF model dir or PEFT adapter dir "
+        "(repeat with --weights to combine adapters)",
+    )
+    export.add_argument("--weights", help="comma-separated weights, one per --source")
+    export.add_argument("--combination", choices=COMBINATIONS, help="how several adapters mix")
+    export.add_argument("--base", help="base model directory (for an adapter)")
+    export.add_argument(
+        "--trainer-config", help="the trainer's config file (for a LoRA checkpoint source)"
+    )
+    export.add_argument("--formats", help=f"comma-separated: {', '.join(EXPORT_FORMATS)}")
+    export.add_argument("--quantization", choices=QUANTIZATIONS, help="GGUF type")
+    export.add_argument("--output", help="export directory (must not hold an export)")
+
+
+def _export_config(args: argparse.Namespace) -> Any:
+    """The ExportConfig from --config, or from the flags (flags override the file)."""
+    from trainwright_trainer.export.config import load_export_config, parse_export_config
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = load_export_config(args.config).model_dump(by_alias=False, exclude_unset=True)
+    sources = args.source or []
+    if len(sources) == 1 and not args.weights:
+        data["source"] = sources[0]
+    elif sources:
+        weights = (args.weights or "").split(",") if args.weights else ["1"] * len(sources)
+        if len(weights) != len(sources):
+            raise ConfigError(f"--weights: {len(weights)} weights for {len(sources)} --source")
+        try:
+            data["sources"] = [
+                {"path": p, "weight": float(w)} for p, w in zip(sources, weights, strict=True)
+            ]
+        except ValueError:
+            raise ConfigError(f"--weights: {args.weights!r} is not a list of numbers") from None
+    for flag in ("base", "quantization", "output", "combination", "trainer_config"):
+        if getattr(args, flag):
+            data[flag] = getattr(args, flag)
+    if args.formats:
+        data["formats"] = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if "output" not in data:
+        raise ConfigError("--output: required (the directory the export is written to)")
+    if not data.get("source") and not data.get("sources"):
+        raise ConfigError("--source: required (a model, adapter, trainer output or checkpoint)")
+    return parse_export_config(data, origin="export")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from trainwright_trainer.export.run import run_export
+
+    manifest = run_export(_export_config(args))
+    for artifact in manifest["artifacts"]:
+        print(f"{artifact['format']}: {artifact['path']} ({artifact['size_bytes']} bytes)")
+    if not manifest["verification"]["ok"]:
+        print("trainwright-trainer: export written but verification failed", file=sys.stderr)
+        return int(ExitCode.DATA_ERROR)
+    return int(ExitCode.SUCCESS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -97,6 +168,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from trainwright_trainer.config import load_config
 
     try:
+        if args.command == "export":
+            return _run_export(args)
         cfg = load_config(args.config)
         if args.command == "check":
             print(f"{args.config}: valid ({cfg.method}, {cfg.distributed.strategy})")

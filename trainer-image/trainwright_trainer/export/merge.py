@@ -1,0 +1,282 @@
+"""Merge adapters into the 16-bit base, one base tensor at a time, with peft's own layers.
+
+Memory: the base's safetensors are memory-mapped and read one tensor at a time;
+each adapted weight is merged by a throw-away ``peft`` LoRA layer around that one
+``nn.Linear`` (peft does the LoRA, rsLoRA and DoRA arithmetic and the NaN check of
+``safe_merge``); merged tensors are buffered up to one output shard. Peak memory
+is about one output shard plus the adapters, not the whole model.
+
+QLoRA adapters merge the same way: the base is read from its 16-bit files, never
+from a 4-bit copy. PiSSA adapters are trained against a residual base
+(W - U_r S_r V_r^T); they are first converted to plain LoRA on the original base,
+as peft's ``path_initial_model_for_weight_conversion`` does (Meng et al. 2024,
+sec. 3): rank 2r, A' = [A; A0], B' = [B, -B0], with A0, B0 recomputed from the
+base's SVD (the rank-r truncation is unique, so the recomputation is exact).
+Several adapters are combined per module with ``LoraModel.add_weighted_adapter``
+(linear, ties, dare_ties, svd).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainwright_trainer.errors import ConfigError
+from trainwright_trainer.export.sources import AdapterSpec, ModelSource, read_dcp_tensors
+
+__all__ = ["MergeResult", "ShardWriter", "base_shards", "merge_into"]
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+COMBINED = "combined"
+_SEED = 0  # dare_ties drops entries at random: the same export gives the same files
+
+
+def base_shards(base_dir: Path) -> list[Path]:
+    """The base's safetensors files, in the index's order when there is one."""
+    index = base_dir / SAFETENSORS_INDEX
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return [base_dir / name for name in dict.fromkeys(weight_map.values())]
+    return sorted(base_dir.glob("*.safetensors"))
+
+
+class ShardWriter:
+    """Writes tensors into ``model-0000i-of-0000N.safetensors`` shards of at most ``max_bytes``."""
+
+    def __init__(self, out_dir: Path, *, max_bytes: int) -> None:
+        self.out_dir = out_dir
+        self.max_bytes = max_bytes
+        self._buffer: dict[str, torch.Tensor] = {}
+        self._buffered = 0
+        self._written: list[tuple[Path, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self._buffer and self._buffered + size > self.max_bytes:
+            self._flush()
+        self._buffer[name] = tensor.contiguous()
+        self._buffered += size
+        self.total_bytes += size
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        path = self.out_dir / f".shard-{len(self._written):05d}.safetensors"
+        save_file(self._buffer, str(path), metadata={"format": "pt"})
+        self._written.append((path, list(self._buffer)))
+        self._buffer, self._buffered = {}, 0
+
+    def finish(self) -> list[Path]:
+        if self._buffer:
+            self._flush()
+        count = len(self._written)
+        weight_map: dict[str, str] = {}
+        final: list[Path] = []
+        for i, (path, names) in enumerate(self._written):
+            name = (
+                "model.safetensors"
+                if count == 1
+                else f"model-{i + 1:05d}-of-{count:05d}.safetensors"
+            )
+            os.replace(path, self.out_dir / name)
+            final.append(self.out_dir / name)
+            weight_map |= dict.fromkeys(names, name)
+        if count > 1:
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+            (self.out_dir / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        return final
+
+
+@dataclass
+class MergeResult:
+    """The merged files and the adapter that was applied (converted/combined), per module."""
+
+    files: list[Path]
+    adapted_modules: int
+    adapter_rank: int | None = None
+    adapter_alpha: float | None = None
+    use_rslora: bool = False
+    use_dora: bool = False
+    # module -> {"lora_A", "lora_B"[, "lora_magnitude_vector"]}: what a PEFT adapter file holds.
+    adapter_tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def _pissa_to_lora(spec: AdapterSpec, module: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    parts = spec.modules[module]
+    r = spec.rank
+    scaling = spec.alpha / (math.sqrt(r) if spec.use_rslora else r)
+    u, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
+    root = torch.sqrt(s[:r] / scaling)
+    a0 = torch.diag(root) @ vh[:r]
+    b0 = u[:, :r] @ torch.diag(root)
+    return {
+        "lora_A": torch.cat([parts["lora_A"], a0], dim=0),
+        "lora_B": torch.cat([parts["lora_B"], -b0], dim=1),
+    }
+
+
+def _effective(spec: AdapterSpec) -> tuple[int, float]:
+    """Rank and alpha of the adapter as merged (PiSSA doubles the rank, same scaling)."""
+    if spec.init != "pissa":
+        return spec.rank, spec.alpha
+    return 2 * spec.rank, spec.alpha * (math.sqrt(2) if spec.use_rslora else 2)
+
+
+def _lora_config(spec: AdapterSpec) -> Any:
+    from peft import LoraConfig
+
+    rank, alpha = _effective(spec)
+    options: dict[str, Any] = {"lora_alpha": alpha}  # peft annotates int; floats are used as is
+    return LoraConfig(
+        r=rank,
+        **options,
+        lora_dropout=0.0,
+        use_rslora=spec.use_rslora,
+        use_dora=spec.use_dora,
+        target_modules=["target"],
+    )
+
+
+def merge_module(
+    weight: torch.Tensor,
+    adapters: list[tuple[AdapterSpec, float]],
+    module: str,
+    *,
+    combination: str = "linear",
+    density: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[int, float]]:
+    """``weight`` (out x in) with the adapters merged by peft.
+
+    Also returns the adapter that was applied (its tensors, rank and alpha): the
+    PiSSA conversion or the weighted combination, which the ``adapter`` format saves.
+    """
+    from peft.tuners.lora import LoraModel
+
+    container = torch.nn.Module()
+    container.target = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    container.target.weight.data = weight.float().clone()
+    names = [f"a{i}" for i in range(len(adapters))]
+    model = LoraModel(container, {names[0]: _lora_config(adapters[0][0])}, names[0])
+    for name, (spec, _) in zip(names[1:], adapters[1:], strict=True):
+        model.peft_config[name] = _lora_config(spec)
+        model.inject_adapter(container, name)
+    layer: Any = container.target
+    for name, (spec, _) in zip(names, adapters, strict=True):
+        parts = (
+            _pissa_to_lora(spec, module, weight) if spec.init == "pissa" else spec.modules[module]
+        )
+        with torch.no_grad():
+            layer.lora_A[name].weight.copy_(parts["lora_A"])
+            layer.lora_B[name].weight.copy_(parts["lora_B"])
+            if spec.use_dora:
+                layer.lora_magnitude_vector[name].weight.copy_(parts["lora_magnitude_vector"])
+    merged_name = names[0]
+    if len(adapters) > 1:
+        torch.manual_seed(_SEED)
+        weighted: Any = model.add_weighted_adapter
+        extra = {"density": density} if combination in ("ties", "dare_ties") else {}
+        weighted(names, [w for _, w in adapters], COMBINED, combination_type=combination, **extra)
+        merged_name = COMBINED
+    applied = {
+        "lora_A": layer.lora_A[merged_name].weight.detach().clone(),
+        "lora_B": layer.lora_B[merged_name].weight.detach().clone(),
+    }
+    if merged_name in getattr(layer, "lora_magnitude_vector", {}):
+        applied["lora_magnitude_vector"] = (
+            layer.lora_magnitude_vector[merged_name].weight.detach().clone()
+        )
+    config: Any = model.peft_config[merged_name]
+    layer.merge(safe_merge=True, adapter_names=[merged_name])
+    return (
+        layer.get_base_layer().weight.detach(),
+        applied,
+        (int(config.r), float(config.lora_alpha)),
+    )
+
+
+def _check_adapters_fit(source: ModelSource, shapes: dict[str, list[int]]) -> None:
+    for spec, _ in source.adapters:
+        for module, parts in spec.modules.items():
+            shape = shapes.get(f"{module}.weight")
+            expected = [parts["lora_B"].shape[0], parts["lora_A"].shape[1]]
+            if shape is None or shape != expected:
+                found = "no such weight" if shape is None else f"shape {shape}"
+                raise ConfigError(
+                    f"--base: the adapter {spec.origin} does not fit {source.base_dir}: "
+                    f"{module}.weight should be {expected}, the base has {found}; pass the "
+                    "base model the adapter was trained on"
+                )
+    if len(source.adapters) > 1 and any(s.use_dora for s, _ in source.adapters):
+        raise ConfigError("sources: DoRA adapters cannot be combined; export them one at a time")
+
+
+def _base_tensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, handle.get_tensor(name)
+
+
+def base_shapes(shards: list[Path]) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118
+                shapes[name] = list(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def merge_into(
+    source: ModelSource,
+    out_dir: Path,
+    *,
+    max_shard_bytes: int,
+    combination: str = "linear",
+    density: float = 0.5,
+) -> MergeResult:
+    """Write the source's merged weights as sharded safetensors into ``out_dir``."""
+    shards = base_shards(source.base_dir)
+    if not shards:
+        raise ConfigError(f"--base: {source.base_dir} holds no *.safetensors weights")
+    _check_adapters_fit(source, base_shapes(shards))
+    modules = {m for spec, _ in source.adapters for m in spec.modules}
+    writer = ShardWriter(out_dir, max_bytes=max_shard_bytes)
+    applied: dict[str, dict[str, torch.Tensor]] = {}
+    rank_alpha: tuple[int, float] | None = None
+    replaced = 0
+    for name, tensor in _base_tensors(shards):
+        module = name.removesuffix(".weight")
+        if source.dcp_dir is not None:
+            trained = read_dcp_tensors(source.dcp_dir, [name]).get(name)
+            if trained is not None:
+                tensor, replaced = trained.to(tensor.dtype), replaced + 1
+        elif name.endswith(".weight") and module in modules:
+            merged, applied[module], rank_alpha = merge_module(
+                tensor,
+                [(s, w) for s, w in source.adapters if module in s.modules],
+                module,
+                combination=combination,
+                density=density,
+            )
+            tensor = merged.to(tensor.dtype)
+        writer.add(name, tensor)
+    files = writer.finish()
+    result = MergeResult(files=files, adapted_modules=len(applied) or replaced)
+    if source.adapters:
+        spec = source.adapters[0][0]
+        result.adapter_rank, result.adapter_alpha = rank_alpha or _effective(spec)
+        result.use_rslora, result.use_dora = spec.use_rslora, spec.use_dora
+        result.adapter_tensors = applied
+    return result
