@@ -75,3 +75,10 @@ clean: cluster-down ## remove build outputs (keeps the binary cache)
 .PHONY: argocd-cm
 argocd-cm: install ## regenerate helm/argocd/argocd-cm.yaml from the Argo CD health scripts
 	$(PY) hack/argocd_cm.py
+
+.PHONY: dashboards dashboards-png
+dashboards: install ## regenerate helm/trainwright/dashboards/*.json from hack/dashboards/dashboards.py
+	$(PY) hack/dashboards/generate.py
+
+dashboards-png: install system-deps ## redraw docs/dashboards/*.png from the dashboards' queries (starts a Prometheus)
+	$(PY) hack/dashboards/render_png.py

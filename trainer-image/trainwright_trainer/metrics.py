@@ -163,6 +163,11 @@ class TrainerMetrics:
             "trainwright_total_steps", "Optimizer steps planned", registry=r
         )
         self.epoch = Gauge("trainwright_epoch", "Current epoch (0-based)", registry=r)
+        self.eta = Gauge(
+            "trainwright_eta_seconds",
+            "Seconds left at the current rate (as in /progress)",
+            registry=r,
+        )
         self.skipped_steps = Counter(
             "trainwright_skipped_steps", "Steps skipped for non-finite gradients", registry=r
         )
@@ -283,6 +288,8 @@ class TrainerMetrics:
         self.grad_norm.set(grad_norm)
         self.tokens_per_second.set(tokens_per_second)
         self.mfu.set(mfu_ratio)
+        if eta_seconds is not None:
+            self.eta.set(eta_seconds)
         self._sample_gpu()
         self._progress = Progress(
             step=step,

@@ -1,0 +1,268 @@
+"""Two hours of what the operator and a trainer serve on /metrics, as Prometheus would store it.
+
+The series are produced by the real metric-recording code: an ``OperatorMetrics``
+reconciling TrainingJobs and a CapacityPlan, and a rank-0 ``TrainerMetrics`` logging
+steps, checkpoints, spikes and rollbacks. Their exposition is scraped every
+``SCRAPE_SECONDS`` of a simulated clock, given the target labels Prometheus would add
+(the trainer pod's ``namespace`` and ``trainingjob`` from the PodMonitor's relabelling;
+the operator scraped with ``honorLabels``) and written as OpenMetrics for
+``promtool tsdb create-blocks-from openmetrics``. No GPU here, so the NVML gauge is set
+as the trainer's sampler would set it. tests/unit/test_dashboards.py runs every panel's
+query against a Prometheus started on these blocks; hack/dashboards/render_png.py draws
+docs/dashboards.md's pictures from the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import socket
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import httpx
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from trainwright.operator.metrics import OperatorMetrics
+from trainwright.operator.status import Phase
+from trainwright_trainer.metrics import TrainerMetrics
+
+SCRAPE_SECONDS = 30
+DURATION_SECONDS = 2 * 3600
+RATE_INTERVAL = "2m"  # Grafana's $__rate_interval for a 30 s scrape at this zoom
+NAMESPACE = "team-a"
+TRAININGJOB = "llama8b-lora"
+CAPACITY_NAMESPACE = "serving"
+CAPACITYPLAN = "chat-serving"
+OPERATOR_TARGET = {"job": "trainwright-operator", "instance": "10.244.0.12:8080"}
+OPERATOR_NAMESPACE = "trainwright-system"
+TRAINER_TARGET = {
+    "job": "team-a/trainwright-trainer",
+    "instance": "10.244.1.7:9090",
+    "pod": "llama8b-lora-a0-0-x7k2p",
+    "namespace": NAMESPACE,
+    "trainingjob": TRAININGJOB,
+}
+# What the operator's reconcile writes for the run (see the Argo CD testdata).
+PLAN = {
+    "gpuType": "H100-SXM",
+    "numGpus": 8,
+    "tokensPerSecond": 63745.4,
+    "memoryPerGpuBytes": 65855194726,
+    "usdPerHour": 98.32,
+    "estimatedCostUsd": 179.0,  # 2,400 steps at the planned rate: about 1.8 hours
+}
+TOTAL_STEPS = 2400
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+    timestamp: float
+
+
+def _scrape(registry_text: bytes, target: dict[str, str], at: float) -> list[Sample]:
+    """Parse one exposition and add the target's labels (honorLabels: the exposed win)."""
+    samples = []
+    for family in text_string_to_metric_families(registry_text.decode()):
+        for sample in family.samples:
+            labels = {**target, **sample.labels}
+            if target is OPERATOR_TARGET:
+                labels.setdefault("namespace", OPERATOR_NAMESPACE)
+            samples.append(Sample(sample.name, tuple(sorted(labels.items())), sample.value, at))
+    return samples
+
+
+class _Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(end: float) -> list[Sample]:
+    """Scrape a simulated two-hour run ending at ``end`` (Unix seconds)."""
+    start = end - DURATION_SECONDS
+    clock = _Clock(start)
+    operator = OperatorMetrics()
+    samples: list[Sample] = []
+    with mock.patch("trainwright_trainer.metrics.time.time", clock):
+        trainer = TrainerMetrics(enabled=True, port=0, progress_path=None, total_steps=TOTAL_STEPS)
+        try:
+            for tick in range(DURATION_SECONDS // SCRAPE_SECONDS + 1):
+                clock.now = start + tick * SCRAPE_SECONDS
+                _advance(operator, trainer, tick, clock.now, start)
+                samples += _scrape(operator.exposition(), OPERATOR_TARGET, clock.now)
+                samples += _scrape(generate_latest(trainer.registry), TRAINER_TARGET, clock.now)
+        finally:
+            trainer.close()
+    return samples
+
+
+def _advance(
+    operator: OperatorMetrics, trainer: TrainerMetrics, tick: int, now: float, start: float
+) -> None:
+    """One scrape interval of the operator and the trainer."""
+    minutes = (now - start) / 60
+    _operator_tick(operator, tick, minutes, start)
+    if minutes < 5:
+        return
+    step = min(TOTAL_STEPS, int((minutes - 5) * 22))
+    loss = 2.4 * math.exp(-step / 700) + 0.9 + 0.03 * math.sin(step / 17)
+    tokens_per_second = 58_000 + 2_500 * math.sin(tick / 9)
+    trainer.record_step(
+        step=step,
+        epoch=0,
+        loss=loss,
+        learning_rate=2e-4 * min(1.0, step / 100) * (1 - step / TOTAL_STEPS / 2),
+        grad_norm=0.8 + 0.2 * math.sin(tick / 5) + (3.0 if tick % 97 == 0 else 0.0),
+        tokens_per_second=tokens_per_second,
+        mfu_ratio=tokens_per_second * 6 * 8.03e9 / (8 * 989e12),
+        eta_seconds=(TOTAL_STEPS - step) / 22 * 60,
+        write_file=False,
+    )
+    trainer.gpu_memory_used.labels(gpu="0").set(61.2e9 + 1.5e9 * math.sin(tick / 7))
+    if tick % 20 == 0:  # every 10 minutes
+        trainer.observe_checkpoint(4.0 + (tick % 3), step=step)
+    if tick % 97 == 0:
+        trainer.count(trainer.loss_spikes)
+        trainer.count(trainer.skipped_steps, 2)
+    if tick % 193 == 0:
+        trainer.count(trainer.rollbacks)
+
+
+def _operator_tick(operator: OperatorMetrics, tick: int, minutes: float, start: float) -> None:
+    phase = Phase.PENDING if minutes < 1 else Phase.PLANNED if minutes < 5 else Phase.RUNNING
+    restarts = 0 if minutes < 70 else 1
+    with operator.reconcile("TrainingJob"):
+        operator.set_phase(NAMESPACE, TRAININGJOB, phase)
+        operator.set_phase(NAMESPACE, "qwen7b-qlora", Phase.PENDING)
+        if phase is not Phase.PENDING:
+            operator.set_plan(NAMESPACE, TRAININGJOB, gpus=8, cost_usd=PLAN["estimatedCostUsd"])
+            status: dict[str, Any] = {"phase": phase.value, "plan": PLAN, "restarts": restarts}
+            if phase is Phase.RUNNING:
+                status["startTime"] = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 5 * 60)
+                )
+            operator.set_trainingjob_status(NAMESPACE, TRAININGJOB, status)
+    operator.observe_api_request("PATCH", 0.018 + 0.01 * (tick % 4))
+    operator.observe_api_request("GET", 0.006 + 0.004 * (tick % 3))
+    if tick % 15 == 7:  # an API server hiccup now and then
+        with contextlib.suppress(TimeoutError), operator.reconcile("CapacityPlan"):
+            raise TimeoutError("the API server did not answer in time")
+    with operator.reconcile("CapacityPlan"):
+        demand = 14 + 6 * math.sin(2 * math.pi * minutes / 120)
+        operator.set_cluster_gpus(
+            [
+                {
+                    "gpuType": "H100-SXM",
+                    "allocatableGpus": 16,
+                    "freeGpus": 16 - (8 if minutes >= 5 else 0),
+                },
+                {"gpuType": "A100-80GB-SXM", "allocatableGpus": 32, "freeGpus": 30},
+                {"gpuType": "L4", "allocatableGpus": 16, "freeGpus": 16},
+            ]
+        )
+        operator.set_capacityplan(
+            CAPACITY_NAMESPACE,
+            CAPACITYPLAN,
+            gpu_type="A100-80GB-SXM",
+            gpus=2,
+            usd_per_hour=10.24,
+            forecast={"peakRps": 18.4, "p80Rps": 21.2, "p95Rps": 23.6, "sizedForRps": 23.6},
+            demand_rps=demand,
+        )
+
+
+def openmetrics(samples: list[Sample]) -> str:
+    """OpenMetrics text: one family per sample name, each series' points in time order."""
+    by_name: dict[str, dict[tuple[tuple[str, str], ...], list[Sample]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for sample in samples:
+        by_name[sample.name][sample.labels].append(sample)
+    lines = []
+    for name in sorted(by_name):
+        lines.append(f"# TYPE {name} gauge")
+        for labels, points in by_name[name].items():
+            rendered = ",".join(f'{key}="{value}"' for key, value in labels)
+            for point in sorted(points, key=lambda p: p.timestamp):
+                lines.append(f"{name}{{{rendered}}} {point.value!r} {point.timestamp:.3f}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    end: float
+
+
+@contextlib.contextmanager
+def prometheus_with_sample_data(root: Path) -> Iterator[Server]:
+    """Backfill the simulated run into TSDB blocks and serve them from a loopback Prometheus."""
+    prometheus_bin, promtool_bin = shutil.which("prometheus"), shutil.which("promtool")
+    if prometheus_bin is None or promtool_bin is None:
+        raise FileNotFoundError("prometheus and promtool are needed: run `make system-deps`")
+    end = float(int(time.time()) // SCRAPE_SECONDS * SCRAPE_SECONDS - 120)
+    data_dir = root / "data"
+    (root / "scrape.om").write_text(openmetrics(simulate(end)))
+    subprocess.run(
+        [promtool_bin, "tsdb", "create-blocks-from", "openmetrics", str(root / "scrape.om"), str(data_dir)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 30s\n")
+    port = _free_port()
+    with (root / "prometheus.log").open("w") as log:
+        process = subprocess.Popen(
+            [
+                prometheus_bin,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data_dir}",
+                "--storage.tsdb.retention.time=3650d",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process, root / "prometheus.log")
+            yield Server(url=url, end=end)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {log_path.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"prometheus was not ready in 90 s: {log_path.read_text()[-2000:]}")
