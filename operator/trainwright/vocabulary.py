@@ -46,18 +46,44 @@ INFERENCE_PRECISIONS: tuple[str, ...] = get_args(InferencePrecision)
 KvCachePrecision = Literal["auto", "bf16", "fp16", "fp8", "int8"]
 KV_CACHE_PRECISIONS: tuple[str, ...] = get_args(KvCachePrecision)
 
+# What a ModelExport writes (``python -m trainwright_trainer export --formats``).
+ExportFormat = Literal["safetensors", "adapter", "gguf", "ollama"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+# Formats that hold a GGUF (and so take a quantization).
+GGUF_FORMATS: tuple[str, ...] = ("gguf", "ollama")
+# GGUF types (llama.cpp's names, ``llama-quantize --help``). The first five the ``gguf``
+# package writes itself; the K-quants need llama.cpp's quantizer.
+GgufQuantization = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q6_k", "q5_k_m", "q4_k_m"]
+GGUF_QUANTIZATIONS: tuple[str, ...] = get_args(GgufQuantization)
+WRITTEN_QUANTIZATIONS: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0")
+LLAMA_CPP_QUANTIZATIONS: tuple[str, ...] = ("q6_k", "q5_k_m", "q4_k_m")
+DEFAULT_QUANTIZATION: GgufQuantization = "q8_0"
+# How several adapters combine (peft ``LoraModel.add_weighted_adapter``).
+AdapterCombination = Literal["linear", "ties", "dare_ties", "svd"]
+ADAPTER_COMBINATIONS: tuple[str, ...] = get_args(AdapterCombination)
+
 __all__ = [
+    "ADAPTER_COMBINATIONS",
     "ADAPTER_METHODS",
     "CLOUDS",
+    "DEFAULT_QUANTIZATION",
+    "EXPORT_FORMATS",
+    "GGUF_FORMATS",
+    "GGUF_QUANTIZATIONS",
     "INFERENCE_PRECISIONS",
     "KV_CACHE_PRECISIONS",
+    "LLAMA_CPP_QUANTIZATIONS",
     "METHODS",
     "OPTIMIZERS",
     "PLANNER_OPTIMIZERS",
     "STRATEGIES",
     "STRATEGY_CHOICES",
     "TRAINING_PRECISIONS",
+    "WRITTEN_QUANTIZATIONS",
+    "AdapterCombination",
     "Cloud",
+    "ExportFormat",
+    "GgufQuantization",
     "InferencePrecision",
     "KvCachePrecision",
     "Method",

@@ -117,9 +117,14 @@ KINDS: tuple[Kind, ...] = (
         singular="modelexport",
         short_names=("mexport",),
         printer_columns=(
-            _column("Phase", ".status.phase", "string", "Pending, Running, Succeeded, Failed."),
-            _column("Source", ".spec.source.trainingJob", "string", "Source TrainingJob."),
+            _column("Model", ".status.modelName", "string", "Registry name (spec.modelName)."),
+            _column("Version", ".status.version", "string", "Version of that name."),
             _column("Formats", ".spec.formats", "string", "Formats produced."),
+            _column("Size", ".status.sizeBytes", "integer", "All artifacts, bytes."),
+            _column("Phase", ".status.phase", "string", "Pending, Running, Succeeded, Failed."),
+            _column(
+                "Source", ".spec.source.trainingJob", "string", "Source TrainingJob.", priority=1
+            ),
             _AGE,
         ),
     ),

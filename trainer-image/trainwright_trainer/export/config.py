@@ -9,11 +9,23 @@ torch. The command line (``python -m trainwright_trainer export``) and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainwright.vocabulary import (
+    ADAPTER_COMBINATIONS,
+    DEFAULT_QUANTIZATION,
+    EXPORT_FORMATS,
+    GGUF_FORMATS,
+    GGUF_QUANTIZATIONS,
+    LLAMA_CPP_QUANTIZATIONS,
+    WRITTEN_QUANTIZATIONS,
+    AdapterCombination,
+    ExportFormat,
+    GgufQuantization,
+)
 from trainwright_trainer.errors import ConfigError
 
 __all__ = [
@@ -33,23 +45,12 @@ __all__ = [
     "load_export_config",
 ]
 
-EXPORT_FORMATS: tuple[str, ...] = ("safetensors", "adapter", "gguf", "ollama")
-GGUF_FORMATS: tuple[str, ...] = ("gguf", "ollama")
-# GGUF types the `gguf` package writes itself (quantize() is implemented for these).
-WRITTEN_QUANTIZATIONS: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0")
-# K-quants need llama.cpp's quantizer (llama-quantize), which no registry package builds here.
-LLAMA_CPP_QUANTIZATIONS: tuple[str, ...] = ("q6_k", "q5_k_m", "q4_k_m")
-QUANTIZATIONS: tuple[str, ...] = WRITTEN_QUANTIZATIONS + LLAMA_CPP_QUANTIZATIONS
-# peft's LoraModel.add_weighted_adapter combination types offered for several adapters.
-COMBINATIONS: tuple[str, ...] = ("linear", "ties", "dare_ties", "svd")
+# The formats, GGUF types and combinations are the project's shared vocabulary.
+QUANTIZATIONS = GGUF_QUANTIZATIONS
+COMBINATIONS = ADAPTER_COMBINATIONS
 MANIFEST_NAME = "manifest.json"
 # Where the exporter writes its summary for the operator (a pod's terminationMessagePath).
 TERMINATION_LOG_ENV = "TRAINWRIGHT_TERMINATION_LOG"
-
-Format = Literal["safetensors", "adapter", "gguf", "ollama"]
-Quantization = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q6_k", "q5_k_m", "q4_k_m"]
-DEFAULT_QUANTIZATION: Quantization = "q8_0"
-Combination = Literal["linear", "ties", "dare_ties", "svd"]
 
 
 class _Section(BaseModel):
@@ -87,7 +88,9 @@ class ExportConfig(_Section):
 
     source: str | None = Field(default=None, description="Model, adapter, output or checkpoint.")
     sources: tuple[WeightedSource, ...] = Field(default=(), description="Adapters to combine.")
-    combination: Combination = Field(default="linear", description="How several adapters mix.")
+    combination: AdapterCombination = Field(
+        default="linear", description="How several adapters mix."
+    )
     density: float = Field(default=0.5, gt=0, le=1, description="ties/dare_ties: kept fraction.")
     base: str | None = Field(default=None, description="The base model directory.")
     trainer_config: str | None = Field(
@@ -95,8 +98,8 @@ class ExportConfig(_Section):
         alias="trainerConfig",
         description="The trainer's config file (method, LoRA settings) for a checkpoint source.",
     )
-    formats: tuple[Format, ...] = Field(default=("safetensors",), min_length=1)
-    quantization: Quantization = Field(default=DEFAULT_QUANTIZATION)
+    formats: tuple[ExportFormat, ...] = Field(default=("safetensors",), min_length=1)
+    quantization: GgufQuantization = Field(default=DEFAULT_QUANTIZATION)
     output: str = Field(min_length=1, description="Export directory; must hold no export yet.")
     ollama: OllamaOptions = Field(default_factory=OllamaOptions)
     lineage: Lineage = Field(default_factory=Lineage)

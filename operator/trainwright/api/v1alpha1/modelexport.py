@@ -1,7 +1,10 @@
 """ModelExport: turn a trained model or adapter into files a server loads.
 
-Formats: ``safetensors`` (merged Hugging Face weights), ``gguf`` (llama.cpp,
-quantized with ``spec.quantization``) and ``ollama`` (a GGUF plus a Modelfile).
+Formats: ``safetensors`` (merged Hugging Face weights), ``adapter`` (the PEFT
+adapter alone), ``gguf`` (llama.cpp, quantized with ``spec.quantization``) and
+``ollama`` (a GGUF plus a Modelfile). Exports naming the same ``spec.modelName``
+get increasing versions (``status.version``), or the one ``spec.version`` sets.
+The vocabularies are the project's (:mod:`trainwright.vocabulary`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from trainwright.api.v1alpha1.common import (
     rule,
 )
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, ModelRef, OutputSpec
+from trainwright.vocabulary import (
+    DEFAULT_QUANTIZATION,
+    GGUF_FORMATS,
+    AdapterCombination,
+    ExportFormat,
+    GgufQuantization,
+)
 
-ExportFormat = Literal["safetensors", "gguf", "ollama"]
-# llama.cpp quantization types (ggml-org/llama.cpp tools/quantize, `llama-quantize --help`).
-GgufQuantization = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]
 ExportPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
-GGUF_FORMATS: tuple[str, ...] = ("gguf", "ollama")
+SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
 
 
 class ExportSource(ApiModel):
@@ -57,6 +65,9 @@ class ExportSource(ApiModel):
         min_length=1,
         max_length=URI_MAX_LENGTH,
         description="A model or adapter directory (pvc://claim/path, s3://...).",
+    )
+    weight: float | None = Field(
+        default=None, description="Weight of this adapter when several are combined."
     )
 
     @model_validator(mode="after")
@@ -103,6 +114,34 @@ class ModelExportSpec(ApiModel):
     )
 
     source: ExportSource = Field(description="The trained model or adapter.")
+    additional_sources: list[ExportSource] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "More adapters on the same base, combined with source by spec.combination "
+            "(each with a weight)."
+        ),
+    )
+    combination: AdapterCombination = Field(
+        default="linear",
+        description="How several adapters combine (peft add_weighted_adapter): linear, ties, "
+        "dare_ties, svd.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=MODEL_NAME_PATTERN,
+        description="Registry name; exports of one name get increasing versions. Unset: the "
+        "source TrainingJob's name, else this object's name.",
+    )
+    version: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=SEMVER_PATTERN,
+        description="Semantic version (MAJOR.MINOR.PATCH); unset: the next minor of modelName. "
+        "A version another export of the same name holds is refused.",
+    )
     base_model: ModelRef | None = Field(
         default=None,
         description=(
@@ -113,12 +152,14 @@ class ModelExportSpec(ApiModel):
     formats: list[ExportFormat] = Field(
         default_factory=lambda: list[ExportFormat](["safetensors"]),
         min_length=1,
-        max_length=3,
-        description="Files to produce: safetensors, gguf, ollama.",
+        max_length=4,
+        description="Files to produce: safetensors, adapter, gguf, ollama.",
         json_schema_extra=k8s(default=["safetensors"], **{"x-kubernetes-list-type": "set"}),
     )
     quantization: GgufQuantization | None = Field(
-        default=None, description="GGUF quantization (gguf/ollama only); unset: q4_k_m."
+        default=None,
+        description=f"GGUF quantization (gguf/ollama only); unset: {DEFAULT_QUANTIZATION}. "
+        "K-quants need llama.cpp's quantizer in the image.",
     )
     merge_adapter: bool = Field(
         default=True, description="Merge an adapter into the base weights before converting."
@@ -143,6 +184,32 @@ class ModelExportSpec(ApiModel):
         return self
 
 
+class LineageStatus(ApiModel):
+    """Where the exported model came from."""
+
+    training_job: str | None = Field(
+        default=None, max_length=NAME_MAX_LENGTH, description="TrainingJob."
+    )
+    attempt: int | None = Field(
+        default=None, ge=0, description="Its attempt that trained the model."
+    )
+    gpu_type: str | None = Field(default=None, max_length=64, description="Plan: GPU type.")
+    num_gpus: int | None = Field(default=None, ge=0, description="Plan: total GPUs.")
+    strategy: str | None = Field(default=None, max_length=32, description="Plan: strategy.")
+    checkpoint_step: int | None = Field(
+        default=None, ge=0, description="Optimizer step of the exported weights."
+    )
+    dataset_uri: str | None = Field(
+        default=None, max_length=URI_MAX_LENGTH, description="The training data."
+    )
+    base_model: str | None = Field(
+        default=None, max_length=URI_MAX_LENGTH, description="The base model."
+    )
+    source_uri: str | None = Field(
+        default=None, max_length=URI_MAX_LENGTH, description="What was exported."
+    )
+
+
 class Artifact(ApiModel):
     """One exported file set."""
 
@@ -151,6 +218,9 @@ class Artifact(ApiModel):
     size_bytes: int | None = Field(default=None, ge=0, description="Total size, bytes.")
     sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the main file."
+    )
+    path: str | None = Field(
+        default=None, max_length=URI_MAX_LENGTH, description="The main file, under uri."
     )
 
 
@@ -166,7 +236,18 @@ class ModelExportStatus(ApiModel):
     conditions: list[Condition] = conditions_field()
     job: str | None = Field(default=None, max_length=63, description="The export Job's name.")
     artifacts: list[Artifact] = Field(
-        default_factory=list, max_length=3, description="Files produced, one per format."
+        default_factory=list, max_length=4, description="Files produced, one per format."
+    )
+    version: str | None = Field(
+        default=None, max_length=64, description="This export's version of spec.modelName."
+    )
+    model_name: str | None = Field(
+        default=None, max_length=NAME_MAX_LENGTH, description="The registry name versioned."
+    )
+    lineage: LineageStatus | None = Field(default=None, description="Where the model came from.")
+    size_bytes: int | None = Field(default=None, ge=0, description="All artifacts, bytes.")
+    verified: bool | None = Field(
+        default=None, description="Logits and GGUF checks passed (manifest.json has details)."
     )
     start_time: dt.datetime | None = Field(default=None, description="When the export started.")
     completion_time: dt.datetime | None = Field(default=None, description="When it finished.")
