@@ -26,7 +26,7 @@ from trainwright.operator.trainingjob import (
     reconcile,
     refresh_progress,
 )
-from trainwright_trainer.metrics import TrainerMetrics
+from trainwright_trainer.metrics import EvalRecord, TrainerMetrics
 
 NS = "team-a"
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -626,3 +626,30 @@ async def test_a_running_job_shows_the_trainers_progress_from_rank_0(world: Worl
     # The trainer gone (restarting, or out of reach): the last progress stays.
     await world.call(refresh_progress, world.context, NS, "ft")
     assert (await world.status("ft"))["progress"] == progress
+
+
+async def test_an_overfitting_trainer_sets_the_overfitting_condition_with_advice(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    await world.set_job_status("ft-a0", {"active": 2, "ready": 2})
+    assert (await world.reconcile("ft", full=False))["phase"] == "Running"
+    trainer = TrainerMetrics(enabled=True, port=0, progress_path=None, total_steps=500)
+    trainer._start_server("127.0.0.1", 0)
+    step = {"epoch": 0, "learning_rate": 2e-4, "grad_norm": 0.5, "mfu_ratio": 0.0}
+    try:
+        trainer.record_step(step=200, loss=0.4, tokens_per_second=1.0, eta_seconds=9.0, **step)
+        trainer.record_eval(EvalRecord(200, 1.9, 6.69, 100, 1.5, overfitting=True))
+        world.server.objects["v1/pods", NS, "ft-a0-0"] = _rank0_pod(
+            "ft-a0", "127.0.0.1", trainer.port
+        )
+        await world.call(refresh_progress, world.context, NS, "ft")
+        status = await world.status("ft")
+    finally:
+        trainer.close()
+    [condition] = [c for c in status["conditions"] if c["type"] == "Overfitting"]
+    assert status["progress"]["evalLoss"] == 1.9 and status["progress"]["bestStep"] == 100
+    assert status["progress"]["overfitting"] is True
+    assert (condition["status"], condition["reason"]) == ("True", "EvalLossRising")
+    assert "best checkpoint is step 100 (eval loss 1.5000" in condition["message"]

@@ -215,3 +215,23 @@ def test_two_long_names_with_the_same_prefix_get_different_children() -> None:
 def test_the_fast_config_rendering_is_the_trainers_own_yaml() -> None:
     config = trainer_config(make_job(), make_plan())
     assert render_trainer_config(config) == config.to_yaml()
+
+
+def test_the_held_out_file_and_evaluation_settings_reach_the_trainer_config() -> None:
+    job = make_job(
+        dataset={"uri": "pvc://datasets/train.jsonl", "evalUri": "pvc://evalsets/eval.jsonl"},
+        evaluation={"earlyStoppingPatience": 3, "samplePrompts": ["Say hi."]},
+    )
+    config = parse_config(yaml.safe_load(render_trainer_config(trainer_config(job, make_plan()))))
+    volumes = trainer_job(job, make_plan(), 0)["spec"]["template"]["spec"]["volumes"]
+
+    assert config.data.eval_path == "/mnt/pvc/evalsets/eval.jsonl"
+    assert config.evaluation.early_stopping_patience == 3
+    assert config.evaluation.sample_prompts == ("Say hi.",)
+    assert {"claimName": "evalsets", "readOnly": True} in [
+        v.get("persistentVolumeClaim") for v in volumes
+    ]
+    held_out = trainer_config(
+        make_job(dataset={"uri": "/d.jsonl", "evalFraction": 0.1}), make_plan()
+    )
+    assert held_out.data.eval_fraction == 0.1 and held_out.data.eval_path is None

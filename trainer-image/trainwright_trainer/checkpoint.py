@@ -18,7 +18,13 @@ Resume (:func:`find_resume_checkpoint`) reads the pointer, verifies the manifest
 (every file present with its size and hash) and falls back to the newest older
 complete checkpoint when verification fails; a directory without a valid
 manifest is never loaded. Retention keeps the newest ``keep_last`` complete
-checkpoints. Staging directories left by a crash are deleted at start-up.
+checkpoints, and the best one by eval loss when evaluation runs. Staging
+directories left by a crash are deleted at start-up.
+
+``<root>/best.json`` marks the checkpoint with the lowest eval loss, for the
+exporter and for people: ``{"checkpoint": "step-000120", "step": 120,
+"eval_loss": float, "eval_perplexity": float|null}``, replaced atomically and
+written only once that checkpoint is published.
 
 The layout and the atomic-publish idea follow torchtitan's checkpointer
 (``torchtitan/components/checkpoint.py``) and nanochat's checkpoint manager.
@@ -44,6 +50,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "BEST_MARKER_NAME",
     "MANIFEST_NAME",
     "POINTER_NAME",
     "CheckpointError",
@@ -59,6 +66,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 POINTER_NAME = "latest"
+BEST_MARKER_NAME = "best.json"
 MANIFEST_VERSION = 1
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 _STAGING_RE = re.compile(r"^step-(\d{6,})\.tmp-[0-9a-f]+$")
@@ -266,6 +274,8 @@ class CheckpointManager:
         self._on_published = on_published
         self._pending: _PendingSave | None = None
         self.last_published_step: int | None = None
+        # The best checkpoint by eval loss: never removed by retention.
+        self.keep_step: int | None = None
 
     def clean_staging(self) -> list[Path]:
         """Delete staging directories a crashed run left behind (rank 0), then barrier."""
@@ -349,9 +359,17 @@ class CheckpointManager:
         self._retain()
 
     def _retain(self) -> None:
-        complete = list_complete_checkpoints(self.root)
+        complete = [c for c in list_complete_checkpoints(self.root) if c[0] != self.keep_step]
         for _, path in complete[: max(0, len(complete) - self.keep_last)]:
             shutil.rmtree(path, ignore_errors=True)
+
+    def mark_best(self, step: int, record: dict[str, Any]) -> None:
+        """Point ``best.json`` at published checkpoint ``step`` (rank 0 writes it)."""
+        self.keep_step = step
+        if self.rank != 0:
+            return
+        marker = {"checkpoint": step_dir_name(step), "step": step, **record}
+        _atomic_write_text(self.root / BEST_MARKER_NAME, json.dumps(marker) + "\n")
 
     @staticmethod
     def extra_state_path(ckpt_dir: Path, rank: int) -> Path:

@@ -52,6 +52,7 @@ __all__ = [
     "CheckpointConfig",
     "DataConfig",
     "DistributedConfig",
+    "EvalConfig",
     "FaultConfig",
     "GuardConfig",
     "LoraConfig",
@@ -147,6 +148,28 @@ class DataConfig(_Section):
         default=0.01, ge=0, le=1, description="Fail when more than this fraction of rows is bad."
     )
     shuffle: bool = Field(default=True, description="Shuffle sequences each epoch (seeded).")
+    eval_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Share of the packed sequences held out for evaluation (chosen by the seed).",
+    )
+    eval_path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A separate evaluation file, prepared like `path`; excludes eval_fraction.",
+    )
+
+    @model_validator(mode="after")
+    def _one_eval_source(self) -> DataConfig:
+        if self.eval_fraction > 0 and self.eval_path is not None:
+            raise ValueError("set at most one of data.eval_fraction and data.eval_path")
+        return self
+
+    @property
+    def has_eval(self) -> bool:
+        """Whether a held-out split or an evaluation file is configured."""
+        return self.eval_fraction > 0 or self.eval_path is not None
 
 
 class TrainingConfig(_Section):
@@ -202,6 +225,39 @@ class OutputConfig(_Section):
     save_merged: bool = Field(default=False, description="Also save LoRA merged into the base.")
 
 
+class EvalConfig(_Section):
+    """Evaluation on the held-out data (``data.eval_fraction`` or ``data.eval_path``)."""
+
+    interval_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="Evaluate every this many steps; unset: checkpoint interval.",
+    )
+    max_sequences: int | None = Field(
+        default=None, gt=0, description="Evaluate on at most this many held-out sequences."
+    )
+    early_stopping_patience: int | None = Field(
+        default=None,
+        gt=0,
+        description="Stop after this many evaluations without improvement; unset: never.",
+    )
+    early_stopping_min_delta: float = Field(
+        default=0.0, ge=0, description="Eval-loss decrease that counts as an improvement."
+    )
+    overfitting_evaluations: int = Field(
+        default=3,
+        gt=0,
+        description="Evaluations in a row of falling train loss and rising eval loss = overfitting.",
+    )
+    sample_prompts: tuple[str, ...] = Field(
+        default=(), description="Prompts answered at each evaluation; unset: from the eval split."
+    )
+    samples: int = Field(
+        default=3, ge=0, le=64, description="Eval-split prompts to answer when none are given."
+    )
+    sample_max_new_tokens: int = Field(default=64, gt=0, le=4096)
+
+
 class FaultConfig(_Section):
     """Fault injection for the trainer's own tests; never set in production.
 
@@ -232,6 +288,7 @@ class TrainerConfig(_Section):
     guards: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
     output: OutputConfig = OutputConfig()
+    evaluation: EvalConfig = EvalConfig()
     faults: FaultConfig | None = None
 
     @model_validator(mode="before")
@@ -395,9 +452,11 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> TrainerConfig:
         ) from None
     cfg = parse_config(data)
     if check_paths:
-        dataset = Path(cfg.data.path)
-        if not dataset.exists():
-            raise DataError(f"dataset file {dataset} does not exist")
-        if dataset.is_dir():
-            raise DataError(f"dataset path {dataset} is a directory; give one data file")
+        given = {"path": cfg.data.path, "eval_path": cfg.data.eval_path}
+        for field, dataset in ((f, Path(t)) for f, t in given.items() if t is not None):
+            where = "" if field == "path" else f"data.{field}: "
+            if not dataset.exists():
+                raise DataError(f"{where}dataset file {dataset} does not exist")
+            if dataset.is_dir():
+                raise DataError(f"{where}dataset path {dataset} is a directory; give one data file")
     return cfg

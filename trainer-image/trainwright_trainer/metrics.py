@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = [
     "PEAK_BF16_DENSE_FLOPS_PER_SECOND",
+    "EvalRecord",
     "Progress",
     "TrainerMetrics",
     "mfu",
@@ -119,6 +120,25 @@ class Progress:
     updated_at: str
     state: str = "running"
     last_checkpoint_step: int | None = None
+    eval_loss: float | None = None
+    eval_perplexity: float | None = None
+    eval_step: int | None = None
+    best_step: int | None = None
+    best_eval_loss: float | None = None
+    overfitting: bool | None = None  # None: no evaluation yet
+    early_stopped: bool | None = None
+
+
+@dataclass
+class EvalRecord:
+    """The latest evaluation, as the progress reports it."""
+
+    step: int
+    loss: float
+    perplexity: float | None
+    best_step: int | None
+    best_loss: float | None
+    overfitting: bool
 
 
 def write_progress(path: Path, progress: Progress) -> None:
@@ -147,6 +167,8 @@ class TrainerMetrics:
         self.registry = CollectorRegistry()
         self._progress: Progress | None = None
         self._last_checkpoint_step: int | None = None
+        self._eval: EvalRecord | None = None
+        self._early_stopped = False
         self._server: ThreadingHTTPServer | None = None
         self._nvml_handle: Any = None
         self.port = 0
@@ -200,6 +222,17 @@ class TrainerMetrics:
             registry=r,
         )
         self._last_checkpoint_time: float | None = None
+        self.eval_loss = Gauge(
+            "trainwright_eval_loss", "Loss on the held-out data at the last evaluation", registry=r
+        )
+        self.eval_perplexity = Gauge(
+            "trainwright_eval_perplexity", "exp(eval loss) at the last evaluation", registry=r
+        )
+        self.overfitting = Gauge(
+            "trainwright_overfitting",
+            "1 while train loss falls and eval loss rises (evaluation.overfitting_evaluations)",
+            registry=r,
+        )
         self.gpu_memory_used = Gauge(
             "trainwright_gpu_memory_used_bytes", "GPU memory used (NVML)", ["gpu"], registry=r
         )
@@ -301,8 +334,40 @@ class TrainerMetrics:
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             last_checkpoint_step=self._last_checkpoint_step,
         )
+        self._apply_eval(self._progress)
         if write_file and self.progress_path is not None:
             write_progress(self.progress_path, self._progress)
+
+    def _apply_eval(self, progress: Progress) -> None:
+        record = self._eval
+        if record is None:
+            return
+        progress.early_stopped = self._early_stopped
+        progress.eval_loss = record.loss if math.isfinite(record.loss) else None
+        progress.eval_perplexity = record.perplexity
+        progress.eval_step = record.step
+        progress.best_step = record.best_step
+        progress.best_eval_loss = record.best_loss
+        progress.overfitting = record.overfitting
+
+    def record_eval(self, record: EvalRecord) -> None:
+        """An evaluation finished: gauges now, the progress file with it."""
+        if not self.enabled:
+            return
+        self._eval = record
+        self.eval_loss.set(record.loss)
+        self.eval_perplexity.set(record.perplexity if record.perplexity is not None else math.inf)
+        self.overfitting.set(1.0 if record.overfitting else 0.0)
+        if self._progress is not None:
+            self._apply_eval(self._progress)
+            if self.progress_path is not None:
+                write_progress(self.progress_path, self._progress)
+
+    def mark_early_stopped(self) -> None:
+        """The run ends before its planned steps because the eval loss stopped improving."""
+        self._early_stopped = True
+        if self._progress is not None:
+            self._apply_eval(self._progress)
 
     def finish(self, state: str) -> None:
         """Write the final progress state (``succeeded``, ``preempted``, ``failed``)."""

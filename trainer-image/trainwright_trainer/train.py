@@ -20,6 +20,13 @@ step and the scale, no scheduler object.
 Rank 0 appends every step to ``<checkpoint.dir>/train_log.jsonl`` (step, loss,
 learning rate, gradient norm, skipped), which the crash tests compare between
 an interrupted and an uninterrupted run.
+
+With held-out data (``data.eval_fraction`` or ``data.eval_path``) the loop
+evaluates at step 0 (the base model), every ``evaluation.interval_steps`` and at
+the end (:mod:`trainwright_trainer.evaluation`); the eval loss feeds early
+stopping and the overfitting watch (:mod:`trainwright_trainer.stopping`). An
+evaluation that improves on the best gets a checkpoint at its step, marked in
+``best.json``; a run stopped early saves the best checkpoint's weights as its output.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainwright_trainer.checkpoint import CheckpointManager
-from trainwright_trainer.config import TrainerConfig
+from trainwright_trainer.checkpoint import CheckpointManager, step_dir_name
+from trainwright_trainer.config import DataConfig, TrainerConfig
 from trainwright_trainer.distributed import (
     DeepSpeedTrainEngine,
     DistEnv,
@@ -52,6 +59,15 @@ from trainwright_trainer.distributed import (
     init_distributed,
 )
 from trainwright_trainer.errors import ConfigError, NeedsReplanError, TrainerError
+from trainwright_trainer.evaluation import (
+    SAMPLES_NAME,
+    SamplePrompt,
+    append_samples,
+    eval_batches,
+    generate_samples,
+    perplexity,
+    prompts_from_split,
+)
 from trainwright_trainer.exitcodes import ExitCode
 from trainwright_trainer.guards import (
     OomLadder,
@@ -62,6 +78,7 @@ from trainwright_trainer.guards import (
     agree_flags,
 )
 from trainwright_trainer.metrics import (
+    EvalRecord,
     TrainerMetrics,
     mfu,
     peak_flops_per_second,
@@ -73,6 +90,7 @@ from trainwright_trainer.model import (
     enable_gradient_checkpointing,
     load_tokenizer,
 )
+from trainwright_trainer.stopping import OVERFITTING_ADVICE, EarlyStopping, OverfitWatch
 
 __all__ = ["Recipe", "lr_at_step", "run_training"]
 
@@ -185,6 +203,16 @@ class Recipe:
         self.loop_seconds = 0.0  # wall time of the step loop (setup and final save excluded)
         self.loop_cpu_seconds = 0.0  # CPU time of this process over the same span
         self.preemption = PreemptionSignal()
+        ev = cfg.evaluation
+        self.stopper = EarlyStopping(ev.early_stopping_patience, ev.early_stopping_min_delta)
+        self.overfit = OverfitWatch(ev.overfitting_evaluations)
+        self.eval_dataset: Any = None
+        self.train_loss_sum = 0.0  # accepted steps' losses since the last evaluation
+        self.train_loss_steps = 0
+        self.pending_best: tuple[int, dict[str, Any]] | None = None
+        self.early_stopped = False
+        self._sample_prompts: list[SamplePrompt] | None = None
+        self._overfitting_reported = False
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -195,7 +223,9 @@ class Recipe:
         _seed_everything(cfg.training.seed, env.rank)
         self.faults = _Faults(cfg, env.rank)
         tokenizer = load_tokenizer(cfg)
-        self.dataset = self._prepare_data(tokenizer)
+        self.tokenizer = tokenizer
+        self.dataset = self._prepare_data(tokenizer, cfg.data)
+        self._split_eval(tokenizer)
         from trainwright_trainer.data.loader import ShardedLoader
 
         t = cfg.training
@@ -245,7 +275,7 @@ class Recipe:
             self.ckpt_root,
             rank=env.rank,
             keep_last=cfg.checkpoint.keep_last,
-            on_published=lambda step, seconds: self.metrics.observe_checkpoint(seconds, step=step),
+            on_published=self._on_published,
         )
         self.checkpoints.clean_staging()
         resume = self.checkpoints.resume_point()
@@ -274,7 +304,24 @@ class Recipe:
                 self.total_steps,
             )
 
-    def _prepare_data(self, tokenizer: Any) -> Any:
+    def _split_eval(self, tokenizer: Any) -> None:
+        """Hold out ``data.eval_fraction`` of the sequences, or prepare ``data.eval_path``."""
+        data = self.cfg.data
+        if data.eval_path is not None:
+            eval_cfg = data.model_copy(update={"path": data.eval_path, "eval_path": None})
+            self.eval_dataset = self._prepare_data(tokenizer, eval_cfg)
+        elif data.eval_fraction > 0:
+            from trainwright_trainer.data.dataset import holdout_split
+
+            train, held_out = holdout_split(
+                len(self.dataset), data.eval_fraction, self.cfg.training.seed
+            )
+            self.dataset, self.eval_dataset = (
+                self.dataset.subset(train),
+                self.dataset.subset(held_out),
+            )
+
+    def _prepare_data(self, tokenizer: Any, data: DataConfig) -> Any:
         from trainwright_trainer.data import load_prepared, prepare_dataset
 
         # Tokenize once per node (local rank 0) before any other collective: without a
@@ -287,9 +334,7 @@ class Recipe:
             try:
                 outcome = (
                     "ok",
-                    str(
-                        prepare_dataset(self.cfg.data, tokenizer, cache_dir=self.cfg.data_cache_dir)
-                    ),
+                    str(prepare_dataset(data, tokenizer, cache_dir=self.cfg.data_cache_dir)),
                     0,
                 )
             except TrainerError as exc:
@@ -320,6 +365,9 @@ class Recipe:
             "rollbacks": self.rollbacks,
             "skipped_steps": self.skipped_steps,
             "tokens_trained": self.tokens_trained,
+            "early_stopping": self.stopper.state_dict(),
+            "overfit": self.overfit.state_dict(),
+            "train_loss_since_eval": [self.train_loss_sum, self.train_loss_steps],
         }
 
     def save_checkpoint(self, *, final: bool = False) -> None:
@@ -354,6 +402,12 @@ class Recipe:
         self.ladder.load_state_dict(ladder)
         self._apply_rung(self.ladder.current)
         _set_rng_state(extra["rng"])
+        # Checkpoints from before evaluation existed have none of these.
+        self.stopper.load_state_dict(extra.get("early_stopping", {}))
+        self.overfit.load_state_dict(extra.get("overfit", {}))
+        self.train_loss_sum, steps = extra.get("train_loss_since_eval", [0.0, 0])
+        self.train_loss_steps = int(steps)
+        self.checkpoints.keep_step = self.stopper.best_step
 
     # ------------------------------------------------------------------ train
     def train(self) -> ExitCode:
@@ -362,6 +416,8 @@ class Recipe:
         cpu_started = time.process_time()
         last_log = time.monotonic()
         first_step = self.step
+        if self.eval_dataset is not None and self.step == 0:
+            self._evaluate(base=True)
         while self.step < self.total_steps:
             step_no = self.step + 1
             self.faults.before_step(step_no)
@@ -382,6 +438,9 @@ class Recipe:
                 self.skipped_steps += 1
                 self.metrics.count(self.metrics.skipped_steps)
                 log.warning("step %d: non-finite gradients on some rank; step skipped", step_no)
+            if not skipped and math.isfinite(loss):
+                self.train_loss_sum += loss
+                self.train_loss_steps += 1
             verdict = SpikeVerdict.OK if skipped else self.spikes.observe(loss)
             if verdict is not SpikeVerdict.OK:
                 self.metrics.count(self.metrics.loss_spikes)
@@ -429,8 +488,14 @@ class Recipe:
                 self.save_checkpoint(final=True)
                 self.metrics.finish("preempted")
                 return ExitCode.RETRYABLE
-            if self.step % cfg.checkpoint.interval_steps == 0 and self.step < self.total_steps:
+            improved = self._evaluate() if self._eval_due() else False
+            if self.step < self.total_steps and (
+                self.step % cfg.checkpoint.interval_steps == 0 or improved
+            ):
                 self.save_checkpoint()
+            if self.stopper.should_stop:
+                self._stop_early()
+                break
         self.loop_seconds = time.monotonic() - started
         self.loop_cpu_seconds = time.process_time() - cpu_started
         if self.env.is_main:
@@ -438,9 +503,151 @@ class Recipe:
         if self.checkpoints.last_published_step != self.step:
             self.save_checkpoint(final=True)
         self.checkpoints.wait()
+        if self.early_stopped:
+            self._restore_best()
         self._save_output()
         self.metrics.finish("succeeded")
         return ExitCode.SUCCESS
+
+    # ------------------------------------------------------------ evaluation
+    def _eval_due(self) -> bool:
+        every = self.cfg.evaluation.interval_steps or self.cfg.checkpoint.interval_steps
+        return self.eval_dataset is not None and (
+            self.step % every == 0 or self.step == self.total_steps
+        )
+
+    def _eval_loss(self) -> tuple[float, int]:
+        """(summed cross-entropy, label tokens) over the held-out data, all ranks."""
+        model = self.engine.model
+        loss_sum = 0.0
+        label_tokens = 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in eval_batches(
+                    self.eval_dataset,
+                    rank=self.env.rank,
+                    world_size=self.env.world_size,
+                    micro_batch_size=self.ladder.current.micro_batch_size,
+                    max_sequences=self.cfg.evaluation.max_sequences,
+                ):
+                    label_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                    loss_sum += float(self._micro_loss(batch))
+        finally:
+            model.train()
+        reduced = _all_reduce_sum([loss_sum, float(label_tokens)], self.env.device)
+        return reduced[0], int(reduced[1])
+
+    def _evaluate(self, *, base: bool = False) -> bool:
+        """Evaluate at the current step; True when it is the best so far (not for ``base``)."""
+        loss_sum, label_tokens = self._eval_loss()
+        eval_loss = loss_sum / max(label_tokens, 1)
+        improved = False
+        if not base:
+            improved = self.stopper.observe(self.step, eval_loss)
+            if self.train_loss_steps:
+                self.overfit.observe(self.train_loss_sum / self.train_loss_steps, eval_loss)
+            self.train_loss_sum, self.train_loss_steps = 0.0, 0
+        ppl = perplexity(eval_loss)
+        if improved:
+            self.pending_best = (self.step, {"eval_loss": eval_loss, "eval_perplexity": ppl})
+        record = EvalRecord(
+            step=self.step,
+            loss=eval_loss,
+            perplexity=ppl,
+            best_step=self.stopper.best_step,
+            best_loss=self.stopper.best_loss,
+            overfitting=self.overfit.overfitting,
+        )
+        self.metrics.record_eval(record)
+        if self.env.is_main:
+            self._append_log(
+                {
+                    "event": "eval",
+                    "at_step": self.step,
+                    "eval_loss": eval_loss,
+                    "eval_perplexity": ppl,
+                    "eval_tokens": label_tokens,
+                    "best_step": record.best_step,
+                    "overfitting": record.overfitting,
+                }
+            )
+            log.info("step %d: eval loss %.4f (%d tokens)", self.step, eval_loss, label_tokens)
+        self._report_overfitting()
+        final = self.step == self.total_steps or self.stopper.should_stop
+        self._write_samples("base" if base else "final" if final else "eval")
+        return improved
+
+    def _report_overfitting(self) -> None:
+        if not self.overfit.overfitting or self._overfitting_reported:
+            return
+        self._overfitting_reported = True
+        log.warning(
+            OVERFITTING_ADVICE.format(
+                evaluations=self.overfit.evaluations,
+                best_loss=self.stopper.best_loss or float("nan"),
+                best_step=self.stopper.best_step,
+            )
+        )
+
+    def _write_samples(self, label: str) -> None:
+        ev = self.cfg.evaluation
+        sharded = self.cfg.distributed.strategy in ("fsdp", "zero3") and self.env.world_size > 1
+        if not (ev.sample_prompts or ev.samples) or not (sharded or self.env.is_main):
+            return
+        if self._sample_prompts is None:
+            self._sample_prompts = [
+                SamplePrompt(tuple(self.tokenizer(p)["input_ids"])) for p in ev.sample_prompts
+            ] or prompts_from_split(self.eval_dataset, ev.samples)
+        model = self.engine.unwrapped()
+        model.eval()
+        try:
+            with (
+                torch.no_grad(),
+                autocast_for(self.engine, self.env.device, self.bundle.compute_dtype),
+            ):
+                samples = generate_samples(
+                    model,
+                    self.tokenizer,
+                    self._sample_prompts,
+                    device=self.env.device,
+                    max_new_tokens=ev.sample_max_new_tokens,
+                    synced=sharded,
+                )
+        finally:
+            model.train()
+        if self.env.is_main:
+            append_samples(
+                self.ckpt_root / SAMPLES_NAME, step=self.step, label=label, samples=samples
+            )
+
+    def _on_published(self, step: int, seconds: float) -> None:
+        self.metrics.observe_checkpoint(seconds, step=step)
+        if self.pending_best is not None and self.pending_best[0] == step:
+            self.checkpoints.mark_best(step, self.pending_best[1])
+            self.pending_best = None
+
+    def _stop_early(self) -> None:
+        self.early_stopped = True
+        self.metrics.mark_early_stopped()
+        if self.env.is_main:
+            log.info(
+                "early stopping at step %d: no eval-loss improvement over %.4f (step %s) "
+                "in %d evaluations",
+                self.step,
+                self.stopper.best_loss or float("nan"),
+                self.stopper.best_step,
+                self.stopper.evaluations_without_improvement,
+            )
+            self._append_log({"event": "early_stop", "at_step": self.step})
+
+    def _restore_best(self) -> None:
+        """Load the best checkpoint's weights so the output is the best model."""
+        best = self.stopper.best_step
+        if best is None or best == self.step:
+            return
+        self._load(self.ckpt_root / step_dir_name(best))
+        log.info("output: the best checkpoint, step %d", best)
 
     def _current_lr(self, step_index: int) -> float:
         t = self.cfg.training

@@ -7,6 +7,11 @@ Running the operator reads it every ``PROGRESS_SECONDS`` and writes it to status
 ``kubectl get tj`` shows step, loss and ETA. A trainer that cannot be reached (not
 listening yet, or an operator outside the pod network) leaves the last progress in
 place; progress is information, never a reason to fail a run.
+
+With held-out data the trainer also reports the eval loss and perplexity, the best
+checkpoint's step, whether the run stopped early, and ``overfitting`` (train loss
+falling while eval loss rises for several evaluations); :func:`overfitting_condition`
+turns the last into the ``Overfitting`` condition with a sentence of advice.
 """
 
 from __future__ import annotations
@@ -67,6 +72,33 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+OVERFITTING_CONDITION = "Overfitting"
+
+
+def overfitting_condition(progress: ProgressStatus) -> tuple[bool, str, str] | None:
+    """(status, reason, message) of the ``Overfitting`` condition; None without evaluations."""
+    if progress.overfitting is None:
+        return None
+    if not progress.overfitting:
+        return False, "EvalLossFollowsTrainLoss", "The eval loss is not rising while training."
+    best = ""
+    if progress.best_step is not None and progress.best_eval_loss is not None:
+        best = f" The best checkpoint is step {progress.best_step} (eval loss "
+        best += f"{progress.best_eval_loss:.4f}, in best.json)."
+    return (
+        True,
+        "EvalLossRising",
+        "The training loss keeps falling while the eval loss rises: the model is memorising "
+        "its training data. Set evaluation.earlyStoppingPatience to stop at the best "
+        "checkpoint, or train fewer epochs, lower the learning rate or the LoRA rank, "
+        f"or add data.{best}",
+    )
+
+
 def progress_status(
     document: Mapping[str, Any], *, now: datetime.datetime
 ) -> ProgressStatus | None:
@@ -92,6 +124,13 @@ def progress_status(
             tokens_per_second=_finite(document.get("tokens_per_second")),
             eta_seconds=_finite(document.get("eta_seconds")),
             last_checkpoint_step=document.get("last_checkpoint_step"),
+            eval_loss=_finite(document.get("eval_loss")),
+            eval_perplexity=_finite(document.get("eval_perplexity")),
+            eval_step=document.get("eval_step"),
+            best_step=document.get("best_step"),
+            best_eval_loss=_finite(document.get("best_eval_loss")),
+            overfitting=_flag(document.get("overfitting")),
+            early_stopped=_flag(document.get("early_stopped")),
             updated_time=updated,
         )
     except ValidationError as exc:

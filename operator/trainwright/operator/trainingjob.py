@@ -28,13 +28,16 @@ from trainwright.operator.lifecycle import Action, JobState
 from trainwright.operator.planning import plan_trainingjob
 from trainwright.operator.progress import (
     COMPLETION_INDEX_LABEL,
+    OVERFITTING_CONDITION,
     PROGRESS_SECONDS,
     metrics_endpoint,
+    overfitting_condition,
     progress_status,
 )
 from trainwright.operator.status import (
     ConditionType,
     Phase,
+    conditions_equal_ignoring_time,
     find_condition,
     set_condition,
     status_patch,
@@ -116,19 +119,20 @@ def progress_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) 
 
 
 def refresh_progress(context: OperatorContext, namespace: str, name: str) -> None:
-    """Read rank 0's ``/progress`` and write ``status.progress`` if it changed.
+    """Read rank 0's ``/progress`` and write ``status.progress`` if it changed, with the
+    ``Overfitting`` condition once the trainer reports it.
 
     The trainer is read without the object's lock (a slow pod must not hold up its
     reconcile); the lock is taken to check the same attempt still runs and to write.
     """
 
-    def running_attempt() -> tuple[dict[str, Any], str] | None:
+    def running_attempt() -> tuple[dict[str, Any], str, int] | None:
         body = context.kube.get_custom(PLURAL, namespace, name)
         status = dict((body or {}).get("status") or {})
         job_name = (status.get("children") or {}).get("job")
         if body is None or status.get("phase") != Phase.RUNNING or not job_name:
             return None
-        return status, str(job_name)
+        return status, str(job_name), int((body.get("metadata") or {}).get("generation") or 0)
 
     found = running_attempt()
     if found is None:
@@ -146,8 +150,38 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
         current = running_attempt()
         if current is None or current[1] != found[1]:
             return
+        patch: dict[str, Any] = {}
         if current[0].get("progress") != manifest:
-            context.kube.patch_status(PLURAL, namespace, name, {"progress": manifest})
+            patch["progress"] = manifest
+        conditions = _overfitting_conditions(context, current[0], progress, current[2])
+        if conditions is not None:
+            patch["conditions"] = conditions
+        if patch:
+            context.kube.patch_status(PLURAL, namespace, name, patch)
+
+
+def _overfitting_conditions(
+    context: OperatorContext, status: Mapping[str, Any], progress: Any, generation: int
+) -> list[dict[str, Any]] | None:
+    """The conditions with ``Overfitting`` set from the progress; None when nothing changes.
+
+    It appears once the trainer reports overfitting and stays (True or False) after.
+    """
+    found = overfitting_condition(progress)
+    current = list(status.get("conditions") or [])
+    if found is None or (not found[0] and find_condition(current, OVERFITTING_CONDITION) is None):
+        return None
+    value, reason, message = found
+    updated = set_condition(
+        current,
+        type_=OVERFITTING_CONDITION,
+        status=value,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=context.now(),
+    )
+    return None if conditions_equal_ignoring_time(current, updated) else updated
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -44,6 +44,7 @@ from trainwright_trainer.config import (
     CheckpointConfig,
     DataConfig,
     DistributedConfig,
+    EvalConfig,
     LoraConfig,
     MetricsConfig,
     ModelConfig,
@@ -88,12 +89,15 @@ def _layout(job: TrainingJob, mounts: Mounts) -> dict[str, str]:
         output_dir = mounts.resolve(spec.output.uri, write=True)
     else:
         output_dir = f"{checkpoint_dir}/output"
-    return {
+    layout = {
         "model": mounts.resolve(_model_location(job)),
         "data": mounts.resolve(spec.dataset.uri),
         "checkpoint": checkpoint_dir,
         "output": output_dir,
     }
+    if spec.dataset.eval_uri is not None:
+        layout["eval_data"] = mounts.resolve(spec.dataset.eval_uri)
+    return layout
 
 
 def _model_location(job: TrainingJob) -> str:
@@ -144,7 +148,13 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
         model=ModelConfig(path=paths["model"], dtype=training.precision),
         method=spec.method,
         lora=lora,
-        data=DataConfig(path=paths["data"], format=spec.dataset.format, seq_len=training.seq_len),
+        data=DataConfig(
+            path=paths["data"],
+            format=spec.dataset.format,
+            seq_len=training.seq_len,
+            eval_fraction=spec.dataset.eval_fraction or 0.0,
+            eval_path=paths.get("eval_data"),
+        ),
         training=TrainingConfig(
             epochs=training.epochs,
             max_steps=training.max_steps,
@@ -165,6 +175,21 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
         ),
         metrics=MetricsConfig(port=METRICS_PORT),
         output=OutputConfig(dir=paths["output"]),
+        evaluation=_eval_config(job),
+    )
+
+
+def _eval_config(job: TrainingJob) -> EvalConfig:
+    """``spec.evaluation`` as the trainer's ``evaluation`` section (defaults when unset)."""
+    evaluation = job.spec.evaluation
+    if evaluation is None:
+        return EvalConfig()
+    return EvalConfig(
+        interval_steps=evaluation.interval_steps,
+        early_stopping_patience=evaluation.early_stopping_patience,
+        early_stopping_min_delta=evaluation.early_stopping_min_delta,
+        overfitting_evaluations=evaluation.overfitting_evaluations,
+        sample_prompts=tuple(evaluation.sample_prompts),
     )
 
 

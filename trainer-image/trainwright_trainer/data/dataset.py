@@ -18,9 +18,19 @@ import numpy.typing as npt
 
 from trainwright_trainer.errors import DataError
 
-__all__ = ["ARRAY_NAMES", "BadRow", "DatasetStats", "PackedDataset", "load_prepared"]
+__all__ = [
+    "ARRAY_NAMES",
+    "EVAL_SPLIT_STREAM",
+    "BadRow",
+    "DatasetStats",
+    "PackedDataset",
+    "holdout_split",
+    "load_prepared",
+]
 
 ARRAY_NAMES = ("input_ids", "labels", "position_ids")
+# Mixed into the seed of the held-out split, so it is not the first epoch's shuffle.
+EVAL_SPLIT_STREAM = 0xE7A1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,7 @@ class PackedDataset:
         stats: DatasetStats,
         report: list[BadRow],
         path: Path | None = None,
+        index: npt.NDArray[np.int64] | None = None,
     ) -> None:
         shapes = {input_ids.shape, labels.shape, position_ids.shape}
         if len(shapes) != 1 or input_ids.ndim != 2:
@@ -93,18 +104,40 @@ class PackedDataset:
         self.stats = stats
         self.report = report
         self.path = path
+        # A subset (the training or held-out split) maps its positions through
+        # `index` into the memory-mapped arrays instead of copying them.
+        self.index = index
 
     def __len__(self) -> int:
+        if self.index is not None:
+            return len(self.index)
         return int(self.input_ids.shape[0])
+
+    def _row(self, position: int) -> int:
+        return int(self.index[position]) if self.index is not None else position
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"sequence {index} out of range for {len(self)} sequences")
+        row = self._row(index % len(self))
         return {
-            "input_ids": self.input_ids[index].tolist(),
-            "labels": self.labels[index].tolist(),
-            "position_ids": self.position_ids[index].tolist(),
+            "input_ids": self.input_ids[row].tolist(),
+            "labels": self.labels[row].tolist(),
+            "position_ids": self.position_ids[row].tolist(),
         }
+
+    def subset(self, positions: npt.NDArray[np.int64]) -> PackedDataset:
+        """The sequences at ``positions`` (of this dataset) as a dataset of their own."""
+        rows = self.index[positions] if self.index is not None else positions
+        return PackedDataset(
+            self.input_ids,
+            self.labels,
+            self.position_ids,
+            stats=self.stats,
+            report=self.report,
+            path=self.path,
+            index=np.asarray(rows, dtype=np.int64),
+        )
 
     @property
     def seq_len(self) -> int:
@@ -112,11 +145,34 @@ class PackedDataset:
 
     def take(self, indices: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.int32]]:
         """The rows at ``indices`` as [len(indices), seq_len] arrays (one gather per array)."""
+        if self.index is not None:
+            indices = self.index[indices]
         return {
             "input_ids": np.asarray(self.input_ids[indices]),
             "labels": np.asarray(self.labels[indices]),
             "position_ids": np.asarray(self.position_ids[indices]),
         }
+
+
+def holdout_split(
+    num_sequences: int, fraction: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(training, held-out) sequence positions: ``round(fraction x n)`` held out (at least one).
+
+    Which ones is decided by ``seed`` alone (a permutation of ``[seed, EVAL_SPLIT_STREAM]``),
+    so every rank, a resumed run and a test that re-evaluates a checkpoint pick the same
+    split without talking to each other. Both lists come back sorted.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"data.eval_fraction must be between 0 and 1 (got {fraction})")
+    held_out = max(1, round(fraction * num_sequences))
+    if held_out >= num_sequences:
+        raise DataError(
+            f"data.eval_fraction={fraction:g} holds out {held_out} of {num_sequences} packed "
+            "sequences and leaves none to train on; add data or lower data.eval_fraction"
+        )
+    order = np.random.default_rng([seed, EVAL_SPLIT_STREAM]).permutation(num_sequences)
+    return np.sort(order[held_out:]).astype(np.int64), np.sort(order[:held_out]).astype(np.int64)
 
 
 def load_prepared(path: str | Path) -> PackedDataset:

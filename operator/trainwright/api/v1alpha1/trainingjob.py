@@ -111,6 +111,19 @@ class ModelRef(ApiModel):
 class DatasetSpec(ApiModel):
     """The training data."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "!(has(self.evalFraction) && has(self.evalUri))",
+                        "dataset: set at most one of evalFraction or evalUri",
+                    )
+                ]
+            }
+        )
+    )
+
     uri: str = Field(
         min_length=1,
         max_length=URI_MAX_LENGTH,
@@ -128,6 +141,27 @@ class DatasetSpec(ApiModel):
         gt=0,
         description="Tokens in one epoch; sizes the run's duration and cost. Unknown: no ETA.",
     )
+    eval_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.5,
+        description=(
+            "Share of the packed training sequences held out for evaluation, chosen by "
+            "training.seed (the same split on every rank and after a restart)."
+        ),
+    )
+    eval_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        description="A separate evaluation file (same format), instead of evalFraction.",
+    )
+
+    @model_validator(mode="after")
+    def _one_eval_source(self) -> DatasetSpec:
+        if self.eval_fraction is not None and self.eval_uri is not None:
+            raise ValueError("set at most one of evalFraction or evalUri")
+        return self
 
 
 class TrainingSpec(ApiModel):
@@ -181,6 +215,43 @@ class LoraSpec(ApiModel):
             "linear layer but the output head (the QLoRA paper's choice)."
         ),
         json_schema_extra=k8s(default=["all-linear"]),
+    )
+
+
+class EvaluationSpec(ApiModel):
+    """Evaluation on the held-out data (dataset.evalFraction or dataset.evalUri)."""
+
+    interval_steps: int | None = Field(
+        default=None, gt=0, description="Evaluate every this many steps; unset: at checkpoints."
+    )
+    early_stopping_patience: int | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description=(
+            "Stop after this many evaluations without an improvement of the eval loss; the "
+            "best checkpoint becomes the output. Unset: train to the end."
+        ),
+    )
+    early_stopping_min_delta: float = Field(
+        default=0.0, ge=0, description="Eval-loss decrease that counts as an improvement."
+    )
+    overfitting_evaluations: int = Field(
+        default=3,
+        gt=0,
+        le=100,
+        description=(
+            "Evaluations in a row with falling train loss and rising eval loss that set the "
+            "Overfitting condition."
+        ),
+    )
+    sample_prompts: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Prompts answered at each evaluation (samples.jsonl beside the checkpoints); "
+            "unset: the first held-out examples."
+        ),
     )
 
 
@@ -384,6 +455,10 @@ class TrainingJobSpec(TrainingWorkload):
         default=None, description="Checkpoint location; unset: pod-local (lost on restart)."
     )
     output: OutputSpec | None = Field(default=None, description="Where the trained model goes.")
+    evaluation: EvaluationSpec | None = Field(
+        default=None,
+        description="Evaluation, early stopping and sample generations on the held-out data.",
+    )
     suspend: bool = Field(
         default=False, description="Stop the trainer pods (a checkpoint is kept) until false."
     )
@@ -511,6 +586,23 @@ class ProgressStatus(ApiModel):
     last_checkpoint_step: int | None = Field(
         default=None, ge=0, description="Step of the newest complete checkpoint."
     )
+    eval_loss: float | None = Field(
+        default=None, description="Loss on the held-out data at the latest evaluation."
+    )
+    eval_perplexity: float | None = Field(
+        default=None, ge=0, description="exp(evalLoss): perplexity on the held-out data."
+    )
+    eval_step: int | None = Field(default=None, ge=0, description="Step of that evaluation.")
+    best_step: int | None = Field(
+        default=None, ge=0, description="Step of the best checkpoint by eval loss (best.json)."
+    )
+    best_eval_loss: float | None = Field(default=None, description="Its eval loss.")
+    overfitting: bool | None = Field(
+        default=None, description="Train loss falling while eval loss rises (see conditions)."
+    )
+    early_stopped: bool | None = Field(
+        default=None, description="The run stopped early: the eval loss stopped improving."
+    )
     updated_time: dt.datetime | None = Field(default=None, description="When this was reported.")
 
 
@@ -572,6 +664,7 @@ _FROZEN_WHILE_RUNNING = (
     "resources",
     "strategy",
     "checkpoint",
+    "evaluation",
 )
 _IMMUTABLE_WHILE_RUNNING_RULE = rule(
     "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase != 'Running' || ("
