@@ -1,4 +1,8 @@
-"""Every expressible row of measured-public.csv, estimate vs measured (printed with -s)."""
+"""Every expressible row of measured-public.csv, estimate vs measured (printed with -s).
+
+The counts are floors: a test fails when a row that was within tolerance falls out
+(a regression), never because more rows come within it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 
 from trainwright.cli import main
 from trainwright.cli.accuracy import (
+    MEMORY_BAR,
     command_line,
     evaluate_rows,
     read_rows,
@@ -19,6 +24,7 @@ from trainwright.cli.accuracy import (
     row_specs,
     summary,
 )
+from trainwright.cli.serving_accuracy import evaluate_serving, read_serving_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CSV = DATA / "measured-public.csv"
@@ -32,19 +38,23 @@ def results():  # type: ignore[no-untyped-def]
     return results
 
 
-def test_memory_rows_within_15_percent_or_1_5_gib_are_14_of_19(results) -> None:  # type: ignore[no-untyped-def]
-    # Issue 2 asks for 85%; this is 74%. The misses (see docs/planner-accuracy.md):
-    # torchtune's early single-device LoRA/QLoRA rows 17 and 19, and the three PEFT rows
-    # under DeepSpeed ZeRO-3 CPU offload (23, 26, 29), all under-estimates.
-    assert summary(results)["memory"] == (14, 19)
+# Rows outside tolerance when the floors were set (see docs/planner-accuracy.md):
+# torchtune's early single-device LoRA/QLoRA rows 17 and 19, and the three PEFT rows
+# under DeepSpeed ZeRO-3 CPU offload (23, 26, 29), all under-estimates.
+KNOWN_MEMORY_MISSES = {17, 19, 23, 26, 29}
+
+
+def test_memory_rows_within_15_percent_or_1_5_gib_do_not_regress(results) -> None:  # type: ignore[no-untyped-def]
+    hits, total = summary(results)["memory"]
+    assert total == 19 and hits >= 14
     missed = {r.row_id for r in results if r.tolerance == "memory" and not r.within}
-    assert missed == {17, 19, 23, 26, 29}
+    assert missed <= KNOWN_MEMORY_MISSES, f"newly outside tolerance: {missed - KNOWN_MEMORY_MISSES}"
 
 
 def test_the_405b_qlora_row_is_read_in_gib_and_lands_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
     row = next(r for r in results if r.row_id == 15)
     assert row.measured == pytest.approx(44.8)
-    assert row.error == pytest.approx(0.112, abs=0.01)
+    assert row.within and row.error is not None and abs(row.error) <= 0.15
     assert "read as GiB" in row.note
 
 
@@ -66,33 +76,40 @@ def test_full_fine_tuning_of_mt0_xxl_and_bloomz_in_fp32_is_predicted_out_of_memo
 
 def test_the_accuracy_doc_states_whether_the_85_percent_memory_bar_is_met(results) -> None:  # type: ignore[no-untyped-def]
     doc = render_markdown(results, "measured-public.csv")
-    assert "14 of 19 (74%), **not met**" in doc
+    hits, total = summary(results)["memory"]
+    verdict = "met" if hits >= MEMORY_BAR * total else "**not met**"
+    assert f"{hits} of {total} ({hits / total:.0%}), {verdict}" in doc
     assert "| OOM (>80) | 192.5 | fits: false |" in doc
 
 
 def test_korthikanti_activations_and_model_states_are_within_3_percent(results) -> None:  # type: ignore[no-untyped-def]
-    assert summary(results)["korthikanti"] == (12, 12)
+    hits, total = summary(results)["korthikanti"]
+    assert total == 12 and hits >= 12
 
 
 def test_decode_tokens_per_second_is_within_25_percent_on_gpt_fast_rows(results) -> None:  # type: ignore[no-untyped-def]
-    assert summary(results)["decode"] == (13, 13)
+    hits, total = summary(results)["decode"]
+    assert total == 13 and hits >= 13
 
 
 def test_ttft_is_within_35_percent_on_tensorrt_llm_rows(results) -> None:  # type: ignore[no-untyped-def]
-    assert summary(results)["ttft"] == (10, 10)
+    hits, total = summary(results)["ttft"]
+    assert total == 10 and hits >= 10
 
 
 def test_our_own_h100_memory_prefill_and_decode_measurements_are_within_tolerance(results) -> None:  # type: ignore[no-untyped-def]
-    assert summary(results)["memory-own"] == (13, 13)
-    assert summary(results)["ttft-own"] == (5, 5)
-    assert summary(results)["decode-own"] == (8, 8)
+    counts = summary(results)
+    for kind, floor in (("memory-own", 13), ("ttft-own", 5), ("decode-own", 8)):
+        hits, total = counts[kind]
+        assert total == floor and hits >= floor, kind
     errors = [r.error for r in results if r.tolerance == "memory-own"]
     assert max(abs(e) for e in errors if e is not None) < 0.08
 
 
 def test_skipped_rows_say_why(results) -> None:  # type: ignore[no-untyped-def]
     skipped = [r for r in results if r.estimate is None]
-    assert {r.row_id for r in skipped} == {3, 4, 7, 8}
+    # Rows the CLI cannot express yet; expressing more of them is not a regression.
+    assert {r.row_id for r in skipped} <= {3, 4, 7, 8}
     assert all(r.note for r in skipped)
 
 
@@ -120,7 +137,8 @@ def test_each_rows_command_line_reproduces_its_estimate(
 
 def test_the_committed_accuracy_doc_matches_the_planner(results) -> None:  # type: ignore[no-untyped-def]
     doc = Path(__file__).resolve().parents[2] / "docs" / "planner-accuracy.md"
-    expected = render_markdown(results, "shared/reference/measured-public.csv")
+    serving = evaluate_serving(read_serving_rows())
+    expected = render_markdown(results, "shared/reference/measured-public.csv", serving)
     assert doc.read_text(encoding="utf-8") == expected, "run `make accuracy-doc`"
 
 

@@ -16,11 +16,11 @@ from trainwright.planner import (
     recommend_inference,
 )
 from trainwright.planner.inference import (
-    erlang_c,
     experts_touched_fraction,
     kv_cache_bytes_per_token_per_gpu,
     weight_bytes,
 )
+from trainwright.planner.queueing import erlang_c
 
 GIB = 2**30
 

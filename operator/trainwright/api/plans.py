@@ -203,6 +203,12 @@ def recommendation_from_inference(plan: InferencePlan) -> Recommendation:
         ttft_seconds=plan.latency.ttft_seconds,
         itl_seconds=plan.latency.itl_seconds,
         usd_per_million_tokens=plan.cost.usd_per_million_tokens,
+        batch=plan.batch,
+        ttft_p50_seconds=plan.latency.ttft_p50_seconds,
+        ttft_p95_seconds=plan.latency.ttft_p95_seconds,
+        itl_p50_seconds=plan.latency.itl_p50_seconds,
+        itl_p95_seconds=plan.latency.itl_p95_seconds,
+        headroom=plan.throughput.headroom,
     )
 
 

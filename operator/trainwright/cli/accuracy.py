@@ -8,7 +8,8 @@ little of their configuration to express are listed with the reason.
 Tolerances (issue 2): memory within ±15% or ±1.5 GiB, whichever is larger;
 Korthikanti et al. Fig. 1 activations and model states within ±3%; decode
 tokens/s within ±25%; TTFT within ±35%. Throughput and pretraining GPU-hour rows
-are reported without a tolerance.
+are reported without a tolerance. Serving at real batch sizes is judged by
+``trainwright.cli.serving_accuracy`` and written as the document's last section.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from trainwright.cli.serving_accuracy import (
+    SERVING_CSV,
+    ServingResult,
+    evaluate_serving,
+    large_batch_hits,
+    read_serving_rows,
+    render_serving_markdown,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CSV = REPO_ROOT.parent / "shared" / "reference" / "measured-public.csv"
@@ -574,7 +584,11 @@ _UNITS = {
 }
 
 
-def render_markdown(results: Sequence[RowResult], source: str) -> str:
+def render_markdown(
+    results: Sequence[RowResult],
+    source: str,
+    serving: Sequence[ServingResult] = (),
+) -> str:
     lines = [
         "# Planner accuracy",
         "",
@@ -635,6 +649,8 @@ def render_markdown(results: Sequence[RowResult], source: str) -> str:
     for r in results:
         if r.estimate is None:
             lines.append(f"| {r.row_id} | {r.model} | {r.metric} | {r.note} |")
+    if serving:
+        lines += ["", *render_serving_markdown(serving)]
     return "\n".join(lines) + "\n"
 
 
@@ -672,12 +688,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += read_rows(OWN_CSV)
     results = evaluate_rows(rows)
     sys.stdout.write(render_text(results))
+    serving = evaluate_serving(read_serving_rows()) if SERVING_CSV.exists() else []
+    for split in ("tuned", "heldout"):
+        hits, total = large_batch_hits(serving, split)
+        if total:
+            print(f"serving {split}: {hits}/{total} within ±25% at batch >= 32")
     if args.write:
         try:
             source = str(path.relative_to(REPO_ROOT.parent))
         except ValueError:
             source = path.name
-        args.write.write_text(render_markdown(results, source), encoding="utf-8")
+        args.write.write_text(render_markdown(results, source, serving), encoding="utf-8")
         print(f"wrote {args.write}")
     return 0
 

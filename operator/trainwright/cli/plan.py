@@ -495,12 +495,16 @@ def render_inference(plan: dict[str, Any]) -> str:
         f"GiB; weights {_gib(memory['weights_bytes'])} GiB in all; KV cache "
         f"{memory['kv_cache_bytes_per_token']:,} bytes/token; up to "
         f"{memory['max_concurrent_sequences']} concurrent sequences",
-        f"latency: TTFT {latency['ttft_seconds'] * 1000:.0f} ms (prefill "
+        f"latency: TTFT p50 {latency['ttft_p50_seconds'] * 1000:.0f} ms, p95 "
+        f"{latency['ttft_p95_seconds'] * 1000:.0f} ms (prefill "
         f"{latency['prefill_seconds'] * 1000:.0f} ms + p95 queue wait "
-        f"{latency['queue_wait_p95_seconds'] * 1000:.0f} ms), "
-        f"ITL {latency['itl_seconds'] * 1000:.1f} ms",
+        f"{latency['queue_wait_p95_seconds'] * 1000:.0f} ms); ITL mean "
+        f"{latency['itl_seconds'] * 1000:.1f} ms, p50 {latency['itl_p50_seconds'] * 1000:.1f} "
+        f"ms, p95 {latency['itl_p95_seconds'] * 1000:.1f} ms",
         f"throughput: {throughput['output_tokens_per_second']:,.0f} output tokens/s, "
-        f"{throughput['requests_per_second']:.2f} requests/s",
+        f"{throughput['requests_per_second']:.2f} requests/s; one replica sustains "
+        f"{throughput['replica_capacity_output_tokens_per_second']:,.0f} tokens/s at batch "
+        f"{plan['batch']}, {throughput['headroom']:.0%} headroom",
         f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"{_money(cost['usd_per_million_tokens'])} per million output tokens",
     ]

@@ -187,8 +187,15 @@ def describe_recommendation(best: Recommendation, sized_for_rps: float | None) -
         where = f"{best.gpus} x {best.gpu_type} with {best.strategy}"
     load = f" for {sized_for_rps:.1f} requests/s" if sized_for_rps is not None else ""
     today = "fits" if best.fits_inventory else "does not fit"
+    serving = ""
+    if best.batch is not None and best.ttft_p95_seconds is not None:
+        serving = (
+            f" (batch {best.batch} per replica, TTFT p95 {best.ttft_p95_seconds * 1000:,.0f} ms, "
+            f"ITL p95 {(best.itl_p95_seconds or 0) * 1000:,.1f} ms, "
+            f"{(best.headroom or 0):.0%} headroom)"
+        )
     return (
-        f"Recommend {where}{load} at ${best.usd_per_hour:,.2f}/h; "
+        f"Recommend {where}{load}{serving} at ${best.usd_per_hour:,.2f}/h; "
         f"it {today} the cluster's free GPUs today."
     )
 

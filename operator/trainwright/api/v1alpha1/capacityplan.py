@@ -205,8 +205,35 @@ class Recommendation(ApiModel):
     requests_per_second: float | None = Field(
         default=None, ge=0, description="Requests per second it serves within the SLOs."
     )
-    ttft_seconds: float | None = Field(default=None, ge=0, description="Time to first token, s.")
-    itl_seconds: float | None = Field(default=None, ge=0, description="Inter-token latency, s.")
+    ttft_seconds: float | None = Field(
+        default=None, ge=0, description="Time to first token, 95th percentile, s."
+    )
+    itl_seconds: float | None = Field(
+        default=None, ge=0, description="Mean inter-token latency, s."
+    )
+    batch: int | None = Field(
+        default=None, gt=0, description="Sequences each replica runs at once (its batch)."
+    )
+    ttft_p50_seconds: float | None = Field(
+        default=None, ge=0, description="Median time to first token, s."
+    )
+    ttft_p95_seconds: float | None = Field(
+        default=None, ge=0, description="95th-percentile time to first token, s."
+    )
+    itl_p50_seconds: float | None = Field(
+        default=None, ge=0, description="Median inter-token latency, s."
+    )
+    itl_p95_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="95th-percentile inter-token latency (steps that carry prefill chunks), s.",
+    )
+    headroom: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of the replicas' sustainable request rate the load leaves free.",
+    )
     usd_per_million_tokens: float | None = Field(
         default=None, ge=0, description="Serving cost per million output tokens, US dollars."
     )
