@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export TRAINWRIGHT_CACHE ?= $(HOME)/.cache/trainwright
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps k8s-bin lint typecheck importlint test test-fast bench \
+.PHONY: help install system-deps k8s-bin tools lint typecheck importlint test test-fast bench \
         accuracy-doc crds demo cluster-up cluster-down run clean
 
 help: ## list the targets
@@ -32,6 +32,9 @@ system-deps: ## install Debian packages the tests use (prometheus, promtool)
 k8s-bin: ## build (or reuse) etcd, kube-apiserver, controller-manager, scheduler and kwok
 	@bash hack/k8s/build.sh
 
+tools: ## build (or reuse) helm, helm-unittest and kubeconform for the chart's tests
+	@bash hack/tools/build.sh
+
 lint: install ## ruff
 	$(VENV)/bin/ruff check operator trainer-image tests benchmarks
 	$(VENV)/bin/ruff format --check operator trainer-image tests benchmarks
@@ -42,7 +45,7 @@ typecheck: install ## mypy --strict on the trainwright package
 importlint: install ## architecture contracts (.importlinter)
 	$(VENV)/bin/lint-imports
 
-test: install system-deps k8s-bin lint typecheck importlint ## the whole suite, as CI runs it
+test: install system-deps k8s-bin tools lint typecheck importlint ## the whole suite, as CI runs it
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## unit tests only (no cluster, no torchrun, no Prometheus)
@@ -54,8 +57,8 @@ bench: install ## benchmarks, printing their figures
 accuracy-doc: install ## regenerate docs/planner-accuracy.md from ../shared/reference/measured-public.csv
 	$(PY) -m trainwright.cli.accuracy --write docs/planner-accuracy.md
 
-crds: install ## regenerate crds/ from the pydantic API models
-	$(PY) -m trainwright.api.crdgen crds
+crds: install ## regenerate crds/ and the Helm chart's CRD templates from the pydantic API models
+	$(PY) -m trainwright.api.crdgen crds --chart-templates helm/trainwright/templates/crds
 
 cluster-up: k8s-bin ## start the local control plane; writes .cluster/kubeconfig
 	@bash hack/k8s/cluster.sh up
