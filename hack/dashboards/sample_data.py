@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import socket
-import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -27,13 +25,15 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.status import Phase
 from trainwright_trainer.metrics import TrainerMetrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from prometheus_server import backfilled_prometheus
 
 SCRAPE_SECONDS = 30
 DURATION_SECONDS = 2 * 3600
@@ -203,13 +203,6 @@ def openmetrics(samples: list[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class Server:
     url: str
@@ -218,51 +211,8 @@ class Server:
 
 @contextlib.contextmanager
 def prometheus_with_sample_data(root: Path) -> Iterator[Server]:
-    """Backfill the simulated run into TSDB blocks and serve them from a loopback Prometheus."""
-    prometheus_bin, promtool_bin = shutil.which("prometheus"), shutil.which("promtool")
-    if prometheus_bin is None or promtool_bin is None:
-        raise FileNotFoundError("prometheus and promtool are needed: run `make system-deps`")
+    """Backfill the simulated run (ending two minutes ago) and serve it from Prometheus."""
     end = float(int(time.time()) // SCRAPE_SECONDS * SCRAPE_SECONDS - 120)
-    data_dir = root / "data"
-    (root / "scrape.om").write_text(openmetrics(simulate(end)))
-    subprocess.run(
-        [promtool_bin, "tsdb", "create-blocks-from", "openmetrics", str(root / "scrape.om"), str(data_dir)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 30s\n")
-    port = _free_port()
-    with (root / "prometheus.log").open("w") as log:
-        process = subprocess.Popen(
-            [
-                prometheus_bin,
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={data_dir}",
-                "--storage.tsdb.retention.time=3650d",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, process, root / "prometheus.log")
-            yield Server(url=url, end=end)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {log_path.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"prometheus was not ready in 90 s: {log_path.read_text()[-2000:]}")
+    text = openmetrics(simulate(end))
+    with backfilled_prometheus(root, text, scrape_interval=f"{SCRAPE_SECONDS}s") as url:
+        yield Server(url=url, end=end)

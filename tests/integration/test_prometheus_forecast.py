@@ -9,19 +9,14 @@ Debian ``prometheus`` package (``make system-deps``); without it the test fails 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
+from prometheus_server import PrometheusMissingError, backfilled_prometheus
 from trainwright.cli import main
 
 pytestmark = pytest.mark.prometheus
@@ -44,13 +39,6 @@ def demand(hours: np.ndarray) -> np.ndarray:
     return daily * weekend
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _openmetrics(start: pd.Timestamp) -> str:
     rng = np.random.default_rng(17)
     hours = np.arange(HOURS)
@@ -69,70 +57,20 @@ def _openmetrics(start: pd.Timestamp) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _require(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} is not installed: run `make system-deps`", pytrace=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    prometheus_bin, promtool_bin = _require("prometheus"), _require("promtool")
     root = tmp_path_factory.mktemp("prometheus")
-    data_dir = root / "data"
     # Start on a Monday three weeks back, so the last point is a few hours before now.
     now = pd.Timestamp.now(tz="UTC").floor("h")
     start = (now - pd.Timedelta(hours=HOURS)).normalize()
     start -= pd.Timedelta(days=start.dayofweek)
-    (root / "demand.om").write_text(_openmetrics(start))
-    subprocess.run(
-        [promtool_bin, "tsdb", "create-blocks-from", "openmetrics", str(root / "demand.om"),
-         str(data_dir)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-    port = _free_port()
-    log = (root / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={root / 'prometheus.yml'}",
-            f"--storage.tsdb.path={data_dir}",
-            "--storage.tsdb.retention.time=3650d",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, root / "prometheus.log")
-        end = start + pd.Timedelta(hours=HOURS - 1)
-        truth = demand(np.arange(HOURS, HOURS + 24))
-        yield Server(url=url, start=start, end=end, truth_next_day=truth)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited: {log_path.read_text()[-2000:]}", pytrace=False)
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"prometheus was not ready in 90 s: {log_path.read_text()[-2000:]}", pytrace=False)
+        with backfilled_prometheus(root, _openmetrics(start)) as url:
+            end = start + pd.Timedelta(hours=HOURS - 1)
+            truth = demand(np.arange(HOURS, HOURS + 24))
+            yield Server(url=url, start=start, end=end, truth_next_day=truth)
+    except PrometheusMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_forecast_from_a_range_query_follows_the_daily_cycle(

@@ -18,6 +18,8 @@ import promql_parser
 import pytest
 import yaml
 
+from hack_dashboards import served_metric_names
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm/trainwright/files/trainwright-rules.yaml"
 PLAIN = ROOT / "deploy/prometheus/trainwright-rules.yaml"
@@ -91,6 +93,33 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
     quiet = {c["alertname"] for c in cases if not c["exp_alerts"]}
     assert fires == ALERTS
     assert quiet == ALERTS
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set()
+    pending = [promql_parser.parse(expr)]
+    while pending:
+        node = pending.pop()
+        if type(node).__name__ == "VectorSelector":
+            names.add(node.name)
+        for attribute in ("expr", "lhs", "rhs", "vector_selector"):
+            child = getattr(node, attribute, None)
+            if child is not None and not isinstance(child, str | int | float):
+                pending.append(child)
+        pending += list(getattr(node, "args", None) or [])
+    return names
+
+
+def test_the_rules_and_their_tests_use_the_names_the_operator_and_trainer_serve() -> None:
+    """Every metric an alert reads, and every series its promtool test feeds it, is exported
+    by the real metric code (hack/dashboards/sample_data.py runs it)."""
+    served = served_metric_names()
+    for rule in _rules():
+        assert _metric_names(rule["expr"]) <= served, rule["alert"]
+    for test in yaml.safe_load(PROMTOOL_TESTS.read_text())["tests"]:
+        for series in test["input_series"]:
+            name = series["series"].split("{", 1)[0]
+            assert name in served | {"up"}, name
 
 
 @pytest.mark.prometheus

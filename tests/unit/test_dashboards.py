@@ -9,10 +9,8 @@ a trainer export (hack/dashboards/sample_data.py backfills it from the real metr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ import jsonschema
 import promql_parser
 import pytest
 
+from hack_dashboards import load, served_metric_names
+
 ROOT = Path(__file__).resolve().parents[2]
-HACK = ROOT / "hack" / "dashboards"
 OUT = ROOT / "helm" / "trainwright" / "dashboards"
 SCHEMA = ROOT.parent / "shared" / "reference" / "grafana-dashboard.jsonschema.json"
 NAMES = ("training", "capacity", "operator")
@@ -36,22 +35,6 @@ VALUES = {
     "$trainingjob": "llama8b-lora",
     "$capacityplan": "chat-serving",
 }
-
-
-def _load(module: str) -> Any:
-    """A module of hack/dashboards (not a package: it is run as a script by `make dashboards`)."""
-    if module in sys.modules:
-        return sys.modules[module]
-    spec = importlib.util.spec_from_file_location(module, HACK / f"{module}.py")
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[module] = loaded  # dataclasses look their module up while it loads
-    sys.path.insert(0, str(HACK))
-    try:
-        spec.loader.exec_module(loaded)
-    finally:
-        sys.path.remove(str(HACK))
-    return loaded
 
 
 def _dashboard(name: str) -> dict[str, Any]:
@@ -86,7 +69,7 @@ def resolve(expr: str, rate_interval: str = "2m") -> str:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_committed_json_is_what_the_generator_writes(name: str) -> None:
-    generate = _load("generate")
+    generate = load("generate")
     assert (OUT / f"{name}.json").read_text() == generate.render(name), (
         f"helm/trainwright/dashboards/{name}.json drifted: run `make dashboards`"
     )
@@ -178,12 +161,22 @@ def test_target_promql_rule_and_rate_interval_rule(name: str, title: str, expr: 
             assert calls and calls[-1] in RATE_FUNCTIONS, f"{node.name} outside rate(): {expr}"
 
 
+def test_every_metric_a_panel_reads_is_served_by_the_operator_or_the_trainer() -> None:
+    served = served_metric_names()
+    for name in NAMES:
+        for panel in _panels(name):
+            for target in panel["targets"]:
+                for node, _ in _walk(promql_parser.parse(resolve(target["expr"]))):
+                    if type(node).__name__ == "VectorSelector":
+                        assert node.name in served, (panel["title"], node.name)
+
+
 # Against a real Prometheus ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    sample_data = _load("sample_data")
+    sample_data = load("sample_data")
     try:
         with sample_data.prometheus_with_sample_data(tmp_path_factory.mktemp("grafana")) as server:
             yield server
