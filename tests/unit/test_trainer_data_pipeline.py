@@ -83,7 +83,7 @@ def test_second_prepare_reuses_the_cache_without_tokenizing(
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("tokenized again although the cache was complete")
 
-    monkeypatch.setattr(tokenize_module, "_tokenize_file", must_not_run)
+    monkeypatch.setattr(tokenize_module, "tokenize_file", must_not_run)
     assert prepare_dataset(_cfg("alpaca.jsonl"), tok, cache_dir=tmp_path) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, f"{first.name}.bad_rows.json"]
     assert sorted(p.name for p in first.iterdir()) == [

@@ -21,7 +21,14 @@ from typing import NoReturn
 from trainwright.cli._common import CliError
 
 # Modules under trainwright.cli that provide subcommands, in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("plan", "catalog", "forecast", "operator", "validate")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "plan",
+    "catalog",
+    "forecast",
+    "dataset",
+    "operator",
+    "validate",
+)
 
 
 class _OneLineParser(argparse.ArgumentParser):

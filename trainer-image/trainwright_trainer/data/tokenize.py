@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,11 @@ from trainwright_trainer.errors import DataError
 
 __all__ = [
     "PIPELINE_VERSION",
+    "TokenizedRows",
     "build_dataset",
     "cache_key",
     "prepare_dataset",
+    "tokenize_file",
     "tokenize_rendered",
     "tokenizer_fingerprint",
 ]
@@ -116,7 +118,7 @@ def prepare_dataset(
         raise _unwritable(root, exc) from None
     _remove_stale_staging(root)
     started = time.perf_counter()
-    result = _tokenize_file(cfg, tokenizer, source, file_type)
+    result = tokenize_file(cfg, tokenizer, source, file_type)
     report = _report_json(source, result)
     try:
         _write_atomic_text(report_path, report)
@@ -187,18 +189,37 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 @dataclass
-class _Tokenized:
+class TokenizedRows:
+    """What tokenizing a file found, row by row; the trainer and ``trainwright dataset
+    inspect`` both read a file through :func:`tokenize_file`, so they agree on every row.
+
+    ``lengths``, ``trainable_counts`` and ``length_rows`` run in parallel: each
+    rendered row's token count before truncation, its tokens with loss, its row number.
+    """
+
     format: str
     rows_total: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    trainable_counts: list[int] = field(default_factory=list)
+    length_rows: list[int] = field(default_factory=list)
     truncated_rows: int = 0
     split_documents: int = 0
 
 
-def _tokenize_file(cfg: DataConfig, tokenizer: Any, source: Path, file_type: str) -> _Tokenized:
-    rows = read_rows(source, file_type)
+def tokenize_file(
+    cfg: DataConfig,
+    tokenizer: Any,
+    source: Path,
+    file_type: str,
+    *,
+    on_row: Callable[[RawRow], None] | None = None,
+) -> TokenizedRows:
+    """Read, validate, render and tokenize every row of ``source`` (``on_row`` sees each raw row)."""
+    rows: Iterator[RawRow] = read_rows(source, file_type)
+    if on_row is not None:
+        rows = _observed(rows, on_row)
     head = list(itertools.islice(rows, 200))
     fmt: str = cfg.format
     if fmt == "auto":
@@ -207,10 +228,16 @@ def _tokenize_file(cfg: DataConfig, tokenizer: Any, source: Path, file_type: str
             text_field=cfg.text_field,
             source=str(source),
         )
-    result = _Tokenized(format=fmt)
+    result = TokenizedRows(format=fmt)
     for batch in _batches(itertools.chain(head, rows), _BATCH_ROWS):
         _tokenize_batch(batch, cfg, tokenizer, result)
     return result
+
+
+def _observed(rows: Iterator[RawRow], on_row: Callable[[RawRow], None]) -> Iterator[RawRow]:
+    for row in rows:
+        on_row(row)
+        yield row
 
 
 def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
@@ -219,7 +246,9 @@ def _batches(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
         yield batch
 
 
-def _tokenize_batch(batch: list[RawRow], cfg: DataConfig, tokenizer: Any, out: _Tokenized) -> None:
+def _tokenize_batch(
+    batch: list[RawRow], cfg: DataConfig, tokenizer: Any, out: TokenizedRows
+) -> None:
     rendered: list[tuple[int, RenderedText | RenderedTokens]] = []
     for raw in batch:
         out.rows_total += 1
@@ -249,7 +278,7 @@ def _tokenize_batch(batch: list[RawRow], cfg: DataConfig, tokenizer: Any, out: _
 
 
 def _add_document(
-    out: _Tokenized,
+    out: TokenizedRows,
     row: int,
     ids: Int32Array,
     trainable: npt.NDArray[np.bool_],
@@ -257,6 +286,8 @@ def _add_document(
     splittable: bool,
 ) -> None:
     out.lengths.append(len(ids))
+    out.trainable_counts.append(int(trainable.sum()))
+    out.length_rows.append(row)
     labels = np.where(trainable, ids, IGNORE_INDEX).astype(np.int32)
     if len(ids) <= seq_len:
         pieces = [(ids, labels)]
@@ -394,7 +425,7 @@ def _check_bad_fraction(
         )
 
 
-def _log_bad_rows(result: _Tokenized, report_path: Path) -> None:
+def _log_bad_rows(result: TokenizedRows, report_path: Path) -> None:
     if not result.bad_rows:
         return
     for bad in result.bad_rows[:_LOG_BAD_ROWS]:
@@ -407,7 +438,7 @@ def _log_bad_rows(result: _Tokenized, report_path: Path) -> None:
     )
 
 
-def _report_json(source: Path, result: _Tokenized) -> str:
+def _report_json(source: Path, result: TokenizedRows) -> str:
     return json.dumps(
         {
             "dataset": str(source),
@@ -426,7 +457,7 @@ def _stats(
     cfg: DataConfig,
     source: Path,
     file_type: str,
-    result: _Tokenized,
+    result: TokenizedRows,
     arrays: tuple[Int32Array, Int32Array, Int32Array],
     seconds: float,
 ) -> DatasetStats:
