@@ -71,12 +71,14 @@ def run(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
     return result
 
 
-def render_text(values: dict[str, Any], tmp: Path, *, namespace: str = "trainwright") -> str:
+def render_text(
+    values: dict[str, Any], tmp: Path, *, namespace: str = "trainwright", release: str = "tw"
+) -> str:
     """`helm template` of the chart with these values, as YAML text."""
     values_file = tmp / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     return run(
-        tool("helm"), "template", "tw", CHART, "--namespace", namespace, "--values", values_file
+        tool("helm"), "template", release, CHART, "--namespace", namespace, "--values", values_file
     ).stdout
 
 
