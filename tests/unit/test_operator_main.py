@@ -21,11 +21,12 @@ def test_settings_keep_kopf_state_in_annotations_and_post_only_warnings() -> Non
     assert settings.execution.default_backoff == 5
 
 
-def test_the_job_watch_is_filtered_by_the_operators_label() -> None:
+def test_the_job_watch_is_filtered_to_the_jobs_the_operator_manages() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, Tuning())
     selectors = {
         str(selector): value for selector, value in settings.watching.label_selectors.items()
     }
-    assert list(selectors.values()) == ["trainwright.io/job"]
+    # Trainer and export Jobs both carry it (common_labels, resources.export.labels).
+    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=trainwright"]
     assert "jobs" in next(iter(selectors))

@@ -117,6 +117,25 @@ class Kube:
     def get_custom(self, plural: str, namespace: str, name: str) -> Body | None:
         return self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}")
 
+    def list_custom(self, plural: str, namespace: str) -> list[Body]:
+        listing = self.request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
+        return list(listing.get("items") or [])
+
+    def create_custom(self, plural: str, manifest: Mapping[str, Any]) -> Body:
+        """Create a custom resource; if it already exists, return the existing one."""
+        namespace = str(manifest["metadata"]["namespace"])
+        name = str(manifest["metadata"]["name"])
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+        try:
+            return self.request("POST", path, body=manifest)
+        except ApiException as exc:
+            if not _is_status(exc, 409):
+                raise
+        existing = self.get_custom(plural, namespace, name)
+        if existing is None:
+            raise RuntimeError(f"{plural} {namespace}/{name} exists but could not be read")
+        return existing
+
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> Body | None:

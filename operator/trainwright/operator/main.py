@@ -17,12 +17,13 @@ import kopf
 from kubernetes.config import ConfigException
 
 import trainwright.operator.capacityplan
+import trainwright.operator.modelexport
 import trainwright.operator.trainingjob
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
-from trainwright.resources import JOB_LABEL
+from trainwright.resources.names import MANAGED_BY_SELECTOR
 
 # kopf keeps its bookkeeping in annotations under our own prefix; the CRDs'
 # status schema is strict, so kopf's default status.kopf stanza would be pruned.
@@ -30,7 +31,11 @@ ANNOTATION_PREFIX = "trainwright.io"
 FINALIZER = "trainwright.io/finalizer"
 
 # Imported for their @kopf.on... decorators, which register the handlers.
-HANDLER_MODULES = (trainwright.operator.trainingjob, trainwright.operator.capacityplan)
+HANDLER_MODULES = (
+    trainwright.operator.trainingjob,
+    trainwright.operator.capacityplan,
+    trainwright.operator.modelexport,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +79,9 @@ def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
     # A failed reconcile (the API server briefly unavailable) is retried in
     # seconds, not kopf's default minute; it is level-based, so retrying is safe.
     settings.execution.default_backoff = 5
-    # Watch only the Jobs the operator created, filtered by the API server.
-    settings.watching.label_selectors["batch", "jobs"] = JOB_LABEL
+    # Watch only the Jobs the operator created (trainer and export Jobs), filtered by
+    # the API server.
+    settings.watching.label_selectors["batch", "jobs"] = MANAGED_BY_SELECTOR
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
 

@@ -16,6 +16,8 @@ import re
 LABEL_MAX_LENGTH = 63
 HASH_LENGTH = 6
 MANAGED_BY = "trainwright"
+# Every object the operator creates carries it: its watches select on it.
+MANAGED_BY_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 JOB_LABEL = "trainwright.io/job"
 ATTEMPT_LABEL = "trainwright.io/attempt"
 KIND_LABEL = "trainwright.io/kind"

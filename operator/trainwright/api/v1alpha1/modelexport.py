@@ -24,7 +24,12 @@ from trainwright.api.v1alpha1.common import (
     k8s,
     rule,
 )
-from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, ModelRef, OutputSpec
+from trainwright.api.v1alpha1.trainingjob import (
+    DEFAULT_TRAINER_IMAGE,
+    MODEL_NAME_PATTERN,
+    ModelRef,
+    OutputSpec,
+)
 from trainwright.vocabulary import (
     DEFAULT_QUANTIZATION,
     GGUF_FORMATS,
@@ -35,7 +40,6 @@ from trainwright.vocabulary import (
 
 ExportPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
-MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
 
 
 class ExportSource(ApiModel):

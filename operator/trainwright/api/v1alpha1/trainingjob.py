@@ -37,6 +37,8 @@ from trainwright.api.v1alpha1.security import ContainerSecurityOverrides, PodSec
 from trainwright.vocabulary import (
     ADAPTER_METHODS,
     Cloud,
+    ExportFormat,
+    GgufQuantization,
     Method,
     Optimizer,
     StrategyChoice,
@@ -58,6 +60,8 @@ GPU_TYPE_PATTERN = r"^(auto|[A-Za-z0-9][A-Za-z0-9._-]*)$"
 # What `trainwright operator` runs when neither spec.image nor --trainer-image says:
 # the name the project's image build and the Helm chart give the trainer image.
 DEFAULT_TRAINER_IMAGE = f"trainwright/trainer:{package_version}"
+# A ModelExport registry name (spec.modelName, spec.export.modelName).
+MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
 
 
 class ModelRef(ApiModel):
@@ -370,6 +374,32 @@ class OutputSpec(ApiModel):
     )
 
 
+class ExportRequest(ApiModel):
+    """A ModelExport to create when the job succeeds (named ``<job>-export``, owned by the job)."""
+
+    model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=MODEL_NAME_PATTERN,
+        description="Registry name the export is versioned under; unset: the job's name.",
+    )
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: list[ExportFormat](["safetensors"]),
+        min_length=1,
+        max_length=4,
+        description="Files to produce: safetensors, adapter, gguf, ollama.",
+        json_schema_extra=k8s(default=["safetensors"], **{"x-kubernetes-list-type": "set"}),
+    )
+    quantization: GgufQuantization | None = Field(
+        default=None, description="GGUF quantization (gguf/ollama only)."
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=16384, description="SYSTEM line of the Ollama Modelfile."
+    )
+    output: OutputSpec = Field(description="Where the exported files go.")
+
+
 class Toleration(ApiModel):
     """A core/v1 toleration copied to the trainer pods."""
 
@@ -455,6 +485,10 @@ class TrainingJobSpec(TrainingWorkload):
         default=None, description="Checkpoint location; unset: pod-local (lost on restart)."
     )
     output: OutputSpec | None = Field(default=None, description="Where the trained model goes.")
+    export: ExportRequest | None = Field(
+        default=None,
+        description="Export the trained model when the job succeeds (a ModelExport <name>-export).",
+    )
     evaluation: EvaluationSpec | None = Field(
         default=None,
         description="Evaluation, early stopping and sample generations on the held-out data.",
@@ -685,9 +719,11 @@ def spec_digest(spec: TrainingJobSpec) -> str:
     """A short digest of what the plan and the trainer pods are made from.
 
     ``suspend`` and ``maxRestarts`` are left out: they change how the operator drives
-    the run, not what runs.
+    the run, not what runs; so is ``export``, which acts after the run.
     """
-    inputs = spec.model_dump(mode="json", by_alias=True, exclude={"suspend", "max_restarts"})
+    inputs = spec.model_dump(
+        mode="json", by_alias=True, exclude={"suspend", "max_restarts", "export"}
+    )
     encoded = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
