@@ -1,13 +1,25 @@
-"""Import a module of hack/dashboards/ (scripts for `make dashboards`, not a package)."""
+"""The dashboards' generator modules (hack/dashboards/, scripts for `make dashboards`, not a
+package) and their committed JSON, as the dashboard tests read them."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-HACK = Path(__file__).resolve().parents[1] / "hack" / "dashboards"
+ROOT = Path(__file__).resolve().parents[1]
+HACK = ROOT / "hack" / "dashboards"
+OUT = ROOT / "helm" / "trainwright" / "dashboards"
+NAMES = ("training", "capacity", "operator")
+# What each query variable is set to when a test runs a query.
+VALUES = {
+    "$namespace": "team-a|serving|trainwright-system",
+    "$trainingjob": "llama8b-lora",
+    "$capacityplan": "chat-serving",
+}
 
 
 def load(module: str) -> ModuleType:
@@ -29,3 +41,29 @@ def served_metric_names() -> set[str]:
     """Every sample name the operator and a trainer serve in the simulated run."""
     sample_data = load("sample_data")
     return {sample.name for sample in sample_data.simulate(end=1_800_000_000.0)}
+
+
+def dashboard(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((OUT / f"{name}.json").read_text())
+    return document
+
+
+def panels(name: str) -> list[dict[str, Any]]:
+    return [p for p in dashboard(name)["panels"] if p["type"] != "row"]
+
+
+def targets() -> list[tuple[str, str, str, str]]:
+    """(dashboard, panel title, refId, expr) of every query."""
+    return [
+        (name, panel["title"], target["refId"], target["expr"])
+        for name in NAMES
+        for panel in panels(name)
+        for target in panel["targets"]
+    ]
+
+
+def resolve(expr: str, rate_interval: str = "2m") -> str:
+    """The query as Grafana sends it once the variables are set."""
+    for variable, value in VALUES.items():
+        expr = expr.replace(variable, value)
+    return expr.replace("$__rate_interval", rate_interval)

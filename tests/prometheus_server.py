@@ -43,22 +43,30 @@ def backfilled_prometheus(
     root: Path, openmetrics: str, *, scrape_interval: str = "1h"
 ) -> Iterator[str]:
     """Backfill ``openmetrics`` under ``root`` and serve it; yields the server's URL."""
-    prometheus_bin, promtool_bin = require("prometheus"), require("promtool")
-    data_dir = root / "data"
+    promtool_bin = require("promtool")
     (root / "history.om").write_text(openmetrics)
     subprocess.run(
         [promtool_bin, "tsdb", "create-blocks-from", "openmetrics", str(root / "history.om"),
-         str(data_dir)],
+         str(root / "data")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    (root / "prometheus.yml").write_text(f"global:\n  scrape_interval: {scrape_interval}\n")
+    config = f"global:\n  scrape_interval: {scrape_interval}\n"
+    with running_prometheus(root, config) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_prometheus(root: Path, config: str) -> Iterator[str]:
+    """Prometheus with ``config`` (prometheus.yml text) and its data under ``root``."""
+    prometheus_bin = require("prometheus")
+    (root / "prometheus.yml").write_text(config)
     port = free_port()
     with (root / "prometheus.log").open("w") as log:
         process = subprocess.Popen(
             [
                 prometheus_bin,
                 f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={data_dir}",
+                f"--storage.tsdb.path={root / 'data'}",
                 "--storage.tsdb.retention.time=3650d",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],

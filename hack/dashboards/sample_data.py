@@ -115,7 +115,7 @@ def _advance(
 ) -> None:
     """One scrape interval of the operator and the trainer."""
     minutes = (now - start) / 60
-    _operator_tick(operator, tick, minutes, start)
+    operator_tick(operator, tick, minutes, start)
     if minutes < 5:
         return
     step = min(TOTAL_STEPS, int((minutes - 5) * 22))
@@ -142,7 +142,8 @@ def _advance(
         trainer.count(trainer.rollbacks)
 
 
-def _operator_tick(operator: OperatorMetrics, tick: int, minutes: float, start: float) -> None:
+def operator_tick(operator: OperatorMetrics, tick: int, minutes: float, start: float) -> None:
+    """One scrape interval of an operator following one run, one waiting job and a plan."""
     phase = Phase.PENDING if minutes < 1 else Phase.PLANNED if minutes < 5 else Phase.RUNNING
     restarts = 0 if minutes < 70 else 1
     with operator.reconcile("TrainingJob"):

@@ -20,48 +20,29 @@ import jsonschema
 import promql_parser
 import pytest
 
-from hack_dashboards import load, served_metric_names
+from hack_dashboards import (
+    NAMES,
+    OUT,
+    dashboard,
+    load,
+    panels,
+    resolve,
+    served_metric_names,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "helm" / "trainwright" / "dashboards"
 SCHEMA = ROOT.parent / "shared" / "reference" / "grafana-dashboard.jsonschema.json"
-NAMES = ("training", "capacity", "operator")
 # Grafana's unit ids the panels use (pkg/valueformats: the linter's panel-units-rule list).
 VALID_UNITS = {"none", "short", "percentunit", "bytes", "s", "ops", "reqps", "currencyUSD"}
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
-# What a query variable resolves to when the tests run a query.
-VALUES = {
-    "$namespace": "team-a|serving|trainwright-system",
-    "$trainingjob": "llama8b-lora",
-    "$capacityplan": "chat-serving",
-}
-
-
-def _dashboard(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((OUT / f"{name}.json").read_text())
-    return document
-
-
-def _panels(name: str) -> list[dict[str, Any]]:
-    return [p for p in _dashboard(name)["panels"] if p["type"] != "row"]
 
 
 def _targets() -> list[Any]:
     return [
-        pytest.param(
-            name, panel["title"], target["expr"], id=f"{name}-{panel['title']}-{target['refId']}"
-        )
-        for name in NAMES
-        for panel in _panels(name)
-        for target in panel["targets"]
+        pytest.param(name, title, expr, id=f"{name}-{title}-{ref}")
+        for name, title, ref, expr in targets()
     ]
-
-
-def resolve(expr: str, rate_interval: str = "2m") -> str:
-    """The query as Grafana sends it once the variables are set."""
-    for variable, value in VALUES.items():
-        expr = expr.replace(variable, value)
-    return expr.replace("$__rate_interval", rate_interval)
 
 
 # Generated, committed, valid ----------------------------------------------------------------
@@ -78,7 +59,7 @@ def test_the_committed_json_is_what_the_generator_writes(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_the_dashboard_validates_against_grafana_s_schema(name: str) -> None:
     schema = json.loads(SCHEMA.read_text())
-    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(_dashboard(name))]
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(dashboard(name))]
     assert errors == []
 
 
@@ -94,10 +75,10 @@ def test_the_grafana_foundation_sdk_is_the_grafana_11_6_flavour() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_template_datasource_rule(name: str) -> None:
     """A ``datasource`` variable of type prometheus, and every panel and target uses it."""
-    variables = {v["name"]: v for v in _dashboard(name)["templating"]["list"]}
+    variables = {v["name"]: v for v in dashboard(name)["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for panel in _panels(name):
+    for panel in panels(name):
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
@@ -108,12 +89,12 @@ def test_template_datasource_rule(name: str) -> None:
     [("training", ["namespace", "trainingjob"]), ("capacity", ["namespace", "capacityplan"])],
 )
 def test_object_template_variables(name: str, expected: list[str]) -> None:
-    variables = {v["name"]: v for v in _dashboard(name)["templating"]["list"]}
+    variables = {v["name"]: v for v in dashboard(name)["templating"]["list"]}
     for variable in expected:
         assert variables[variable]["type"] == "query"
         assert variables[variable]["datasource"]["uid"] == "${datasource}"
         assert variables[variable]["query"].startswith("label_values(")
-    for panel in _panels(name):
+    for panel in panels(name):
         for target in panel["targets"]:
             if "gpu_type)" not in target["expr"] or "capacityplan" in target["expr"]:
                 assert "$namespace" in target["expr"], (panel["title"], target["expr"])
@@ -121,16 +102,16 @@ def test_object_template_variables(name: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_panel_title_description_rule(name: str) -> None:
-    titles = [panel["title"] for panel in _panels(name)]
+    titles = [panel["title"] for panel in panels(name)]
     assert len(set(titles)) == len(titles)
-    for panel in _panels(name):
+    for panel in panels(name):
         assert panel["title"].strip() and panel["title"][0].isupper()
         assert len(panel.get("description", "")) >= 20, panel["title"]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_panel_units_rule(name: str) -> None:
-    for panel in _panels(name):
+    for panel in panels(name):
         assert panel["fieldConfig"]["defaults"].get("unit") in VALID_UNITS, panel["title"]
 
 
@@ -164,7 +145,7 @@ def test_target_promql_rule_and_rate_interval_rule(name: str, title: str, expr: 
 def test_every_metric_a_panel_reads_is_served_by_the_operator_or_the_trainer() -> None:
     served = served_metric_names()
     for name in NAMES:
-        for panel in _panels(name):
+        for panel in panels(name):
             for target in panel["targets"]:
                 for node, _ in _walk(promql_parser.parse(resolve(target["expr"]))):
                     if type(node).__name__ == "VectorSelector":
@@ -202,7 +183,7 @@ def test_every_panel_query_returns_series(
 @pytest.mark.prometheus
 @pytest.mark.parametrize("name", ["training", "capacity"])
 def test_every_template_variable_lists_values(prometheus: Any, name: str) -> None:
-    for variable in _dashboard(name)["templating"]["list"]:
+    for variable in dashboard(name)["templating"]["list"]:
         if variable["type"] != "query":
             continue
         found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
