@@ -18,6 +18,7 @@ import promql_parser
 import pytest
 import yaml
 
+from chart_tools import render
 from hack_dashboards import served_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +148,41 @@ def test_promtool_test_rules_passes_for_every_alert() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def _chart_rules(values: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The PrometheusRule the chart renders with these values, as a rules file."""
+    monitoring = {"monitoring": {"prometheusRule": {"enabled": True, **values}}}
+    rules = [o for o in render(monitoring, tmp_path) if o["kind"] == "PrometheusRule"]
+    assert len(rules) == 1
+    return {"groups": rules[0]["spec"]["groups"]}
+
+
+@pytest.mark.prometheus
+def test_the_chart_s_prometheus_rule_passes_promtool_check_and_every_unit_test(
+    tmp_path: Path,
+) -> None:
+    """The rules as the chart renders them (helm template), not only the source file."""
+    rendered = _chart_rules({}, tmp_path)
+    assert rendered == yaml.safe_load(RULES.read_text())
+    (tmp_path / "trainwright-rules.yaml").write_text(yaml.safe_dump(rendered))
+    (tmp_path / "tests.yaml").write_text(PROMTOOL_TESTS.read_text())
+    for argv in (["check", "rules", "trainwright-rules.yaml"], ["test", "rules", "tests.yaml"]):
+        result = subprocess.run(
+            [_promtool(), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_chart_disables_and_retunes_single_alerts(tmp_path: Path) -> None:
+    values = {
+        "alerts": {
+            "TrainwrightOperatorDown": {"enabled": False},
+            "TrainwrightCheckpointOverdue": {"for": "1h", "severity": "critical"},
+        }
+    }
+    rules = {r["alert"]: r for g in _chart_rules(values, tmp_path)["groups"] for r in g["rules"]}
+    assert set(rules) == ALERTS - {"TrainwrightOperatorDown"}
+    assert rules["TrainwrightCheckpointOverdue"]["for"] == "1h"
+    assert rules["TrainwrightCheckpointOverdue"]["labels"]["severity"] == "critical"
