@@ -184,6 +184,14 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(default=1.0, ge=0, description="Clip norm; 0 disables clipping.")
     seed: int = Field(default=42, ge=0)
     gradient_checkpointing: bool = False
+    loss_chunk_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "Tokens per chunk of the fused output-head + cross-entropy, so the full logits "
+            "tensor never exists; 0 computes the plain loss from whole logits."
+        ),
+    )
     optimizer: Optimizer = "adamw"
 
 

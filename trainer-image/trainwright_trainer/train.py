@@ -12,7 +12,9 @@ One optimizer step, on every rank::
     every checkpoint.interval_steps, on SIGTERM and at the end -> checkpoint
 
 The loss is the mean over label tokens (``labels != -100``) of each rank's step,
-computed here from the logits so it does not depend on the model class's loss.
+computed here so it does not depend on the model class's loss: by default fused
+with the output head in chunks (:mod:`trainwright_trainer.loss`), so the full
+logits tensor never exists.
 The learning rate is a pure function of the step (warmup then cosine, linear or
 constant) times ``lr_scale`` (lowered by rollbacks), so resuming needs only the
 step and the scale, no scheduler object.
@@ -45,7 +47,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from trainwright_trainer.checkpoint import CheckpointManager, step_dir_name
 from trainwright_trainer.config import DataConfig, TrainerConfig
@@ -77,6 +78,7 @@ from trainwright_trainer.guards import (
     SpikeVerdict,
     agree_flags,
 )
+from trainwright_trainer.loss import causal_lm_loss_sum, install_chunked_loss
 from trainwright_trainer.metrics import (
     EvalRecord,
     TrainerMetrics,
@@ -251,6 +253,8 @@ class Recipe:
         planned = t.epochs * self.steps_per_epoch
         self.total_steps = min(planned, t.max_steps) if t.max_steps else planned
         self.bundle: ModelBundle = build_model(cfg, env.device)
+        # Before any wrapper: the head's forward is replaced on the instance itself.
+        self.loss_head = install_chunked_loss(self.bundle.model, t.loss_chunk_tokens)
         self.engine: TrainEngine = build_engine(
             cfg,
             env,
@@ -740,20 +744,12 @@ class Recipe:
 
     def _micro_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.env.device
-        input_ids = batch["input_ids"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        position_ids = batch["position_ids"].to(device, non_blocking=True)
-        with autocast_for(self.engine, device, self.bundle.compute_dtype):
-            # No attention_mask: transformers then reads document boundaries from
-            # position_ids (packed sequences) and keeps documents apart.
-            logits = self.engine.model(input_ids=input_ids, position_ids=position_ids).logits
-        shift_logits = logits[:, :-1, :].float()
-        shift_labels = labels[:, 1:]
-        return F.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)),
-            shift_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
+        on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return causal_lm_loss_sum(
+            self.engine.model,
+            on_device,
+            head=self.loss_head,
+            autocast=autocast_for(self.engine, device, self.bundle.compute_dtype),
         )
 
     # ---------------------------------------------------------------- guards
