@@ -5,12 +5,18 @@ base, table, package and a "safe" os library open: no ``string``, no ``math``
 (``util/lua``: ``SkipOpenLibs`` unless ``resource.customizations.useOpenLibs``).
 Here every ``health_test.yaml`` case runs in a real Lua 5.1 (lupa) with those
 libraries removed and the string metatable dropped, so ``("x"):sub(1)`` fails
-as it does there. gopher-lua itself is not run: it needs a Go build.
+as it does there. The same cases also run in gopher-lua itself, the Lua VM Argo CD
+embeds, through hack/argocd/luacheck (a small Go program built from the Go module proxy,
+cached in $TRAINWRIGHT_CACHE/tools/bin) that opens the libraries Argo CD opens.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,8 @@ lupa51 = pytest.importorskip("lupa.lua51")
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "helm" / "argocd"
+LUACHECK_SOURCE = ROOT / "hack" / "argocd" / "luacheck"
+CACHE = Path(os.environ.get("TRAINWRIGHT_CACHE") or Path.home() / ".cache" / "trainwright")
 KINDS = ("TrainingJob", "CapacityPlan", "ModelExport")
 SANDBOX = """
 debug.setmetatable("", nil)
@@ -64,6 +72,48 @@ def test_health_test_yaml_case(kind: str, case: dict[str, Any]) -> None:
     obj = yaml.safe_load((ARGOCD / "trainwright.io" / kind / case["inputPath"]).read_text())
     assert obj["kind"] == kind
     assert run_health(kind, obj) == case["healthStatus"]
+
+
+@pytest.fixture(scope="module")
+def gopher_lua() -> Path:
+    """hack/argocd/luacheck built (once; rebuilt when its source is newer)."""
+    binary = CACHE / "tools" / "bin" / "argocd-luacheck"
+    sources = [LUACHECK_SOURCE / name for name in ("main.go", "go.mod", "go.sum")]
+    if binary.exists() and all(s.stat().st_mtime <= binary.stat().st_mtime for s in sources):
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("the Go toolchain is not on PATH (make k8s-bin needs it too)", pytrace=False)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(
+        [go, "build", "-trimpath", "-o", str(binary), "."],
+        cwd=LUACHECK_SOURCE,
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    return binary
+
+
+@pytest.mark.parametrize(("kind", "case"), _cases())
+def test_health_test_yaml_case_in_gopher_lua(
+    gopher_lua: Path, kind: str, case: dict[str, Any]
+) -> None:
+    folder = ARGOCD / "trainwright.io" / kind
+    obj = yaml.safe_load((folder / case["inputPath"]).read_text())
+    result = subprocess.run(
+        [str(gopher_lua), str(folder / "health.lua")],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == case["healthStatus"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -119,3 +169,16 @@ def test_the_argocd_cm_snippet_carries_each_script_unchanged() -> None:
     for kind in KINDS:
         script = (ARGOCD / "trainwright.io" / kind / "health.lua").read_text(encoding="utf-8")
         assert data[f"resource.customizations.health.trainwright.io_{kind}"] == script
+
+
+def test_gopher_lua_opens_no_string_or_math_library_either(
+    gopher_lua: Path, tmp_path: Path
+) -> None:
+    for body in ("string.format('%d', 1)", "math.floor(1.5)"):
+        script = tmp_path / "health.lua"
+        script.write_text(f"return {{status = 'Healthy', message = {body}}}\n")
+        result = subprocess.run(
+            [str(gopher_lua), str(script)], input="{}", capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0 and "nil" in result.stderr, result.stderr
