@@ -31,8 +31,10 @@ _CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering", "
 NAMESPACED_RULES = {
     ("trainwright.io", "trainingjobs"): {"get", "list", "watch", "patch"},
     ("trainwright.io", "capacityplans"): {"get", "list", "watch", "patch"},
+    ("trainwright.io", "modelexports"): {"get", "list", "watch", "patch", "create"},
     ("trainwright.io", "trainingjobs/status"): {"patch"},
     ("trainwright.io", "capacityplans/status"): {"patch"},
+    ("trainwright.io", "modelexports/status"): {"patch"},
     ("", "configmaps"): {"get", "create", "delete"},
     ("", "services"): {"get", "create"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from test_resources_trainer import make_job, make_plan
 
-from trainwright.api.v1alpha1 import InvalidResourceError
+from trainwright.api.v1alpha1 import InvalidResourceError, ModelExport
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.resources import trainer_job
+from trainwright.resources.export import ExportInputs, export_job
 from trainwright.resources.security import TRAINER_GID, TRAINER_UID
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "trainer-image" / "Dockerfile"
@@ -132,3 +134,27 @@ def test_spec_image_wins_over_the_operators_trainer_image() -> None:
     job = make_job(image="mine/trainer:1")
     chosen = trainer_job(job, make_plan(), 0, default_image="registry.example/trainer:7")
     assert pod_of(chosen)["containers"][0]["image"] == "mine/trainer:1"
+
+
+def _export(**spec_changes: Any) -> tuple[ModelExport, ExportInputs]:
+    body = yaml.safe_load((DOCKERFILE.parents[1] / "examples" / "modelexport.yaml").read_text())
+    body["metadata"]["namespace"] = "ml"
+    body["spec"].update(spec_changes)
+    inputs = ExportInputs(
+        source_uri="pvc://checkpoints/llama8b-lora/output",
+        base_uri=None,
+        version="0.1.0",
+        model_name="llama8b-support",
+        params=8_000_000_000,
+    )
+    return ModelExport.from_body(body), inputs
+
+
+def test_the_export_pod_passes_restricted_and_runs_the_operators_trainer_image() -> None:
+    export, inputs = _export()
+    pod = pod_of(export_job(export, inputs, default_image="registry.example/trainer:7"))
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == TRAINER_UID
+    assert pod["containers"][0]["image"] == "registry.example/trainer:7"
+    export, inputs = _export(image="mine/exporter:1")
+    assert pod_of(export_job(export, inputs))["containers"][0]["image"] == "mine/exporter:1"

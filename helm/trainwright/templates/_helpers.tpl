@@ -83,14 +83,18 @@ app.kubernetes.io/component: operator
 
 {{/* The rules on namespaced objects: in the ClusterRole cluster-wide, in a Role per watched namespace otherwise. */}}
 {{- define "trainwright.namespacedRules" -}}
-# TrainingJobs and CapacityPlans: watched and annotated by kopf, read by the controllers.
+# The three kinds: watched and annotated by kopf, read by the controllers.
 - apiGroups: [trainwright.io]
-  resources: [trainingjobs, capacityplans]
+  resources: [trainingjobs, capacityplans, modelexports]
   verbs: [get, list, watch, patch]
+# A TrainingJob's spec.export creates its ModelExport when it succeeds.
 - apiGroups: [trainwright.io]
-  resources: [trainingjobs/status, capacityplans/status]
+  resources: [modelexports]
+  verbs: [create]
+- apiGroups: [trainwright.io]
+  resources: [trainingjobs/status, capacityplans/status, modelexports/status]
   verbs: [patch]
-# A TrainingJob's children: trainer ConfigMap, headless Service, one Job per attempt.
+# Children: trainer and export ConfigMaps, the trainers' headless Service, their Jobs.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, delete]
@@ -100,11 +104,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete, patch]
-# The trainer pods: rank 0's address for /progress, exit codes of failed attempts.
+# Trainer and export pods: rank 0's address for /progress, exit codes, export summaries.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# kopf's and the controllers' Events on TrainingJobs and CapacityPlans.
+# kopf's and the controllers' Events on the three kinds.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

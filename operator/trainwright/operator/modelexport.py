@@ -368,7 +368,7 @@ class _Reconcile:
             return
         inputs = dataclasses.replace(inputs, version=version)
         self._create(export_configmap(export, inputs))
-        job = self._create(export_job(export, inputs))
+        job = self._create(export_job(export, inputs, default_image=self.context.trainer_image))
         lineage = self._lineage_status(inputs)
         message = f"Exporting {', '.join(export.spec.formats)} as {inputs.model_name} {version}."
         self._write(

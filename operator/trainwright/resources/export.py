@@ -29,10 +29,11 @@ from typing import Any
 import yaml
 
 from trainwright.api.v1alpha1 import ModelExport, TrainingJob
-from trainwright.api.v1alpha1.trainingjob import ModelRef
+from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, ModelRef
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.lookup import get_model
 from trainwright.resources.names import MANAGED_BY, dns_label, label_value
+from trainwright.resources.security import container_security_context, pod_security_context
 from trainwright.resources.storage import PVC_SCHEME, Mounts
 from trainwright.resources.trainer import hugging_face_repo
 from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES
@@ -224,8 +225,14 @@ def _volumes(export: ModelExport, inputs: ExportInputs) -> tuple[list[Any], list
     return volumes, volume_mounts
 
 
-def export_job(export: ModelExport, inputs: ExportInputs) -> dict[str, Any]:
-    """The batch/v1 Job that runs the export: one pod, no GPU, no retry of bad input."""
+def export_job(
+    export: ModelExport, inputs: ExportInputs, *, default_image: str = DEFAULT_TRAINER_IMAGE
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs the export: one pod, no GPU, no retry of bad input.
+
+    ``default_image`` (the operator's ``--trainer-image``) runs when ``spec.image`` is unset;
+    the pod passes Pod Security ``restricted`` as the trainer image's user.
+    """
     memory = str(export_memory_bytes(inputs.params))
     volumes, volume_mounts = _volumes(export, inputs)
     config_text = render_export_config(export_config(export, inputs))
@@ -259,10 +266,12 @@ def export_job(export: ModelExport, inputs: ExportInputs) -> dict[str, Any]:
                 "spec": {
                     "restartPolicy": "Never",
                     "volumes": volumes,
+                    "securityContext": pod_security_context(None),
                     "containers": [
                         {
                             "name": CONTAINER_NAME,
-                            "image": export.spec.image,
+                            "image": export.spec.image or default_image,
+                            "securityContext": container_security_context(None),
                             "command": ["python", "-m", "trainwright_trainer", "export"],
                             "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
                             "env": [

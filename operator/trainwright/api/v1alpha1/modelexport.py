@@ -25,7 +25,6 @@ from trainwright.api.v1alpha1.common import (
     rule,
 )
 from trainwright.api.v1alpha1.trainingjob import (
-    DEFAULT_TRAINER_IMAGE,
     MODEL_NAME_PATTERN,
     ModelRef,
     OutputSpec,
@@ -170,11 +169,14 @@ class ModelExportSpec(ApiModel):
     )
     ollama: OllamaSpec | None = Field(default=None, description="Options for format ollama.")
     output: OutputSpec = Field(description="Where the exported files go.")
-    image: str = Field(
-        default=DEFAULT_TRAINER_IMAGE,
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=1024,
-        description="Image that runs the export (default: the trainer image, which has gguf).",
+        description=(
+            "Image that runs the export; unset: the operator's --trainer-image (the trainer "
+            "image, which has gguf)."
+        ),
     )
 
     @model_validator(mode="after")
