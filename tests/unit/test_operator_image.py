@@ -71,3 +71,21 @@ def test_the_chart_runs_the_image_as_its_user() -> None:
     assert pod["runAsUser"] == OPERATOR_UID
     assert pod["runAsGroup"] == OPERATOR_UID
     assert pod["runAsNonRoot"] is True
+
+
+def test_the_operator_starts_without_the_trainer_stack() -> None:
+    """What the image lacks is blocked: importing the operator must not need it."""
+    import subprocess
+    import sys
+
+    blocked = ("torch", "transformers", "peft", "deepspeed", "accelerate", "gguf", "safetensors")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
+        "import trainwright.operator.main, trainwright.cli;"
+        "from trainwright.cli import main; sys.exit(main(['operator', '--help']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--trainer-image" in result.stdout
