@@ -135,27 +135,31 @@ def chart_rbac(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Installed
 
 
 @pytest.mark.parametrize(
-    ("verb", "resource", "allowed"),
+    ("verb", "resource", "subresource", "allowed"),
     [
-        ("get", "secrets", False),
-        ("list", "secrets", False),
-        ("create", "pods/exec", False),
-        ("create", "pods", False),
-        ("patch", "nodes", False),
-        ("delete", "nodes", False),
-        ("list", "nodes", True),
-        ("create", "jobs.batch", True),
-        ("patch", "trainingjobs.trainwright.io/status", True),
-        ("create", "events", True),
+        ("get", "secrets", "", False),
+        ("list", "secrets", "", False),
+        ("create", "pods", "exec", False),
+        ("get", "pods", "log", False),
+        ("create", "pods", "", False),
+        ("patch", "nodes", "", False),
+        ("delete", "nodes", "", False),
+        ("list", "nodes", "", True),
+        ("create", "jobs.batch", "", True),
+        ("patch", "trainingjobs.trainwright.io", "status", True),
+        ("update", "trainingjobs.trainwright.io", "", False),
+        ("create", "events", "", True),
     ],
 )
 def test_the_charts_service_account_may_do_exactly_what_the_table_says(
-    kube: Kube, chart_rbac: Installed, verb: str, resource: str, allowed: bool
+    kube: Kube, chart_rbac: Installed, verb: str, resource: str, subresource: str, allowed: bool
 ) -> None:
     subject = f"system:serviceaccount:{chart_rbac.namespace}:{chart_rbac.service_account}"
+    extra = [f"--subresource={subresource}"] if subresource else []
     result = kube.kubectl(
-        "auth", "can-i", verb, resource, "-n", chart_rbac.namespace, "--as", subject, check=False
-    )
+        "auth", "can-i", verb, resource, *extra, "-n", chart_rbac.namespace, "--as", subject,
+        check=False,
+    )  # fmt: skip
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result)
 
 
