@@ -349,3 +349,11 @@ def test_helm_unittest_suites_pass_one_per_knob() -> None:
     assert f"Test Suites: {len(suites)} passed, {len(suites)} total" in result.stdout
     match = re.search(r"Tests:\s+(\d+) passed, (\d+) total", result.stdout)
     assert match and match[1] == match[2] and int(match[1]) >= 30, result.stdout
+
+
+def test_the_prometheus_rule_carries_the_rules_file_unchanged_by_default(tmp_path: Path) -> None:
+    # So promtool's checks and unit tests of files/trainwright-rules.yaml hold for the chart.
+    objects = render({"monitoring": {"prometheusRule": {"enabled": True}}}, tmp_path)
+    [rule] = of_kind(objects, "PrometheusRule")
+    source = yaml.safe_load((CHART / "files" / "trainwright-rules.yaml").read_text())
+    assert rule["spec"]["groups"] == source["groups"]
