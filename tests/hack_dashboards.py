@@ -3,6 +3,7 @@ package) and their committed JSON, as the dashboard tests read them."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -37,10 +38,11 @@ def load(module: str) -> ModuleType:
     return loaded
 
 
-def served_metric_names() -> set[str]:
+@functools.cache
+def served_metric_names() -> frozenset[str]:
     """Every sample name the operator and a trainer serve in the simulated run."""
     sample_data = load("sample_data")
-    return {sample.name for sample in sample_data.simulate(end=1_800_000_000.0)}
+    return frozenset(sample.name for sample in sample_data.simulate(end=1_800_000_000.0))
 
 
 def dashboard(name: str) -> dict[str, Any]:
