@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,52 +47,103 @@ def base_shards(base_dir: Path) -> list[Path]:
     return sorted(base_dir.glob("*.safetensors"))
 
 
-class ShardWriter:
-    """Writes tensors into ``model-0000i-of-0000N.safetensors`` shards of at most ``max_bytes``."""
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # safetensors' name: F32, F16, BF16, ...
+    shape: tuple[int, ...]
 
-    def __init__(self, out_dir: Path, *, max_bytes: int) -> None:
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * _DTYPE_BYTES[self.dtype]
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+class ShardWriter:
+    """Streams tensors into ``model-0000i-of-0000N.safetensors`` shards of at most ``max_bytes``.
+
+    Every merged tensor has its base tensor's name, dtype and shape, so each shard's
+    safetensors header (names, dtypes, shapes, offsets) is written before its data
+    and each tensor goes to disk as soon as it is merged: the writer holds one
+    tensor, not a shard. The format: an 8-byte little-endian header length, the
+    JSON header (padded to 8 bytes), then the tensors' bytes in header order
+    (huggingface/safetensors, "Format").
+    """
+
+    def __init__(self, out_dir: Path, infos: list[TensorInfo], *, max_bytes: int) -> None:
         self.out_dir = out_dir
-        self.max_bytes = max_bytes
-        self._buffer: dict[str, torch.Tensor] = {}
-        self._buffered = 0
-        self._written: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
+        self.shards: list[list[TensorInfo]] = [[]]
+        size = 0
+        for info in infos:
+            if self.shards[-1] and size + info.nbytes > max_bytes:
+                self.shards.append([])
+                size = 0
+            self.shards[-1].append(info)
+            size += info.nbytes
+        self.total_bytes = sum(info.nbytes for info in infos)
+        self.files = [self.out_dir / self._name(i) for i in range(len(self.shards))]
+        self._order = [(i, info) for i, shard in enumerate(self.shards) for info in shard]
+        self._next = 0
+        self._handle: Any = None
+
+    def _name(self, index: int) -> str:
+        count = len(self.shards)
+        if count == 1:
+            return "model.safetensors"
+        return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
+
+    def _open(self, index: int) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for info in self.shards[index]:
+            header[info.name] = {
+                "dtype": info.dtype,
+                "shape": list(info.shape),
+                "data_offsets": [offset, offset + info.nbytes],
+            }
+            offset += info.nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)
+        self._handle = self.files[index].open("wb")
+        self._handle.write(struct.pack("<Q", len(encoded)) + encoded)
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self._buffer and self._buffered + size > self.max_bytes:
-            self._flush()
-        self._buffer[name] = tensor.contiguous()
-        self._buffered += size
-        self.total_bytes += size
-
-    def _flush(self) -> None:
-        from safetensors.torch import save_file
-
-        path = self.out_dir / f".shard-{len(self._written):05d}.safetensors"
-        save_file(self._buffer, str(path), metadata={"format": "pt"})
-        self._written.append((path, list(self._buffer)))
-        self._buffer, self._buffered = {}, 0
+        index, info = self._order[self._next]
+        if name != info.name or tuple(tensor.shape) != info.shape:
+            raise ValueError(f"expected {info.name} {info.shape}, got {name} {tuple(tensor.shape)}")
+        if index != (self._order[self._next - 1][0] if self._next else -1):
+            self._open(index)
+        data = tensor.to(_TORCH_DTYPES[info.dtype]).contiguous().reshape(-1)
+        self._handle.write(data.view(torch.uint8).numpy().tobytes())
+        self._next += 1
 
     def finish(self) -> list[Path]:
-        if self._buffer:
-            self._flush()
-        count = len(self._written)
-        weight_map: dict[str, str] = {}
-        final: list[Path] = []
-        for i, (path, names) in enumerate(self._written):
-            name = (
-                "model.safetensors"
-                if count == 1
-                else f"model-{i + 1:05d}-of-{count:05d}.safetensors"
-            )
-            os.replace(path, self.out_dir / name)
-            final.append(self.out_dir / name)
-            weight_map |= dict.fromkeys(names, name)
-        if count > 1:
+        if self._handle is not None:
+            self._handle.close()
+        if self._next != len(self._order):
+            raise ValueError(f"{len(self._order) - self._next} tensors were never written")
+        if len(self.shards) > 1:
+            weight_map = {
+                info.name: self.files[i].name
+                for i, shard in enumerate(self.shards)
+                for info in shard
+            }
             index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
             (self.out_dir / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-        return final
+        return self.files
 
 
 @dataclass
@@ -227,15 +278,17 @@ def _base_tensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, handle.get_tensor(name)
 
 
-def base_shapes(shards: list[Path]) -> dict[str, list[int]]:
+def base_infos(shards: list[Path]) -> list[TensorInfo]:
+    """Name, dtype and shape of every base tensor, in file order (headers only)."""
     from safetensors import safe_open
 
-    shapes: dict[str, list[int]] = {}
+    infos: list[TensorInfo] = []
     for shard in shards:
         with safe_open(str(shard), framework="pt") as handle:
             for name in handle.keys():  # noqa: SIM118
-                shapes[name] = list(handle.get_slice(name).get_shape())
-    return shapes
+                part = handle.get_slice(name)
+                infos.append(TensorInfo(name, str(part.get_dtype()), tuple(part.get_shape())))
+    return infos
 
 
 def merge_into(
@@ -250,9 +303,10 @@ def merge_into(
     shards = base_shards(source.base_dir)
     if not shards:
         raise ConfigError(f"--base: {source.base_dir} holds no *.safetensors weights")
-    _check_adapters_fit(source, base_shapes(shards))
+    infos = base_infos(shards)
+    _check_adapters_fit(source, {info.name: list(info.shape) for info in infos})
     modules = {m for spec, _ in source.adapters for m in spec.modules}
-    writer = ShardWriter(out_dir, max_bytes=max_shard_bytes)
+    writer = ShardWriter(out_dir, infos, max_bytes=max_shard_bytes)
     applied: dict[str, dict[str, torch.Tensor]] = {}
     rank_alpha: tuple[int, float] | None = None
     replaced = 0
