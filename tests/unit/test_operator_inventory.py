@@ -83,7 +83,7 @@ def test_a_plan_that_fits_only_when_work_finishes_waits() -> None:
     inventory = build_inventory(_cluster(), pods, product_to_gpu=PRODUCTS.get)
     check = inventory.check("H100-SXM", nodes=4, gpus_per_node=8)
     assert (check.fits_cluster, check.fits_now) == (True, False)
-    assert "3 such node(s) are free now" in check.message
+    assert "the free GPUs hold 3 such pod(s) now" in check.message
 
 
 def test_a_plan_larger_than_the_cluster_says_what_the_cluster_has() -> None:
@@ -91,7 +91,8 @@ def test_a_plan_larger_than_the_cluster_says_what_the_cluster_has() -> None:
     check = inventory.check("H100-SXM", nodes=5, gpus_per_node=8)
     assert not check.fits_cluster
     assert check.message == (
-        "The plan needs 5 node(s) x 8 H100-SXM, but only 4 H100-SXM node(s) have 8 GPUs; "
+        "The plan needs 5 node(s) x 8 H100-SXM, but the H100-SXM nodes hold only 4 pod(s) of "
+        "8 GPUs; "
         "4 H100-SXM node(s) with up to 8 GPUs (32 of 32 free), "
         "2 L4 node(s) with up to 4 GPUs (8 of 8 free)."
     )
@@ -144,3 +145,30 @@ def test_an_inventory_from_nodes_alone_does_not_claim_free_gpus() -> None:
     assert inventory.describe() == (
         "4 H100-SXM node(s) with up to 8 GPUs, 2 L4 node(s) with up to 4 GPUs"
     )
+
+
+def test_one_pod_per_rank_may_share_a_node_that_has_the_ranks() -> None:
+    """Two one-rank pods fit the real node's two CPU ranks; a third does not."""
+    real_node = {
+        "metadata": {
+            "name": "trainwright-real-0",
+            "labels": {"trainwright.io/device.product": "Trainwright-CPU"},
+        },
+        "status": {
+            "allocatable": {"trainwright.io/cpu-rank": "2", "cpu": "2"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    inventory = build_inventory([real_node], [])
+    assert inventory.gpu_types() == ["CPU"]
+    assert inventory.check("CPU", nodes=2, gpus_per_node=1).fits_now
+    assert not inventory.check("CPU", nodes=3, gpus_per_node=1).fits_cluster
+    busy = {
+        "spec": {
+            "nodeName": "trainwright-real-0",
+            "containers": [{"resources": {"requests": {"trainwright.io/cpu-rank": "1"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    check = build_inventory([real_node], [busy]).check("CPU", nodes=2, gpus_per_node=1)
+    assert (check.fits_cluster, check.fits_now) == (True, False)

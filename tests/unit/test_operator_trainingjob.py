@@ -377,7 +377,7 @@ async def test_more_gpus_than_the_cluster_has_fails_with_insufficient_capacity(
     status = await world.reconcile("wide")
     planned = _condition(status, "Planned")
     assert (status["phase"], planned["reason"]) == ("Failed", "InsufficientCapacity")
-    assert "only 2 H100-SXM node(s) have 8 GPUs" in planned["message"]
+    assert "the H100-SXM nodes hold only 2 pod(s) of 8 GPUs" in planned["message"]
     assert await world.child("ConfigMap", "wide-trainer") is None
 
 

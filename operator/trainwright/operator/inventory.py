@@ -4,7 +4,9 @@ Nodes are grouped by the GPU feature discovery label ``nvidia.com/gpu.product``
 and mapped to a catalog GPU (``trainwright.planner.gpu_key_for_product_label``);
 each node offers its allocatable ``nvidia.com/gpu`` minus what the pods bound
 to it and not finished request. Cordoned nodes and nodes whose Ready condition
-is not True offer nothing.
+is not True offer nothing. The catalog's other devices are found the same way by
+their own label and resource (the trainer's CPU device on the local cluster's real
+node: ``trainwright.io/device.product`` and ``trainwright.io/cpu-rank``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from trainwright.planner.lookup import device_node_keys
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -66,6 +70,16 @@ class GpuPool:
         per_node = self.free_per_node if free_only else self.allocatable_per_node
         return sum(1 for gpus in per_node if gpus >= gpus_per_node)
 
+    def pods_holding(self, gpus_per_node: int, *, free_only: bool) -> int:
+        """How many pods requesting ``gpus_per_node`` GPUs each the nodes hold.
+
+        The scheduler may put several of a job's pods on one node when it has the
+        GPUs (two one-rank pods on the real node's two CPU ranks); with pods as wide
+        as the nodes, this is :meth:`nodes_holding`.
+        """
+        per_node = self.free_per_node if free_only else self.allocatable_per_node
+        return sum(gpus // gpus_per_node for gpus in per_node) if gpus_per_node > 0 else 0
+
     def replicas_holding(self, gpus_per_replica: int) -> int:
         """Replicas of ``gpus_per_replica`` GPUs (each on one node) the free GPUs hold."""
         if gpus_per_replica <= 0:
@@ -110,23 +124,25 @@ class Inventory:
         need = f"{nodes} node(s) x {gpus_per_node} {gpu}"
         if pool is None:
             return CapacityCheck(False, False, f"The plan needs {need}; {self._no_pool_text(gpu)}")
-        holding = pool.nodes_holding(gpus_per_node, free_only=False)
+        holding = pool.pods_holding(gpus_per_node, free_only=False)
         if holding < nodes:
             return CapacityCheck(
                 False,
                 False,
-                f"The plan needs {need}, but only {holding} {gpu} node(s) have "
+                f"The plan needs {need}, but the {gpu} nodes hold only {holding} pod(s) of "
                 f"{gpus_per_node} GPUs; {self.describe()}.",
             )
-        free = pool.nodes_holding(gpus_per_node, free_only=True)
+        free = pool.pods_holding(gpus_per_node, free_only=True)
         if free < nodes:
             return CapacityCheck(
                 True,
                 False,
-                f"The plan needs {need}; {free} such node(s) are free now, so pods wait "
-                "for running work to finish.",
+                f"The plan needs {need}; the free GPUs hold {free} such pod(s) now, so pods "
+                "wait for running work to finish.",
             )
-        return CapacityCheck(True, True, f"The plan needs {need}; {free} such node(s) are free.")
+        return CapacityCheck(
+            True, True, f"The plan needs {need}; the free GPUs hold {free} such pod(s)."
+        )
 
     def _no_pool_text(self, gpu: str) -> str:
         if not self.pools:
@@ -158,13 +174,15 @@ def _node_is_usable(node: Mapping[str, Any]) -> bool:
 
 
 def pod_gpu_request(pod: Mapping[str, Any]) -> int:
-    """GPUs a pod holds: the larger of request and limit, summed over its containers."""
+    """Devices a pod holds: the larger of request and limit, summed over its containers
+    (a node offers one kind of device, so the kinds never mix on one node)."""
     total = 0
     for container in (pod.get("spec") or {}).get("containers") or []:
         resources = container.get("resources") or {}
-        requests = (resources.get("requests") or {}).get(GPU_RESOURCE, 0)
-        limits = (resources.get("limits") or {}).get(GPU_RESOURCE, 0)
-        total += max(_quantity_to_int(requests), _quantity_to_int(limits))
+        for _, resource in device_node_keys():
+            requests = (resources.get("requests") or {}).get(resource, 0)
+            limits = (resources.get("limits") or {}).get(resource, 0)
+            total += max(_quantity_to_int(requests), _quantity_to_int(limits))
     return total
 
 
@@ -198,10 +216,14 @@ def build_inventory(
     unknown: set[str] = set()
     for node in nodes:
         metadata = node.get("metadata") or {}
-        product = (metadata.get("labels") or {}).get(GPU_PRODUCT_LABEL)
-        gpus = _quantity_to_int(
-            ((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, 0)
-        )
+        labels = metadata.get("labels") or {}
+        allocatable_resources = (node.get("status") or {}).get("allocatable") or {}
+        product, gpus = None, 0
+        for label, resource in device_node_keys():
+            if labels.get(label):
+                product = labels[label]
+                gpus = _quantity_to_int(allocatable_resources.get(resource, 0))
+                break
         if not product or gpus <= 0 or not _node_is_usable(node):
             continue
         gpu = product_to_gpu(product)

@@ -74,6 +74,18 @@ def get_gpu(name: str | GpuSpec) -> GpuSpec:
     return found
 
 
+@lru_cache(maxsize=1)
+def device_node_keys() -> tuple[tuple[str, str], ...]:
+    """The (product label, extended resource) pairs by which nodes offer catalog devices.
+
+    GPUs: GPU feature discovery's ``nvidia.com/gpu.product`` and the device plugin's
+    ``nvidia.com/gpu``; the trainer's CPU device: ``trainwright.io/device.product`` and
+    ``trainwright.io/cpu-rank``.
+    """
+    pairs = dict.fromkeys((gpu.product_label_key, gpu.resource_name) for gpu in GPUS)
+    return tuple(pairs)
+
+
 def gpu_key_for_product_label(label: str) -> str | None:
     """The catalog key for a GPU feature discovery label, e.g. NVIDIA-H100-80GB-HBM3 -> H100-SXM.
 

@@ -171,12 +171,15 @@ class GpuSpec(BaseModel):
         gt=0, description="per-GPU one-way network bandwidth between nodes"
     )
     max_gpus_per_node: int = Field(default=8, gt=0)
-    vendor: Literal["nvidia", "amd"] = "nvidia"
-    architecture: Literal["ampere", "ada", "hopper", "blackwell", "cdna3"] = Field(
+    vendor: Literal["nvidia", "amd", "cpu"] = "nvidia"
+    architecture: Literal["ampere", "ada", "hopper", "blackwell", "cdna3", "x86-64"] = Field(
         description="GPU generation (what kernels and precisions it runs)"
     )
-    form_factor: Literal["sxm", "pcie", "oam"] = Field(
-        description="board: SXM/OAM modules on a switched fabric, or PCIe cards"
+    form_factor: Literal["sxm", "pcie", "oam", "host"] = Field(
+        description=(
+            "board: SXM/OAM modules on a switched fabric, PCIe cards, or the host's own "
+            "CPU cores (the trainer's CPU device)"
+        )
     )
     switched_peers: bool = Field(
         description=(
@@ -194,7 +197,15 @@ class GpuSpec(BaseModel):
     )
     aliases: tuple[str, ...] = ()
     product_labels: tuple[str, ...] = Field(
-        default=(), description="values of the nvidia.com/gpu.product node label"
+        default=(), description="values of the product node label (product_label_key)"
+    )
+    product_label_key: str = Field(
+        default="nvidia.com/gpu.product",
+        description="the node label naming the device (GPU feature discovery's for GPUs)",
+    )
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        description="the extended resource a node advertises and a pod requests, one per device",
     )
     source: str = ""
 
@@ -206,6 +217,8 @@ class GpuSpec(BaseModel):
         """
         if precision == "fp8" and self.fp8_flops_per_second:
             return self.fp8_flops_per_second
+        if precision == "fp32" and self.vendor == "cpu":
+            return self.fp32_flops_per_second  # no TF32 on a CPU: fp32 runs at the FMA rate
         if precision == "fp32":
             # TF32 tensor cores run at half the 16-bit rate on A100/H100 (datasheets).
             return self.bf16_flops_per_second / 2

@@ -29,7 +29,8 @@ import yaml
 
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, PlanStatus, TrainingJob
 from trainwright.planner.errors import PlannerError
-from trainwright.planner.lookup import get_model
+from trainwright.planner.lookup import get_gpu, get_model
+from trainwright.planner.specs import GpuSpec
 from trainwright.resources.launcher import EXIT_CODE_FILE, launch_script
 from trainwright.resources.names import (
     ATTEMPT_LABEL,
@@ -63,8 +64,6 @@ LAUNCHER_PATH = f"{CONFIG_DIR}/{LAUNCHER_KEY}"
 RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9464
 CONTAINER_NAME = "trainer"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 CONFIG_HASH_ANNOTATION = "trainwright.io/config-sha256"
 
 # Index of each podFailurePolicy rule; the Job's Failed condition names it.
@@ -72,8 +71,6 @@ FAIL_RULE_PERMANENT = 0
 FAIL_RULE_NEEDS_REPLAN = 1
 PERMANENT_EXIT_CODES: tuple[int, ...] = (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR)
 REPLAN_EXIT_CODES: tuple[int, ...] = (ExitCode.NEEDS_REPLAN,)
-
-_GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
 def _layout(job: TrainingJob, mounts: Mounts) -> dict[str, str]:
@@ -366,10 +363,13 @@ def _pod_spec(
     image: str,
 ) -> dict[str, Any]:
     spec = job.spec
+    device = _device(plan)
     node_selector = dict(spec.node_selector)
     if plan.gpu_product is not None:
-        node_selector[GPU_PRODUCT_LABEL] = plan.gpu_product
-    tolerations = [_GPU_TOLERATION] + [t.to_manifest() for t in spec.tolerations]
+        node_selector[device.product_label_key] = plan.gpu_product
+    tolerations = [_device_toleration(device.resource_name)] + [
+        t.to_manifest() for t in spec.tolerations
+    ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map_name(job.name)}},
         # NCCL and DataLoader workers share tensors through /dev/shm; the container
@@ -403,10 +403,7 @@ def _pod_spec(
                     {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
                     {"name": "metrics", "containerPort": METRICS_PORT},
                 ],
-                "resources": {
-                    "limits": {GPU_RESOURCE: str(plan.gpus_per_node)},
-                    "requests": {GPU_RESOURCE: str(plan.gpus_per_node)},
-                },
+                "resources": _resources(device, plan.gpus_per_node),
                 "volumeMounts": volume_mounts,
                 "securityContext": container_security_context(spec.security_context),
             }
@@ -415,6 +412,29 @@ def _pod_spec(
     if spec.service_account_name is not None:
         pod["serviceAccountName"] = spec.service_account_name
     return pod
+
+
+def _device(plan: PlanStatus) -> GpuSpec:
+    """The plan's catalog device: its node label, extended resource and, for a CPU, memory."""
+    return get_gpu(plan.gpu_type)
+
+
+def _device_toleration(resource: str) -> dict[str, Any]:
+    """Device nodes are tainted with their device's resource name (``nvidia.com/gpu``,
+    the real node's ``trainwright.io/cpu-rank``); a trainer tolerates the device it uses."""
+    return {"key": resource, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _resources(device: GpuSpec, devices: int) -> dict[str, Any]:
+    """The devices a pod needs; a CPU device is also a core and its memory, so the kubelet
+    reserves them and the cgroup enforces the memory the plan was made for."""
+    count = str(devices)
+    requests: dict[str, str] = {device.resource_name: count}
+    limits: dict[str, str] = {device.resource_name: count}
+    if device.vendor == "cpu":
+        requests |= {"cpu": count, "memory": str(device.memory_bytes * devices)}
+        limits["memory"] = str(device.memory_bytes * devices)
+    return {"limits": limits, "requests": requests}
 
 
 def _env(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> list[dict[str, Any]]:

@@ -297,4 +297,35 @@ GPUS: tuple[GpuSpec, ...] = (
         product_labels=("NVIDIA-RTX-A6000",),
         source="NVIDIA RTX A6000 datasheet (dense = half of the sparse 309.7 TF)",
     ),
+    GpuSpec(
+        # Not a GPU: one core of the host running one trainer rank with gloo, as the local
+        # cluster's real node offers it (hack/k8s/node.sh advertises one
+        # trainwright.io/cpu-rank per core). It carries no cloud price, so the planner
+        # picks it only when asked for by name or when it is all a cluster has.
+        key="CPU",
+        display_name="CPU rank (one x86-64 core, gloo)",
+        memory_bytes=4 * 2**30,
+        memory_bandwidth_bytes_per_second=10 * GB,
+        bf16_flops_per_second=192e9,
+        fp32_flops_per_second=96e9,
+        fp16_flops_per_second=96e9,
+        interconnect="gloo over loopback TCP",
+        intra_node_bytes_per_second=1 * GB,
+        inter_node_bytes_per_second=1 * GB,
+        max_gpus_per_node=2,
+        vendor="cpu",
+        architecture="x86-64",
+        form_factor="host",
+        switched_peers=False,
+        training_efficiency=0.1,
+        aliases=("cpu-rank", "cpu"),
+        product_labels=("Trainwright-CPU",),
+        product_label_key="trainwright.io/device.product",
+        resource_name="trainwright.io/cpu-rank",
+        source=(
+            "a Zen 4 / AVX-512 core: two 256-bit FMA pipes = 32 FP32 FLOP/cycle at ~3 GHz, "
+            "twice that through AVX-512 BF16 dot products; 4 GiB is the memory limit a rank's "
+            "pod gets; efficiency: tiny models on CPU are launch-bound (docs/real-node.md)"
+        ),
+    ),
 )
