@@ -418,3 +418,22 @@ def test_the_export_command_imports_no_torch_before_it_validates() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ})  # fmt: skip
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_a_full_fine_tune_checkpoint_exports_the_trained_weights(tmp_path: Path) -> None:
+    from trainwright_trainer.config import parse_config
+    from trainwright_trainer.train import run_training
+
+    config = tiny_train_config(tmp_path, method="full", max_steps=2, interval_steps=2)
+    assert run_training(parse_config(config)) == ExitCode.SUCCESS
+    out = tmp_path / "export"
+    rc = _export("--source", str(tmp_path / "ckpt" / "step-000002"), "--base",
+                 str(tiny_model_dir()), "--formats", "safetensors", "--output", str(out))  # fmt: skip
+    assert rc == ExitCode.SUCCESS
+    trained = _logits(_load(tmp_path / "out"))  # the trainer's own final model
+    assert float((_logits(_load(out / "safetensors")) - trained).abs().max()) < 1e-4
+    assert float((trained - _logits(_load(tiny_model_dir()))).abs().max()) > 1e-3  # it moved
+    manifest = _manifest(out)
+    assert (manifest["source"]["kind"], manifest["source"]["checkpoint_step"]) == ("checkpoint", 2)
+    assert manifest["lineage"]["method"] == "full fine-tune"

@@ -29,7 +29,12 @@ from typing import Any
 import torch
 
 from trainwright_trainer.errors import ConfigError
-from trainwright_trainer.export.sources import AdapterSpec, ModelSource, read_dcp_tensors
+from trainwright_trainer.export.sources import (
+    AdapterSpec,
+    ModelSource,
+    dcp_model_keys,
+    read_dcp_tensors,
+)
 
 __all__ = ["MergeResult", "ShardWriter", "base_shards", "merge_into"]
 
@@ -269,13 +274,23 @@ def _check_adapters_fit(source: ModelSource, shapes: dict[str, list[int]]) -> No
         raise ConfigError("sources: DoRA adapters cannot be combined; export them one at a time")
 
 
-def _base_tensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def _base_tensors(
+    shards: list[Path], dcp_dir: Path | None
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """(name, base tensor, trained tensor from the DCP checkpoint or None), shard by shard.
+
+    A full fine-tune's checkpoint is read one base shard's worth of tensors at a time.
+    """
     from safetensors import safe_open
 
+    in_checkpoint = set(dcp_model_keys(dcp_dir)) if dcp_dir is not None else set()
     for shard in shards:
         with safe_open(str(shard), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, handle.get_tensor(name)
+            names = list(handle.keys())
+            wanted = [n for n in names if n in in_checkpoint]
+            trained = read_dcp_tensors(dcp_dir, wanted) if dcp_dir and wanted else {}
+            for name in names:
+                yield name, handle.get_tensor(name), trained.pop(name, None)
 
 
 def base_infos(shards: list[Path]) -> list[TensorInfo]:
@@ -310,12 +325,10 @@ def merge_into(
     applied: dict[str, dict[str, torch.Tensor]] = {}
     rank_alpha: tuple[int, float] | None = None
     replaced = 0
-    for name, tensor in _base_tensors(shards):
+    for name, tensor, trained in _base_tensors(shards, source.dcp_dir):
         module = name.removesuffix(".weight")
-        if source.dcp_dir is not None:
-            trained = read_dcp_tensors(source.dcp_dir, [name]).get(name)
-            if trained is not None:
-                tensor, replaced = trained.to(tensor.dtype), replaced + 1
+        if trained is not None:
+            tensor, replaced = trained.to(tensor.dtype), replaced + 1
         elif name.endswith(".weight") and module in modules:
             merged, applied[module], rank_alpha = merge_module(
                 tensor,
