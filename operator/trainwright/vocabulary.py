@@ -23,6 +23,11 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 StrategyChoice = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"]
 STRATEGY_CHOICES: tuple[str, ...] = get_args(StrategyChoice)
 
+# Tokens per chunk of the trainer's fused output head + cross-entropy
+# (trainwright_trainer.loss; the config's training.loss_chunk_tokens default): the
+# planner sizes a TrainingJob's logits memory with it.
+LOSS_CHUNK_TOKENS = 1024
+
 # Optimizers the trainer runs.
 Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)

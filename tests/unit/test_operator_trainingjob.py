@@ -310,7 +310,8 @@ async def test_raising_max_restarts_after_the_failed_job_was_removed_runs_it_aga
 
 
 async def test_a_needs_replan_exit_code_fails_with_advice(world: World) -> None:
-    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    # DDP pinned: on the same 16 GPUs a re-plan could only shrink the micro-batch.
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft", strategy="ddp")
     await world.reconcile("ft")
     await world.set_job_status(
         "ft-a0", {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}

@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails
 
 from trainwright.vocabulary import (
     ADAPTER_METHODS,
+    LOSS_CHUNK_TOKENS,
     METHODS,
     STRATEGIES,
     Method,
@@ -185,7 +186,7 @@ class TrainingConfig(_Section):
     seed: int = Field(default=42, ge=0)
     gradient_checkpointing: bool = False
     loss_chunk_tokens: int = Field(
-        default=1024,
+        default=LOSS_CHUNK_TOKENS,
         ge=0,
         description=(
             "Tokens per chunk of the fused output-head + cross-entropy, so the full logits "

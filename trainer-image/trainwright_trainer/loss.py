@@ -71,13 +71,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             valid = target != IGNORE_INDEX
             safe = torch.where(valid, target, 0)
             logits = (rows @ weight.t()).to(wide)
-            lse = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
+            # log-sum-exp in place (torch.logsumexp would allocate a second chunk).
+            peak = logits.amax(dim=1, keepdim=True)
+            sums = logits.sub_(peak).exp_().sum(dim=1)
+            lse = peak.squeeze(1) + sums.log()
             total += ((lse - picked) * valid).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
             # d(loss)/d(logits) = softmax - one_hot, zero on ignored rows; in place.
-            probs = logits.sub_(lse.unsqueeze(1)).exp_()
+            probs = logits.div_(sums.unsqueeze(1))
             probs[torch.arange(len(safe), device=probs.device), safe] -= 1.0
             probs.mul_(valid.unsqueeze(1))
             grad_logits = probs.to(rows.dtype)

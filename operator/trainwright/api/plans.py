@@ -28,6 +28,7 @@ from trainwright.planner.lookup import get_gpu
 from trainwright.planner.memory import AdapterTargets, target_modules
 from trainwright.planner.specs import ModelSpec
 from trainwright.planner.training import TrainingPlan, TrainingRequest
+from trainwright.vocabulary import LOSS_CHUNK_TOKENS
 
 if TYPE_CHECKING:
     # Only the result's attributes are read; importing the forecaster (pandas,
@@ -81,6 +82,8 @@ def training_request_from(
         optimizer=training.optimizer,
         lora_rank=workload.lora.rank if workload.lora is not None else 16,
         lora_targets=_lora_targets(workload),
+        # The trainer's pods fuse the head with the loss (trainwright_trainer.loss).
+        loss_chunk_tokens=LOSS_CHUNK_TOKENS,
         dataset_tokens=workload.dataset.tokens,
         epochs=float(training.epochs),
         cloud=workload.cloud,

@@ -26,7 +26,13 @@ Sources, by term:
   cross-entropy keeps the 16-bit logits and the fp32 log-softmax it saves for backward
   (2 + 4 = 6 bytes per logit); a compiled, chunked loss (torchtune
   ``CEWithChunkedOutputLoss`` under torch.compile, 8 chunks) saves only the 16-bit logits
-  and one chunk's fp32 working copy (2 + 4/8 = 2.5 bytes).
+  and one chunk's fp32 working copy (2 + 4/8 = 2.5 bytes). Trainwright's trainer fuses
+  the head with the loss (``loss_chunk_tokens``; Liger Kernel's fused linear
+  cross-entropy, arXiv:2410.10989 §3.3): only one chunk of logits exists, 16-bit out of
+  the matmul, its fp32 copy turned into the gradient in place, and that gradient in
+  16 bits (2 + 4 + 2 bytes per value), plus the hidden-state gradient it keeps for
+  backward (2 bytes per token and hidden unit) and, when the head trains, the head's
+  gradient computed during the forward (fp32 under AMP).
 - Implementations differ (``framework``): ``torchtune`` and ``megatron`` follow the
   lean accounting above; ``hf`` (Transformers + PEFT + accelerate, which Trainwright's
   trainer runs) saves fp32 norm inputs and fp32 adapter inputs, keeps fp32 weights under
@@ -146,6 +152,9 @@ LOGITS_BYTES_PER_VALUE = {
     "megatron": 2 + 4,  # vocabulary-parallel CE: 16-bit logits and fp32 softmax
 }
 COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE = 2 + 4 / 8
+# The trainer's fused head + loss, per value of one chunk: 16-bit logits, the fp32 copy
+# the softmax gradient is made in, that gradient cast back to 16 bits.
+FUSED_CHUNK_BYTES_PER_VALUE = 2 + 4 + 2
 # fp32 without autocast: fp32 logits, the fp32 log-softmax the loss saves, its fp32 gradient.
 FP32_LOGITS_BYTES_PER_VALUE = 4 + 4 + 4
 # DeepSpeed ZeRO defaults (deepspeed/runtime/zero/config.py): ``stage3_max_live_parameters``,
@@ -495,8 +504,22 @@ def logits_bytes(
     compiled: bool,
     framework: Framework = "torchtune",
     precision: str = "bf16",
+    *,
+    loss_chunk_tokens: int | None = None,
+    head_trains: bool = False,
 ) -> float:
-    """Vocabulary-parallel logits and what the loss saves (see the module docstring)."""
+    """Vocabulary-parallel logits and what the loss saves (see the module docstring).
+
+    ``loss_chunk_tokens``: the head and the loss are fused and run that many tokens at a
+    time (Trainwright's trainer); ``head_trains`` adds the head's gradient it computes in
+    the forward.
+    """
+    if loss_chunk_tokens:
+        wide = 4 if precision == "fp32" else 2
+        chunk = min(tokens, loss_chunk_tokens) * model.vocab_size * FUSED_CHUNK_BYTES_PER_VALUE
+        hidden_gradient = tokens * model.hidden_size * wide
+        head_gradient = model.vocab_size * model.hidden_size * 4 if head_trains else 0
+        return (chunk + head_gradient) / tensor_parallel + hidden_gradient
     per_value = (
         COMPILED_CHUNKED_LOGITS_BYTES_PER_VALUE if compiled else LOGITS_BYTES_PER_VALUE[framework]
     )
@@ -530,11 +553,14 @@ def training_memory(
     framework: Framework = "hf",
     lora_targets: AdapterTargets = "all",
     target_len: int | None = None,
+    loss_chunk_tokens: int | None = None,
 ) -> TrainingMemory:
     """Peak memory of one GPU for one training configuration (see the module docstring).
 
     ``target_len`` is an encoder-decoder's decoder tokens per sequence (default
     ``seq_len``, which the encoder sees); decoder-only models ignore it.
+    ``loss_chunk_tokens``: the head and loss are fused in chunks of that many tokens
+    (Trainwright's trainer); None is a loss over the whole logits.
     """
     model_split = tensor_parallel * pipeline_parallel
     shard_w, shard_g, shard_o = SHARDED[strategy]
@@ -633,7 +659,14 @@ def training_memory(
     logits = 0.0
     if pipeline_parallel == 1:
         logits = logits_bytes(
-            model, decoder_tokens, tensor_parallel, compiled, framework, precision
+            model,
+            decoder_tokens,
+            tensor_parallel,
+            compiled,
+            framework,
+            precision,
+            loss_chunk_tokens=loss_chunk_tokens,
+            head_trains=full,
         )
     activations = layers + logits
     transient = 0.0

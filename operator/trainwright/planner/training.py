@@ -56,6 +56,14 @@ class TrainingRequest(BaseModel):
     gradient_checkpointing: Literal["auto", "on", "off", "selective"] = "auto"
     optimizer: Optimizer = "adamw"
     lora_rank: int = Field(default=16, gt=0)
+    loss_chunk_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "the head and loss fused in chunks of this many tokens (Trainwright's trainer, "
+            "vocabulary.LOSS_CHUNK_TOKENS); unset: a loss over the whole logits"
+        ),
+    )
     lora_targets: AdapterTargets = Field(
         default="all",
         description=(
@@ -395,6 +403,7 @@ def _memory(
         framework=request.framework,
         lora_targets=request.lora_targets,
         target_len=request.target_len,
+        loss_chunk_tokens=request.loss_chunk_tokens,
     )
 
 
