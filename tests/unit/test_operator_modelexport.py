@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -28,6 +29,7 @@ from trainwright.operator.modelexport import (
     trainingjob_changed,
 )
 from trainwright.planner.lookup import get_model
+from trainwright_trainer.export.config import load_export_config
 
 NS = "team-a"
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -344,6 +346,53 @@ async def test_bad_input_fails_the_export_with_the_exporters_own_sentence(world:
     assert status["phase"] == "Failed"
     failed = _condition(status, "Failed")
     assert (failed["reason"], failed["message"]) == ("InvalidInput", sentence)
+
+
+async def test_files_written_but_not_verified_fail_the_export_as_verification_failed(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft", "Succeeded")
+    world.server.objects[MX, NS, "ft-x"] = _export("ft-x")
+    await world.reconcile("ft-x")
+    await world.finish_job("ft-x-export", exit_code=65, message=_summary(verified=False))
+    status = await world.reconcile("ft-x")
+    assert (status["phase"], _condition(status, "Failed")["reason"]) == (
+        "Failed",
+        "VerificationFailed",
+    )
+    assert "artifacts" not in status
+
+
+async def test_the_rendered_export_config_is_one_the_exporter_accepts(
+    world: World, tmp_path: Path
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft", "Succeeded")
+    world.server.objects[MX, NS, "ft-x"] = _export(
+        "ft-x",
+        formats=["adapter", "ollama"],
+        ollama={"modelName": "ft:latest", "systemPrompt": "Be brief."},
+        additionalSources=[{"uri": "pvc://adapters/other", "weight": 0.25}],
+        source={"trainingJob": "ft", "weight": 0.75},
+        combination="ties",
+    )
+    await world.reconcile("ft-x")
+    config_map = await world.need("ConfigMap", "ft-x-export")
+    path = tmp_path / "export.yaml"
+    path.write_text(config_map["data"]["export.yaml"])
+    config = load_export_config(path)  # what `export --config` reads in the pod
+    assert [(s.path, s.weight) for s in config.sources] == [
+        ("/mnt/pvc/checkpoints/out/ft", 0.75),
+        ("/mnt/pvc/adapters/other", 0.25),
+    ]
+    assert (config.combination, config.formats) == ("ties", ("adapter", "ollama"))
+    assert config.ollama.system_prompt == "Be brief."
+    assert config.lineage.training_job == "ft" and config.lineage.checkpoint_step == 300
+    job = await world.need("Job", "ft-x-export")
+    mounts = {
+        m["mountPath"]: m["readOnly"]
+        for m in job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert mounts["/mnt/pvc/adapters"] is True
 
 
 async def test_exports_of_one_model_name_get_increasing_versions_and_a_taken_one_is_refused(

@@ -57,6 +57,7 @@ from trainwright.resources.export import (
     parse_summary,
     training_output_uri,
 )
+from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES
 
 KIND = "ModelExport"
 PLURAL = "modelexports"
@@ -476,12 +477,19 @@ class _Reconcile:
         )
 
     def _job_failed(self, job: dict[str, Any]) -> None:
+        """Failed: the exporter's own sentence (its log tail), or its summary when it wrote
+        the files but verification failed (exit 65 after the summary)."""
         terminated = self._terminated(job)
-        reason = (
-            "InvalidInput"
-            if any(t.get("exitCode") in (64, 65) for t in terminated)
-            else lifecycle.job_failure_reason(job)
-        )
+        summaries = [parse_summary(t.get("message")) for t in terminated]
+        if any(s is not None and not s.get("verified") for s in summaries):
+            self._fail(
+                "VerificationFailed",
+                "The export was written but its verification failed (logits or GGUF check); "
+                "manifest.json in the output has the figures.",
+            )
+            return
+        permanent = any(t.get("exitCode") in PERMANENT_EXIT_CODES for t in terminated)
+        reason = "InvalidInput" if permanent else lifecycle.job_failure_reason(job)
         said = next((last_line(t.get("message")) for t in terminated if t.get("message")), "")
         message = said or f"The export Job failed ({lifecycle.job_failure_reason(job)})."
         self._fail(reason, message)
