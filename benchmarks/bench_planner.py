@@ -2,7 +2,8 @@
 
 Goals (issue 2): an explicit plan in process under 5 ms median, a full
 recommendation search under 200 ms, and `trainwright plan` starting and
-answering in under 1 s. Prints medians and p90s; exits non-zero only if a
+answering in under 1 s. Issue 12: the same goals with a calibration of
+observed runs applied (eight observations, some of each plan's shape). Prints medians and p90s; exits non-zero only if a
 benchmark crashes (timings depend on the machine's load).
 
 Run: `.venv/bin/python benchmarks/bench_planner.py [--repeat N]`
@@ -72,6 +73,7 @@ def main() -> int:
     search_inference = InferenceRequest(
         model="llama-3.1-70b", rps=50, ttft_slo_ms=500, itl_slo_ms=50
     )
+    calibration = _calibration()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     _report(
         "explicit training plan (8B LoRA, 8x H100, micro-batch 4)",
@@ -92,6 +94,41 @@ def main() -> int:
     _report(
         "inference search (70B, 50 rps, TTFT/ITL SLOs, all GPUs x 4 TP)",
         _timings(lambda: recommend_inference(search_inference).to_contract(), searches),
+        0.2,
+    )
+    calibrated = {"calibration": calibration}
+    _report(
+        "calibrated explicit training plan (8 observations)",
+        _timings(
+            lambda: plan_training(explicit_training.model_copy(update=calibrated)).to_contract(),
+            args.repeat,
+        ),
+        0.005,
+    )
+    _report(
+        "calibrated explicit inference plan (8 observations)",
+        _timings(
+            lambda: plan_inference(explicit_inference.model_copy(update=calibrated)).to_contract(),
+            args.repeat,
+        ),
+        0.005,
+    )
+    _report(
+        "calibrated training search (8 observations)",
+        _timings(
+            lambda: recommend_training(search_training.model_copy(update=calibrated)).to_contract(),
+            searches,
+        ),
+        0.2,
+    )
+    _report(
+        "calibrated inference search (8 observations)",
+        _timings(
+            lambda: recommend_inference(
+                search_inference.model_copy(update=calibrated)
+            ).to_contract(),
+            searches,
+        ),
         0.2,
     )
     command = [
@@ -118,6 +155,41 @@ def main() -> int:
         cold.append(time.perf_counter() - started)
     _report("CLI cold start: trainwright plan training (process)", cold, 1.0, unit="s")
     return 0
+
+
+def _calibration() -> Any:
+    """Eight observed runs in the contract's format: four training, four serving."""
+    from trainwright.planner.calibration import parse_calibration
+
+    training = {
+        "kind": "training",
+        "method": "lora",
+        "gpu": "H100-SXM",
+        "strategy": "ddp",
+        "micro_batch": 4,
+        "seq_len": 2048,
+        "precision": "bf16",
+        "peak_memory_bytes": 40 * 10**9,
+    }
+    serving = {
+        "kind": "inference",
+        "gpu": "H100-SXM",
+        "precision": "bf16",
+        "prompt_tokens": 512,
+        "output_tokens": 256,
+    }
+    observations = [
+        {**training, "model": "llama-3.1-8b", "num_gpus": n, "tokens_per_second": 4000.0 * n}
+        for n in (1, 2, 4, 8)
+    ] + [
+        {**serving, "model": "llama-3.1-70b", "tensor_parallel": tp, "batch": 32,
+         "output_tokens_per_second": 600.0 * tp}
+        for tp in (2, 4, 8)
+    ] + [
+        {**serving, "model": "llama-3.1-8b", "tensor_parallel": 1, "batch": 64,
+         "output_tokens_per_second": 3000.0}
+    ]  # fmt: skip
+    return parse_calibration({"observations": observations}, source="bench")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from trainwright.vocabulary import (
 
 if TYPE_CHECKING:
     from trainwright.planner import ModelSpec, Price
+    from trainwright.planner.calibration import Calibration
 
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
@@ -115,6 +116,18 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         help="restrict the search to these GPU keys (comma-separated)",
     )
     parser.add_argument("--prices", metavar="FILE", help="YAML/JSON {cloud: {gpu: usd_per_hour}}")
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="observed runs (JSON/YAML, CONTRACTS.md's calibration format) that correct "
+        "plans of the same shape",
+    )
+    parser.add_argument(
+        "--calibration-mode",
+        choices=("apply", "show"),
+        default="apply",
+        help="apply the observed factors (default), or only show what they would be",
+    )
     add_output_flag(parser)
 
 
@@ -299,6 +312,32 @@ def load_prices(value: str | None) -> tuple[Price, ...] | None:
         raise UsageError(f"--prices {path}: {exc}") from None
 
 
+def load_calibration(value: str | None, mode: str) -> Calibration | None:
+    """Parse a --calibration file; a bad one exits 2 naming the file and the field."""
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"--calibration: cannot read calibration file {path}: {exc.strerror or exc}"
+        ) from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--calibration: {path} is not valid JSON/YAML: {first}") from None
+    from trainwright.planner.calibration import CalibrationError, parse_calibration
+
+    try:
+        return parse_calibration(data, source=str(path), enabled=mode == "apply")
+    except CalibrationError as exc:
+        raise UsageError(f"--calibration: calibration file {exc}") from None
+
+
 def _candidates(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -346,6 +385,7 @@ def run_training(args: argparse.Namespace) -> int:
         "fp32_gradients": args.fp32_gradients,
         "utilization": args.mfu,
         "memory_fraction": args.memory_fraction,
+        "calibration": load_calibration(args.calibration, args.calibration_mode),
     }
     if args.gpus_per_node and not (args.nodes or args.gpus):
         raise UsageError("--gpus-per-node needs --nodes (or use --gpus N)")
@@ -380,6 +420,7 @@ def run_inference(args: argparse.Namespace) -> int:
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "quant_group_size": args.quant_group_size,
         "prices": load_prices(args.prices),
+        "calibration": load_calibration(args.calibration, args.calibration_mode),
     }
     plan = _run(lambda: plan_inference(InferenceRequest(**fields)))
     emit(plan.to_contract(), args.output, render_inference)
@@ -458,6 +499,7 @@ def render_training(plan: dict[str, Any]) -> str:
         f"throughput: {throughput['tokens_per_second']:,.0f} tokens/s, MFU {throughput['mfu']:.1%}"
     )
     lines.append(f"duration: {_duration(plan['duration_seconds'])}")
+    lines += _calibration_lines(plan.get("calibration"))
     lines.append(
         f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"total {_money(cost['total_usd'])}"
@@ -484,6 +526,25 @@ def render_training(plan: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    """One line: how many observations of this plan's shape moved it, and by how much."""
+    if calibration is None:
+        return []
+    shape = ", ".join(calibration["shape"].values())
+    if not calibration["observations"]:
+        return [
+            f"calibration: no observations of this shape ({shape}) among "
+            f"{calibration['available']} in {calibration['source']}; the physics alone"
+        ]
+    state = "applied" if calibration["applied"] else "not applied (--calibration-mode show)"
+    capped = ", capped at the roofline" if calibration["roofline_capped"] else ""
+    return [
+        f"calibration: {calibration['observations']} observation(s) of this shape ({shape}): "
+        f"throughput x{calibration['throughput_factor']:.2f}{capped}, memory "
+        f"x{calibration['memory_factor']:.2f}, {state}"
+    ]
+
+
 def render_inference(plan: dict[str, Any]) -> str:
     memory, latency = plan["memory"], plan["latency"]
     throughput, cost = plan["throughput"], plan["cost"]
@@ -507,6 +568,7 @@ def render_inference(plan: dict[str, Any]) -> str:
         f"{plan['batch']}, {throughput['headroom']:.0%} headroom",
         f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"{_money(cost['usd_per_million_tokens'])} per million output tokens",
+        *_calibration_lines(plan.get("calibration")),
     ]
     if plan["recommendations"]:
         lines.append("alternatives (best first):")

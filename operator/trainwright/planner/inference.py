@@ -44,6 +44,13 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainwright.planner.calibration import (
+    INFERENCE_POOLS_OVER,
+    Calibration,
+    CalibrationSummary,
+    shrunk_factor,
+    size_class,
+)
 from trainwright.planner.catalog import Price
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
@@ -104,6 +111,9 @@ class InferenceRequest(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     quant_group_size: int = Field(default=128, gt=0, description="int4 weights per scale")
     prices: tuple[Price, ...] | None = None
+    calibration: Calibration | None = Field(
+        default=None, description="observed serving that corrects plans of the same shape"
+    )
 
 
 class InferenceMemory(BaseModel):
@@ -177,6 +187,7 @@ class InferencePlan(BaseModel):
     cost: InferenceCost
     recommendations: list[InferencePlan] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    calibration: CalibrationSummary | None = None
 
     def to_contract(self) -> dict[str, Any]:
         """The JSON document of CONTRACTS.md (``trainwright plan inference -o json``)."""
@@ -235,6 +246,7 @@ class _Engine(NamedTuple):
     weights_bytes: float
     kv_bytes_per_token_gpu: float
     kv_budget_bytes: float
+    speed: float = 1.0  # calibration: observed over planned throughput on this shape
 
     @property
     def bandwidth(self) -> float:
@@ -282,7 +294,7 @@ def prefill_seconds(engine: _Engine, prompt_tokens: int) -> float:
         + _weights_stream_seconds(engine, prompt_tokens)
         + _dequant_seconds(engine)
         + _overhead_seconds(engine, prompt_tokens, PREFILL_LAYER_OVERHEAD_SECONDS)
-    )
+    ) / engine.speed
 
 
 def prompt_chunk_seconds(engine: _Engine, prompt_tokens: int) -> float:
@@ -293,7 +305,7 @@ def prompt_chunk_seconds(engine: _Engine, prompt_tokens: int) -> float:
     """
     payload = prompt_tokens * engine.model.hidden_size * 2
     traffic = 2 * engine.model.num_layers * _allreduce_seconds(engine.gpu, engine.tp, payload)
-    return _prefill_compute_seconds(engine, prompt_tokens) + traffic
+    return (_prefill_compute_seconds(engine, prompt_tokens) + traffic) / engine.speed
 
 
 def experts_touched_fraction(model: ModelSpec, tokens: int) -> float:
@@ -356,9 +368,9 @@ def decode_step(engine: _Engine, batch: float, context_tokens: float) -> StepTim
         + batch * SEQUENCE_OVERHEAD_SECONDS
     )
     return StepTime(
-        max(gemm_memory, gemm_compute),
-        max(kv_bytes / engine.bandwidth, attention_compute),
-        overhead,
+        max(gemm_memory, gemm_compute) / engine.speed,
+        max(kv_bytes / engine.bandwidth, attention_compute) / engine.speed,
+        overhead / engine.speed,
     )
 
 
@@ -366,14 +378,16 @@ def decode_step_seconds(engine: _Engine, batch: float, context_tokens: float) ->
     return decode_step(engine, batch, context_tokens).seconds
 
 
-def _engine(request: InferenceRequest, model: ModelSpec, gpu: GpuSpec, tp: int) -> _Engine:
+def _engine(
+    request: InferenceRequest, model: ModelSpec, gpu: GpuSpec, tp: int, speed: float = 1.0
+) -> _Engine:
     weights = weight_bytes(model, request.precision, request.quant_group_size)
     kv_gpu = kv_cache_bytes_per_token_per_gpu(
         model, request.precision, tp, request.kv_cache_precision
     )
     usable = gpu.memory_bytes * request.gpu_memory_utilization
     budget = usable - weights / tp - activation_peak_bytes(model, tp) - NON_TORCH_BYTES
-    return _Engine(model, gpu, request.precision, tp, weights, kv_gpu, budget)
+    return _Engine(model, gpu, request.precision, tp, weights, kv_gpu, budget, speed)
 
 
 def max_concurrent_sequences(engine: _Engine, sequence_tokens: int) -> int:
@@ -643,8 +657,9 @@ def _candidates(
     smallest_need = math.inf
     for gpu in gpus:
         price = price_for(gpu.key, request.cloud, request.prices)
+        speed = _shape_speed(request, model, gpu)
         for tp in _tensor_parallel_choices(request, model, gpu):
-            engine = _engine(request, model, gpu, tp)
+            engine = _engine(request, model, gpu, tp, speed.applied)
             need = gpu.memory_bytes * request.gpu_memory_utilization - engine.kv_budget_bytes
             need += engine.kv_bytes_per_token_gpu * (request.prompt_tokens + request.output_tokens)
             smallest_need = min(smallest_need, need / request.gpu_memory_utilization)
@@ -654,6 +669,83 @@ def _candidates(
                 if request.tensor_parallel is None and request.rps is None and request.gpu:
                     break
     return sizings, smallest_need
+
+
+# The fastest part of a step, the weight and KV reads, runs at this share of the datasheet
+# bandwidth; a calibration factor beyond its inverse would claim more than the roofline.
+MAX_SPEED_FACTOR = 1 / MEMORY_BANDWIDTH_EFFICIENCY
+
+
+class _ShapeSpeed(NamedTuple):
+    factor: float  # pooled and shrunk, before the roofline cap
+    applied: float  # what the engine runs at (1 when calibration is off)
+    observations: int
+    shape: dict[str, str]
+
+    @property
+    def capped(self) -> bool:
+        return self.factor > MAX_SPEED_FACTOR
+
+
+def _shape_speed(request: InferenceRequest, model: ModelSpec, gpu: GpuSpec) -> _ShapeSpeed:
+    """Serving calibration for ``gpu``: observations of the same GPU, precision, size class."""
+    shape = {
+        "gpu": gpu.key,
+        "precision": request.precision,
+        "size_class": size_class(model.total_params),
+    }
+    calibration = request.calibration
+    if calibration is None:
+        return _ShapeSpeed(1.0, 1.0, 0, shape)
+    ratios = []
+    for observed in calibration.inference():
+        try:
+            observed_model, observed_gpu = get_model(observed.model), get_gpu(observed.gpu)
+        except PlannerError:
+            continue  # not in the catalog: no physics to compare with
+        if (observed_gpu.key, observed.precision, size_class(observed_model.total_params)) != (
+            gpu.key,
+            request.precision,
+            shape["size_class"],
+        ):
+            continue
+        layout = InferenceRequest(
+            model=observed_model,
+            gpu=observed_gpu.key,
+            precision=request.precision,
+            tensor_parallel=observed.tensor_parallel,
+            batch=observed.batch,
+            prompt_tokens=observed.prompt_tokens,
+            output_tokens=observed.output_tokens,
+            gpu_memory_utilization=request.gpu_memory_utilization,
+            max_num_seqs=max(request.max_num_seqs, observed.batch),
+        )
+        try:
+            planned = plan_inference(layout).throughput.output_tokens_per_second
+        except PlannerError:
+            continue  # the physics says it cannot run: the observation says otherwise
+        ratios.append(observed.output_tokens_per_second / planned)
+    factor = shrunk_factor(ratios)
+    applied = min(factor, MAX_SPEED_FACTOR) if calibration.enabled else 1.0
+    return _ShapeSpeed(factor, applied, len(ratios), shape)
+
+
+def _calibration_summary(request: InferenceRequest, engine: _Engine) -> CalibrationSummary | None:
+    calibration = request.calibration
+    if calibration is None:
+        return None
+    speed = _shape_speed(request, engine.model, engine.gpu)
+    return CalibrationSummary(
+        applied=calibration.enabled and speed.observations > 0,
+        observations=speed.observations,
+        throughput_factor=round(min(speed.factor, MAX_SPEED_FACTOR), 4),
+        memory_factor=1.0,
+        shape=speed.shape,
+        pooled_over=INFERENCE_POOLS_OVER,
+        roofline_capped=speed.capped,
+        source=calibration.source,
+        available=len(calibration.inference()),
+    )
 
 
 def _rank(request: InferenceRequest, sizing: _Sizing) -> tuple[float, float]:
@@ -778,4 +870,5 @@ def _to_plan(request: InferenceRequest, sizing: _Sizing, others: list[_Sizing]) 
         ),
         recommendations=[_to_plan(request, other, []) for other in others],
         warnings=warnings,
+        calibration=_calibration_summary(request, engine),
     )

@@ -14,6 +14,14 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainwright.planner.calibration import (
+    TRAINING_POOLS_OVER,
+    Calibration,
+    CalibrationSummary,
+    bounded_memory_factor,
+    shrunk_factor,
+    size_class,
+)
 from trainwright.planner.catalog import Price
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import get_gpu, get_model, list_gpus, price_for
@@ -26,7 +34,7 @@ from trainwright.planner.memory import (
     training_memory,
 )
 from trainwright.planner.specs import GpuSpec, ModelSpec
-from trainwright.planner.throughput import StepTime, training_step
+from trainwright.planner.throughput import StepTime, flops_per_token, training_step
 from trainwright.vocabulary import Cloud, Method, Strategy, StrategyChoice, TrainingPrecision
 from trainwright.vocabulary import PlannerOptimizer as Optimizer
 
@@ -110,6 +118,10 @@ class TrainingRequest(BaseModel):
         ),
     )
 
+    calibration: Calibration | None = Field(
+        default=None, description="observed runs that correct plans of the same shape"
+    )
+
     @field_validator("lora_targets", mode="before")
     @classmethod
     def _module_names(cls, value: Any) -> Any:
@@ -191,6 +203,7 @@ class TrainingPlan(BaseModel):
     cost: TrainingCost
     recommendations: list[TrainingPlan] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    calibration: CalibrationSummary | None = None
 
     def to_contract(self) -> dict[str, Any]:
         """The JSON document of CONTRACTS.md (``trainwright plan training -o json``)."""
@@ -215,6 +228,8 @@ class _Candidate(NamedTuple):
     usd_per_hour: float | None
     price: Price | None
     duration_seconds: float | None
+    speed_factor: float = 1.0  # calibration's throughput factor, as applied
+    roofline_capped: bool = False
 
     @property
     def fits(self) -> bool:
@@ -233,10 +248,20 @@ class _Candidate(NamedTuple):
         return self.usd_per_hour * self.duration_seconds / 3600
 
 
+class _ShapeFactor(NamedTuple):
+    """Calibration of one (GPU, strategy) shape for this request's method and model class."""
+
+    throughput: float
+    memory: float
+    observations: int
+    shape: dict[str, str]
+
+
 class _Context(NamedTuple):
     request: TrainingRequest
     model: ModelSpec
     total_tokens: float | None
+    factors: dict[tuple[str, str], _ShapeFactor]
 
 
 def plan_training(request: TrainingRequest) -> TrainingPlan:
@@ -293,7 +318,107 @@ def _context(request: TrainingRequest) -> _Context:
     if request.deadline_seconds is not None and request.dataset_tokens is None:
         raise PlannerError("deadline_seconds needs dataset_tokens to estimate a duration")
     total = request.dataset_tokens * request.epochs if request.dataset_tokens else None
-    return _Context(request, model, total)
+    return _Context(request, model, total, {})
+
+
+def _shape_factor(context: _Context, gpu: GpuSpec, strategy: Strategy) -> _ShapeFactor:
+    """Pooled, shrunk calibration for plans on ``gpu`` with ``strategy`` (planner.calibration)."""
+    key = (gpu.key, strategy)
+    if key in context.factors:
+        return context.factors[key]
+    request = context.request
+    shape = {
+        "gpu": gpu.key,
+        "method": request.method,
+        "strategy": strategy,
+        "size_class": size_class(context.model.total_params),
+    }
+    speed: list[float] = []
+    memory: list[float] = []
+    for observed, planned in _observed_and_planned(context, shape):
+        speed.append(observed.tokens_per_second / planned.throughput.tokens_per_second)
+        if observed.peak_memory_bytes is not None:
+            memory.append(observed.peak_memory_bytes / planned.memory.per_gpu_bytes)
+    factor = _ShapeFactor(shrunk_factor(speed), bounded_memory_factor(memory), len(speed), shape)
+    context.factors[key] = factor
+    return factor
+
+
+def _observed_and_planned(
+    context: _Context, shape: dict[str, str]
+) -> list[tuple[Any, TrainingPlan]]:
+    """The observations of ``shape``, each with the plan the physics makes for its layout."""
+    calibration = context.request.calibration
+    if calibration is None:
+        return []
+    pairs = []
+    for observed in calibration.training():
+        try:
+            model, gpu = get_model(observed.model), get_gpu(observed.gpu)
+        except PlannerError:
+            continue  # a model or GPU this catalog does not know: no physics to compare with
+        if (gpu.key, observed.method, observed.strategy, size_class(model.total_params)) != (
+            shape["gpu"],
+            shape["method"],
+            shape["strategy"],
+            shape["size_class"],
+        ):
+            continue
+        layout = context.request.model_copy(
+            update={
+                "model": model, "method": observed.method, "gpu": gpu.key,
+                "num_gpus": observed.num_gpus, "nodes": None, "gpus_per_node": None,
+                "strategy": observed.strategy, "micro_batch": observed.micro_batch,
+                "seq_len": observed.seq_len, "precision": observed.precision,
+                "global_batch_size": None, "dataset_tokens": None, "deadline_seconds": None,
+                "max_cost_usd": None, "gpu_candidates": None, "calibration": None,
+                "memory_fraction": 1.0,
+            }
+        )  # fmt: skip
+        pairs.append((observed, plan_training(layout)))
+    return pairs
+
+
+def _roofline_factor(
+    context: _Context, setup: _Setup, step: StepTime, recompute: Recompute
+) -> float:
+    """The largest speed-up that keeps hardware FLOPs at or under the GPUs' datasheet peak."""
+    request = context.request
+    _, hardware_flops = flops_per_token(
+        context.model,
+        method=request.method,
+        seq_len=request.seq_len,
+        recompute=recompute,
+        lora_rank=request.lora_rank,
+        lora_targets=request.lora_targets,
+    )
+    peak = setup.gpu.peak_flops_per_second(request.precision) * setup.num_gpus
+    return peak / (hardware_flops * step.tokens_per_second)
+
+
+def _calibrated_step(
+    context: _Context, setup: _Setup, step: StepTime
+) -> tuple[StepTime, float, bool]:
+    """``step`` sped up by the shape's factor capped at the roofline, the factor, and if capped."""
+    if context.request.calibration is None or not context.request.calibration.enabled:
+        return step, 1.0, False
+    factor = _shape_factor(context, setup.gpu, setup.strategy).throughput
+    ceiling = _roofline_factor(context, setup, step, setup.recompute)
+    capped = factor > ceiling
+    factor = min(factor, ceiling)
+    if factor == 1.0:
+        return step, factor, capped
+    return (
+        StepTime(
+            step.compute_seconds / factor,
+            step.exposed_comm_seconds / factor,
+            step.step_seconds / factor,
+            step.tokens_per_second * factor,
+            step.mfu * factor,
+        ),
+        factor,
+        capped,
+    )
 
 
 def _world_size(request: TrainingRequest) -> int | None:
@@ -379,7 +504,7 @@ def _memory(
     sequence_parallel = request.sequence_parallel
     if sequence_parallel is None:
         sequence_parallel = request.tensor_parallel > 1
-    return training_memory(
+    memory = training_memory(
         context.model,
         method=request.method,
         precision=request.precision,
@@ -405,6 +530,13 @@ def _memory(
         target_len=request.target_len,
         loss_chunk_tokens=request.loss_chunk_tokens,
     )
+    calibration = request.calibration
+    if calibration is None or not calibration.enabled:
+        return memory
+    factor = _shape_factor(context, setup.gpu, setup.strategy).memory
+    # The observed excess (or saving) is runtime memory the physics does not see.
+    excess = round((factor - 1) * memory.per_gpu_bytes)
+    return memory._replace(other_bytes=memory.other_bytes + excess)
 
 
 def _accumulation(request: TrainingRequest, micro_batch: int, data_parallel: int) -> int:
@@ -463,11 +595,14 @@ def _evaluate(context: _Context, setup: _Setup, price: Price | None) -> _Candida
         framework=request.framework,
         compiled=request.compile,
     )
+    step, speed, capped = _calibrated_step(context, setup, step)
     usd_per_hour = price.usd_per_gpu_hour * setup.num_gpus if price else None
     duration = None
     if context.total_tokens is not None:
         duration = context.total_tokens / step.tokens_per_second
-    return _Candidate(setup, micro_batch, accumulation, memory, step, usd_per_hour, price, duration)
+    return _Candidate(
+        setup, micro_batch, accumulation, memory, step, usd_per_hour, price, duration, speed, capped
+    )
 
 
 def _rank_key(candidate: _Candidate) -> tuple[float, int, float]:
@@ -561,6 +696,26 @@ def _to_plan(
         ),
         recommendations=recommendations,
         warnings=_warnings(context, best),
+        calibration=_calibration_summary(context, best),
+    )
+
+
+def _calibration_summary(context: _Context, best: _Candidate) -> CalibrationSummary | None:
+    calibration = context.request.calibration
+    if calibration is None:
+        return None
+    factor = _shape_factor(context, best.setup.gpu, best.setup.strategy)
+    throughput = best.speed_factor if calibration.enabled else factor.throughput
+    return CalibrationSummary(
+        applied=calibration.enabled and factor.observations > 0,
+        observations=factor.observations,
+        throughput_factor=round(throughput, 4),
+        memory_factor=round(factor.memory, 4),
+        shape=factor.shape,
+        pooled_over=TRAINING_POOLS_OVER,
+        roofline_capped=best.roofline_capped,
+        source=calibration.source,
+        available=len(calibration.training()),
     )
 
 
