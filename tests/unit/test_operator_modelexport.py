@@ -459,3 +459,53 @@ async def test_a_trainingjob_that_succeeds_wakes_the_exports_waiting_for_it(worl
     await world.call(trainingjob_changed, world.context, NS, "ft", done)
     assert (await world.status("ft-x"))["phase"] == "Running"
     assert await world.child("Job", "ft-x-export") is not None
+
+
+async def test_the_export_job_run_for_real_reports_files_whose_hashes_match_in_status(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller's config, executed by the real exporter on the tiny model (the
+    pod's mounts mapped to directories here), and its termination message read back."""
+    import hashlib
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainer_fixtures import tiny_model_dir
+    from trainwright_trainer.__main__ import main
+
+    pvc = tmp_path / "pvc"
+    shutil.copytree(tiny_model_dir(), pvc / "models" / "tiny")
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir())),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    model.save_pretrained(str(pvc / "checkpoints" / "out" / "ft"))
+    world.server.objects[TJ, NS, "ft"] = _trainingjob(
+        "ft", "Succeeded", model={"name": "llama-3.1-8b", "uri": "pvc://models/tiny"}
+    )
+    world.server.objects[MX, NS, "ft-x"] = _export("ft-x", formats=["safetensors", "gguf"])
+    await world.reconcile("ft-x")
+    text = (await world.need("ConfigMap", "ft-x-export"))["data"]["export.yaml"]
+    config = tmp_path / "export.yaml"
+    config.write_text(
+        text.replace("/mnt/pvc/", f"{pvc}/").replace("/mnt/export/", f"{tmp_path}/export/")
+    )
+    message = tmp_path / "termination-log"
+    monkeypatch.setenv("TRAINWRIGHT_TERMINATION_LOG", str(message))
+    assert await asyncio.to_thread(main, ["export", "--config", str(config)]) == 0
+    await world.finish_job("ft-x-export", exit_code=0, message=message.read_text())
+    status = await world.reconcile("ft-x")
+    assert (status["phase"], status["verified"]) == ("Succeeded", True)
+    out = tmp_path / "export" / "exports" / "ft"
+    for artifact in status["artifacts"]:
+        assert artifact["uri"] == f"pvc://exports/ft/{artifact['format']}"
+        data = (out / artifact["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+        files = [p for p in (out / artifact["format"]).rglob("*") if p.is_file()]
+        assert artifact["sizeBytes"] == sum(p.stat().st_size for p in files)
+    assert status["sizeBytes"] == sum(a["sizeBytes"] for a in status["artifacts"])
+    card = (out / "safetensors" / "README.md").read_text()
+    assert "| TrainingJob | ft |" in card and "| Checkpoint step | 300 |" in card
+    assert "| Dataset | pvc://datasets/alpaca.jsonl |" in card
