@@ -154,3 +154,21 @@ def test_nim_latencies_under_concurrency_are_within_a_quarter(serving) -> None: 
         assert r.estimate_itl_ms == pytest.approx(r.measured_itl_ms, rel=0.15)
         assert r.estimate_ttft_ms == pytest.approx(r.measured_ttft_ms, rel=0.25)
         assert r.within
+
+
+def test_a_capacityplan_recommendation_carries_batch_latency_quantiles_and_headroom() -> None:
+    from trainwright.api.plans import recommendation_from_inference
+    from trainwright.operator.capacityplan import describe_recommendation
+
+    plan = plan_inference(
+        InferenceRequest(model="llama-3.1-8b", gpu="H100-SXM", rps=25, itl_slo_ms=40)
+    )
+    best = recommendation_from_inference(plan)
+    assert best.batch == plan.batch
+    assert best.ttft_p50_seconds == plan.latency.ttft_p50_seconds
+    assert best.ttft_p95_seconds == best.ttft_seconds == plan.latency.ttft_p95_seconds
+    assert best.itl_p95_seconds == plan.latency.itl_p95_seconds <= 0.040
+    assert best.headroom == plan.throughput.headroom and 0.1 - 1e-9 <= best.headroom < 1
+    message = describe_recommendation(best, 25.0)
+    assert f"batch {plan.batch} per replica" in message
+    assert f"{best.headroom:.0%} headroom" in message
