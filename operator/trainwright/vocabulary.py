@@ -23,6 +23,10 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 StrategyChoice = Literal["auto", "ddp", "fsdp", "zero1", "zero2", "zero3"]
 STRATEGY_CHOICES: tuple[str, ...] = get_args(StrategyChoice)
 
+# Use cases a TrainingJob's spec.profile names (defaults in trainwright.planner.profiles).
+UseCase = Literal["chatbot", "code", "summarization", "qa", "creative-writing", "domain-adaptation"]
+USE_CASES: tuple[str, ...] = get_args(UseCase)
+
 # Tokens per chunk of the trainer's fused output head + cross-entropy
 # (trainwright_trainer.loss; the config's training.loss_chunk_tokens default): the
 # planner sizes a TrainingJob's logits memory with it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, cast
 
+from trainwright.api.profiles import with_profile
 from trainwright.api.v1alpha1.capacityplan import (
     CapacityPlanSpec,
     ForecastStatus,
@@ -63,6 +64,7 @@ def training_request_from(
     """
     if workload.model.name is None and model_spec is None:
         raise ValueError("spec.model.configPath needs the parsed config.json as model_spec")
+    workload = with_profile(workload)
     resources = workload.resources
     training = workload.training
     budget = workload.budget

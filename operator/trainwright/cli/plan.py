@@ -30,6 +30,7 @@ from trainwright.vocabulary import (
     PLANNER_OPTIMIZERS,
     STRATEGY_CHOICES,
     TRAINING_PRECISIONS,
+    USE_CASES,
 )
 
 if TYPE_CHECKING:
@@ -147,7 +148,13 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default="bf16")
     parser.add_argument("--micro-batch", type=positive_int("--micro-batch"), metavar="B")
     parser.add_argument("--global-batch-size", type=positive_int("--global-batch-size"))
-    parser.add_argument("--seq-len", type=positive_int("--seq-len"), default=2048, metavar="S")
+    parser.add_argument(
+        "--profile",
+        choices=USE_CASES,
+        help="use case whose defaults (and reasons) fill --seq-len, --lora-rank and --epochs",
+    )
+    # Unset: the profile's value, else the planner's default (2048, 16 and 1).
+    parser.add_argument("--seq-len", type=positive_int("--seq-len"), metavar="S")
     parser.add_argument(
         "--gradient-checkpointing", choices=("auto", "on", "off", "selective"), default="auto"
     )
@@ -156,7 +163,7 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         choices=PLANNER_OPTIMIZERS,
         default="adamw",
     )
-    parser.add_argument("--lora-rank", type=positive_int("--lora-rank"), default=16, metavar="R")
+    parser.add_argument("--lora-rank", type=positive_int("--lora-rank"), metavar="R")
     parser.add_argument(
         "--lora-targets",
         choices=("all", "qkv", "qv"),
@@ -170,7 +177,7 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         help="decoder tokens per sequence of an encoder-decoder (default: --seq-len)",
     )
     parser.add_argument("--dataset-tokens", type=token_count("--dataset-tokens"), metavar="T")
-    parser.add_argument("--epochs", type=positive_float("--epochs"), default=1.0, metavar="E")
+    parser.add_argument("--epochs", type=positive_float("--epochs"), metavar="E")
     parser.add_argument("--tensor-parallel", type=positive_int("--tensor-parallel"), default=1)
     parser.add_argument("--pipeline-parallel", type=positive_int("--pipeline-parallel"), default=1)
     parser.add_argument(
@@ -389,8 +396,12 @@ def run_training(args: argparse.Namespace) -> int:
     }
     if args.gpus_per_node and not (args.nodes or args.gpus):
         raise UsageError("--gpus-per-node needs --nodes (or use --gpus N)")
+    profile = _apply_profile(args.profile, fields)
     plan = _run(lambda: plan_training(TrainingRequest(**fields)))
-    emit(plan.to_contract(), args.output, render_training)
+    document = plan.to_contract()
+    if profile is not None:
+        document["profile"] = profile
+    emit(document, args.output, render_training)
     if not plan.fits:
         raise InfeasibleExit(
             f"{plan.model} {plan.method} on {plan.num_gpus}x {plan.gpu} does not fit: it needs "
@@ -470,6 +481,27 @@ def _as_of(cost: dict[str, Any]) -> str:
     return f" (price as of {cost['price_as_of']})" if cost.get("price_as_of") else ""
 
 
+def _apply_profile(name: str | None, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Fill the unset --seq-len, --lora-rank and --epochs from the profile (flags win);
+    the profile's defaults and reasons as the plan shows them, or None."""
+    from trainwright.planner.profiles import get_profile
+
+    profile = get_profile(name) if name is not None else None
+    if profile is not None:
+        defaults = profile.defaults()
+        for field, key in (
+            ("seq_len", "seq_len"),
+            ("lora_rank", "lora_rank"),
+            ("epochs", "epochs"),
+        ):
+            if fields[field] is None:
+                fields[field] = defaults[key].value
+    for field in ("seq_len", "lora_rank", "epochs"):
+        if fields[field] is None:
+            del fields[field]  # the planner's own default
+    return profile.to_json() if profile is not None else None
+
+
 def render_training(plan: dict[str, Any]) -> str:
     """The plan a person reads at a glance: fit, memory breakdown, speed, duration, cost."""
     memory = plan["memory"]
@@ -523,7 +555,19 @@ def render_training(plan: dict[str, Any]) -> str:
         headers = ("GPU", "GPUS", "STRATEGY", "MB", "CKPT", "GIB/GPU", "TOK/S", "$/H", "TOTAL")
         lines += ["  " + line for line in format_table(headers, alternatives).splitlines()]
     lines += [f"warning: {warning}" for warning in plan["warnings"]]
+    lines += _profile_lines(plan.get("profile"))
     return "\n".join(lines) + "\n"
+
+
+def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
+    """The profile's defaults, one a line with its reason."""
+    if profile is None:
+        return []
+    rows = [(name, d["value"], d["reason"]) for name, d in profile["defaults"].items()]
+    lines = [f"profile {profile['name']} ({profile['description']}); fields you set win:"]
+    return lines + [
+        "  " + line for line in format_table(("FIELD", "VALUE", "WHY"), rows).splitlines()
+    ]
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:

@@ -27,9 +27,11 @@ from typing import Any
 
 import yaml
 
+from trainwright.api.profiles import profile_of, with_profile
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, PlanStatus, TrainingJob
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.lookup import get_gpu, get_model
+from trainwright.planner.profiles import Profile
 from trainwright.planner.specs import GpuSpec
 from trainwright.resources.launcher import EXIT_CODE_FILE, launch_script
 from trainwright.resources.names import (
@@ -121,7 +123,8 @@ def hugging_face_repo(name: str) -> str:
 def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
     """The trainer's configuration for this job and plan (paths as the pod sees them)."""
     paths = _layout(job, Mounts())
-    spec = job.spec
+    spec = with_profile(job.spec)
+    profile = profile_of(spec)
     training = spec.training
     lora = None
     if spec.method != "full":
@@ -151,6 +154,7 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
             seq_len=training.seq_len,
             eval_fraction=spec.dataset.eval_fraction or 0.0,
             eval_path=paths.get("eval_data"),
+            **_profile_data_options(profile),
         ),
         training=TrainingConfig(
             epochs=training.epochs,
@@ -174,6 +178,13 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
         output=OutputConfig(dir=paths["output"]),
         evaluation=_eval_config(job),
     )
+
+
+def _profile_data_options(profile: Profile | None) -> dict[str, bool]:
+    """What the profile says about the loss (completions or all text) and packing."""
+    if profile is None:
+        return {}
+    return {"train_on_prompt": profile.train_on_prompt.value, "pack": profile.pack.value}
 
 
 def _eval_config(job: TrainingJob) -> EvalConfig:

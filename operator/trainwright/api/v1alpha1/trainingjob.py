@@ -43,6 +43,7 @@ from trainwright.vocabulary import (
     Optimizer,
     StrategyChoice,
     TrainingPrecision,
+    UseCase,
 )
 
 # The shared words (methods, strategies, precisions, optimizers, clouds) live in
@@ -452,6 +453,15 @@ class TrainingWorkload(ApiModel):
     )
     budget: BudgetSpec | None = Field(default=None, description="Cost and deadline limits.")
     cloud: Cloud = Field(default="aws", description="Price list used for cost estimates.")
+    profile: UseCase | None = Field(
+        default=None,
+        description=(
+            "Use case whose defaults fill the unset fields (LoRA rank, alpha and targets, "
+            "learning rate, epochs, sequence length, loss on completions or all text, "
+            "packing): chatbot, code, summarization, qa, creative-writing, "
+            "domain-adaptation. Fields you set win. Reasons: docs/profiles.md."
+        ),
+    )
 
     @model_validator(mode="after")
     def _lora_only_with_adapters(self) -> TrainingWorkload:
