@@ -437,3 +437,21 @@ def test_a_full_fine_tune_checkpoint_exports_the_trained_weights(tmp_path: Path)
     manifest = _manifest(out)
     assert (manifest["source"]["kind"], manifest["source"]["checkpoint_step"]) == ("checkpoint", 2)
     assert manifest["lineage"]["method"] == "full fine-tune"
+
+
+def test_a_whole_model_without_a_tokenizer_takes_it_from_base_and_needs_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _load(tiny_model_dir())
+    model.save_pretrained(str(tmp_path / "full"))  # as the trainer saves a full fine-tune
+    rc = _export("--source", str(tmp_path / "full"), "--output", str(tmp_path / "a"))
+    assert rc == ExitCode.CONFIG_ERROR
+    assert "--base: no tokenizer in" in _one_line_error(capsys)
+    assert not (tmp_path / "a").exists()
+    rc = _export("--source", str(tmp_path / "full"), "--base", str(tiny_model_dir()),
+                 "--formats", "safetensors,gguf", "--output", str(tmp_path / "b"))  # fmt: skip
+    assert rc == ExitCode.SUCCESS
+    assert (tmp_path / "b" / "safetensors" / "tokenizer.json").is_file()
+    manifest = _manifest(tmp_path / "b")
+    assert manifest["base"]["name"] == str(tiny_model_dir())
+    assert manifest["verification"]["logits"]["max_abs_logit_diff"] == 0.0

@@ -36,7 +36,7 @@ from trainwright_trainer.export.sources import (
     read_dcp_tensors,
 )
 
-__all__ = ["MergeResult", "ShardWriter", "base_shards", "merge_into"]
+__all__ = ["MergeResult", "ShardWriter", "base_shards", "check_source_fits", "merge_into"]
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 COMBINED = "combined"
@@ -306,6 +306,16 @@ def base_infos(shards: list[Path]) -> list[TensorInfo]:
     return infos
 
 
+def check_source_fits(source: ModelSource) -> tuple[list[Path], list[TensorInfo]]:
+    """The base's shards and tensors, once every adapter was found to fit them (headers only)."""
+    shards = base_shards(source.base_dir)
+    if not shards:
+        raise ConfigError(f"--base: {source.base_dir} holds no *.safetensors weights")
+    infos = base_infos(shards)
+    _check_adapters_fit(source, {info.name: list(info.shape) for info in infos})
+    return shards, infos
+
+
 def merge_into(
     source: ModelSource,
     out_dir: Path,
@@ -315,11 +325,7 @@ def merge_into(
     density: float = 0.5,
 ) -> MergeResult:
     """Write the source's merged weights as sharded safetensors into ``out_dir``."""
-    shards = base_shards(source.base_dir)
-    if not shards:
-        raise ConfigError(f"--base: {source.base_dir} holds no *.safetensors weights")
-    infos = base_infos(shards)
-    _check_adapters_fit(source, {info.name: list(info.shape) for info in infos})
+    shards, infos = check_source_fits(source)
     modules = {m for spec, _ in source.adapters for m in spec.modules}
     writer = ShardWriter(out_dir, infos, max_bytes=max_shard_bytes)
     applied: dict[str, dict[str, torch.Tensor]] = {}

@@ -94,13 +94,15 @@ def _tokenizer_dir(source_dirs: list[Path]) -> Path:
         ).is_file():
             return directory
     raise ConfigError(
-        f"--source: no tokenizer next to {source_dirs[0]} or its base; an export needs one"
+        f"--base: no tokenizer in {source_dirs[0]} or a base model; pass --base with the "
+        "base model's directory (the trainer saves a full fine-tune without its tokenizer)"
     )
 
 
 def _side_dirs(source: Any) -> list[Path]:
     """Where the tokenizer may be: the source (a full model, the trainer output), then the base."""
-    return [source.path, source.base_dir] if source.path.is_dir() else [source.base_dir]
+    dirs = [source.path, source.base_dir, source.named_base]
+    return [d for d in dict.fromkeys(dirs) if d is not None and d.is_dir()]
 
 
 def _ensure_generation_config(model_dir: Path) -> None:
@@ -215,7 +217,7 @@ def _files(output: Path, directory: Path) -> list[dict[str, Any]]:
 def _lineage(cfg: ExportConfig, source: Any, merge: Any) -> dict[str, Any]:
     from trainwright_trainer.export.card import base_license, final_losses
 
-    license_id, _ = base_license(source.base_dir)
+    license_id, _ = base_license(source.named_base or source.base_dir)
     spec = source.adapters[0][0] if source.adapters else None
     method = "full fine-tune" if source.kind == "checkpoint" and spec is None else "none"
     if spec is not None:
@@ -232,7 +234,7 @@ def _lineage(cfg: ExportConfig, source: Any, merge: Any) -> dict[str, Any]:
     return {
         "model_name": lineage.model_name,
         "version": lineage.version,
-        "base_model": lineage.base_model or str(source.base_dir),
+        "base_model": lineage.base_model or str(source.named_base or source.base_dir),
         "base_path": str(source.base_dir),
         "method": method,
         "method_tag": method.split(" ")[0],
@@ -286,6 +288,7 @@ def _main_file(files: list[dict[str, Any]], fmt: str) -> dict[str, Any]:
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Run the export; returns the manifest (also written to ``OUTPUT/manifest.json``)."""
     from trainwright_trainer.export.gguf_export import check_quantization
+    from trainwright_trainer.export.merge import check_source_fits
     from trainwright_trainer.export.sources import resolve_source
 
     started = time.monotonic()
@@ -300,6 +303,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         cfg.base,
         trainer_config=cfg.trainer_config,
     )
+    check_source_fits(source)  # refuse what cannot be exported before any work
+    _tokenizer_dir(_side_dirs(source))
     if "adapter" in formats and not source.adapters:
         raise ConfigError(
             f"--formats: adapter needs an adapter source; {source.path} is a whole model"
@@ -381,7 +386,7 @@ def _export(
             if gguf_path.parent != ollama_dir:
                 os.link(gguf_path, ollama_dir / gguf_name)
             pieces = chat_pieces(tokenizer)
-            _, license_text = base_license(source.base_dir)
+            _, license_text = base_license(source.named_base or source.base_dir)
             (ollama_dir / "Modelfile").write_text(
                 modelfile(
                     gguf_name,

@@ -86,6 +86,9 @@ class ModelSource:
     checkpoint_step: int | None = None
     train_log: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # --base given with a whole model (a full fine-tune's output, which the trainer saves
+    # without a tokenizer): where its tokenizer, license and name come from.
+    named_base: Path | None = None
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -276,7 +279,10 @@ def _one(path: Path, base_flag: str | None, trainer: dict[str, Any]) -> ModelSou
                 break
         return source
     if _is_model_dir(path):
-        return ModelSource(kind="model", path=path, base_dir=path)
+        named = Path(base_flag) if base_flag else None
+        if named is not None and not named.is_dir():
+            raise ConfigError(f"--base: {named} is not a directory")
+        return ModelSource(kind="model", path=path, base_dir=path, named_base=named)
     found = _checkpoint_dir(path) if path.is_dir() else None
     if found is not None:
         return _from_checkpoint(path, found[0], found[1], base_flag, trainer)
