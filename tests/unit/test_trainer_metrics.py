@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from trainwright_trainer.metrics import (
     TrainerMetrics,
@@ -110,3 +111,43 @@ def test_a_disabled_instance_on_other_ranks_writes_nothing(tmp_path: Path) -> No
     metrics.finish("succeeded")
 
     assert not progress.exists()
+
+
+def _one_step(metrics: TrainerMetrics) -> None:
+    metrics.record_step(
+        step=1,
+        epoch=0,
+        loss=2.0,
+        learning_rate=1e-4,
+        grad_norm=1.0,
+        tokens_per_second=100.0,
+        mfu_ratio=0.1,
+        eta_seconds=None,
+    )
+
+
+def test_on_cpu_the_peak_gpu_memory_is_null_not_made_up(tmp_path: Path) -> None:
+    progress = tmp_path / "progress.json"
+    metrics = TrainerMetrics(enabled=True, port=0, progress_path=progress, total_steps=10)
+    _one_step(metrics)
+    on_disk = json.loads(progress.read_text())
+    assert on_disk["peak_memory_bytes"] is None
+    assert on_disk["gpu_utilization"] is None
+    assert "trainwright_gpu_peak_memory_bytes{" not in generate_latest(metrics.registry).decode()
+
+
+def test_with_cuda_the_peak_gpu_memory_is_torch_max_allocated_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 37 * 2**30)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    progress = tmp_path / "progress.json"
+    metrics = TrainerMetrics(enabled=True, port=0, progress_path=progress, total_steps=10)
+    _one_step(metrics)
+    assert json.loads(progress.read_text())["peak_memory_bytes"] == 37 * 2**30
+    text = generate_latest(metrics.registry).decode()
+    assert 'trainwright_gpu_peak_memory_bytes{gpu="0"} 3.9728447488e+10' in text

@@ -127,6 +127,10 @@ class Progress:
     best_eval_loss: float | None = None
     overfitting: bool | None = None  # None: no evaluation yet
     early_stopped: bool | None = None
+    # Rank 0's GPU: the most memory torch has allocated so far (bytes) and NVML's utilisation
+    # (0..1) at the last sample; None on CPU or without a driver, never a made-up figure.
+    peak_memory_bytes: int | None = None
+    gpu_utilization: float | None = None
 
 
 @dataclass
@@ -239,6 +243,13 @@ class TrainerMetrics:
         self.gpu_utilization = Gauge(
             "trainwright_gpu_utilization_ratio", "GPU utilisation (NVML, 0..1)", ["gpu"], registry=r
         )
+        self.gpu_peak_memory = Gauge(
+            "trainwright_gpu_peak_memory_bytes",
+            "Most GPU memory torch has allocated on this GPU since the run started",
+            ["gpu"],
+            registry=r,
+        )
+        self._utilization: float | None = None
         self.total_steps_gauge.set(total_steps)
         if enabled:
             self._init_nvml()
@@ -268,7 +279,20 @@ class TrainerMetrics:
             return
         gpu = os.environ.get("LOCAL_RANK", "0")
         self.gpu_memory_used.labels(gpu=gpu).set(memory.used)
-        self.gpu_utilization.labels(gpu=gpu).set(utilization.gpu / 100.0)
+        self._utilization = utilization.gpu / 100.0
+        self.gpu_utilization.labels(gpu=gpu).set(self._utilization)
+
+    def _peak_memory(self) -> int | None:
+        """``torch.cuda.max_memory_allocated`` of this rank's GPU; None without CUDA."""
+        try:
+            import torch
+        except ImportError:
+            return None
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return None
+        peak = int(torch.cuda.max_memory_allocated())
+        self.gpu_peak_memory.labels(gpu=os.environ.get("LOCAL_RANK", "0")).set(peak)
+        return peak
 
     def _start_server(self, host: str, port: int) -> None:
         metrics = self
@@ -333,6 +357,8 @@ class TrainerMetrics:
             eta_seconds=eta_seconds,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             last_checkpoint_step=self._last_checkpoint_step,
+            peak_memory_bytes=self._peak_memory(),
+            gpu_utilization=self._utilization,
         )
         self._apply_eval(self._progress)
         if write_file and self.progress_path is not None:
