@@ -287,7 +287,7 @@ def _main_file(files: list[dict[str, Any]], fmt: str) -> dict[str, Any]:
 
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Run the export; returns the manifest (also written to ``OUTPUT/manifest.json``)."""
-    from trainwright_trainer.export.gguf_export import check_quantization
+    from trainwright_trainer.export.gguf_export import check_gguf_inputs, check_quantization
     from trainwright_trainer.export.merge import check_source_fits
     from trainwright_trainer.export.sources import resolve_source
 
@@ -303,8 +303,11 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         cfg.base,
         trainer_config=cfg.trainer_config,
     )
-    check_source_fits(source)  # refuse what cannot be exported before any work
-    _tokenizer_dir(_side_dirs(source))
+    # Refuse what cannot be exported before any work (and before OUTPUT exists).
+    check_source_fits(source)
+    tokenizer_dir = _tokenizer_dir(_side_dirs(source))
+    if any(f in GGUF_FORMATS for f in formats):
+        check_gguf_inputs(source.base_dir, tokenizer_dir)
     if "adapter" in formats and not source.adapters:
         raise ConfigError(
             f"--formats: adapter needs an adapter source; {source.path} is a whole model"
@@ -330,13 +333,10 @@ def _export(
     from transformers import AutoTokenizer
 
     from trainwright_trainer.export.card import base_license, model_card
-    from trainwright_trainer.export.gguf_export import check_gguf, check_gguf_inputs, write_gguf
+    from trainwright_trainer.export.gguf_export import check_gguf, write_gguf
     from trainwright_trainer.export.merge import merge_into
     from trainwright_trainer.export.ollama import chat_pieces, modelfile, stop_tokens
 
-    if any(f in GGUF_FORMATS for f in formats):
-        # Refuse what llama.cpp cannot read before the expensive part.
-        check_gguf_inputs(source.base_dir, _tokenizer_dir(_side_dirs(source)))
     merged_dir = staging / ("safetensors" if "safetensors" in formats else ".merged")
     merged_dir.mkdir()
     merge_started = time.monotonic()
