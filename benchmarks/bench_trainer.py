@@ -92,6 +92,9 @@ def _config(model_dir: Path, work: Path, steps: int) -> Any:
                 "learning_rate": LEARNING_RATE,
                 "lr_scheduler": "constant",
                 "seed": 1,
+                # The bare loop's loss over whole logits: this measures the loop, not the
+                # loss (the fused, chunked loss is bench_trainer_loss.py's subject).
+                "loss_chunk_tokens": 0,
             },
             "distributed": {"strategy": "ddp", "backend": "gloo"},
             "checkpoint": {"dir": str(work / "ckpt"), "interval_steps": 10**6, "keep_last": 1},
