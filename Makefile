@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export TRAINWRIGHT_CACHE ?= $(HOME)/.cache/trainwright
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps k8s-bin tools lint typecheck importlint test test-fast bench \
+.PHONY: help install system-deps k8s-bin images tools lint typecheck importlint test test-fast bench \
         accuracy-doc crds demo cluster-up cluster-down run clean
 
 help: ## list the targets
@@ -23,14 +23,20 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar off -e '.[trainer,dev]'
+	@echo "install: the project with PyTorch, DeepSpeed and the dev tools into $(VENV): about 7 GB;"
+	@echo "install: 5-10 min on a fresh machine (each package is named below as pip gets to it)"
+	$(PY) -m pip install --progress-bar off -e '.[trainer,dev]' \
+		| grep --line-buffered -E '^(Collecting|Downloading|Building|Installing|Successfully)' || test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
-system-deps: ## install Debian packages the tests use (prometheus, promtool)
+system-deps: ## install Debian packages: prometheus, containerd, runc, CNI plugins, iptables, debootstrap
 	@bash hack/system-deps.sh
 
-k8s-bin: ## build (or reuse) etcd, kube-apiserver, controller-manager, scheduler and kwok
+k8s-bin: ## build (or reuse) the control plane, kwok, and the real node's kubelet, kube-proxy, CoreDNS, crane
 	@bash hack/k8s/build.sh
+
+images: install system-deps k8s-bin ## build (or reuse) the pause, operator and trainer images without Docker
+	@bash hack/images/build.sh
 
 tools: ## build (or reuse) helm, helm-unittest and kubeconform for the chart's tests
 	@bash hack/tools/build.sh
@@ -45,7 +51,7 @@ typecheck: install ## mypy --strict on the trainwright package
 importlint: install ## architecture contracts (.importlinter)
 	$(VENV)/bin/lint-imports
 
-test: install system-deps k8s-bin tools lint typecheck importlint ## the whole suite, as CI runs it
+test: install system-deps k8s-bin images tools lint typecheck importlint ## the whole suite, as CI runs it
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## unit tests only (no cluster, no torchrun, no Prometheus)
@@ -60,7 +66,7 @@ accuracy-doc: install ## regenerate docs/planner-accuracy.md from ../shared/refe
 crds: install ## regenerate crds/ and the Helm chart's CRD templates from the pydantic API models
 	$(PY) -m trainwright.api.crdgen crds --chart-templates helm/trainwright/templates/crds
 
-cluster-up: k8s-bin ## start the local control plane; writes .cluster/kubeconfig
+cluster-up: system-deps k8s-bin images ## start the local control plane and the real node; writes .cluster/kubeconfig
 	@bash hack/k8s/cluster.sh up
 
 cluster-down: ## stop the local control plane
@@ -69,7 +75,7 @@ cluster-down: ## stop the local control plane
 run: install ## run the operator against the current KUBECONFIG
 	$(VENV)/bin/trainwright operator
 
-demo: install k8s-bin ## the whole story on the local control plane
+demo: install system-deps k8s-bin images ## the whole story on the local control plane
 	@bash hack/demo.sh
 
 clean: cluster-down ## remove build outputs (keeps the binary cache)

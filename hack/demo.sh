@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on the local control plane.
-#   1. start the local control plane with fake GPU nodes (or reuse a running one)
+#   1. start the local control plane with fake GPU nodes and the real node (or reuse them)
 #   2. install the CRDs, start the operator in the background
-#   3. apply examples/ and wait until every TrainingJob is past Pending and every
-#      CapacityPlan has a recommendation
+#   3. write a tiny model and its data to the demo's volumes, apply examples/ and wait
+#      until every TrainingJob is past Pending, every CapacityPlan has a recommendation,
+#      and the tiny model trained for real on the real node (tiny-cpu: Succeeded)
 #   4. print the resources with their plans, and how to look further / stop
 set -euo pipefail
 
@@ -13,6 +14,9 @@ export CLUSTER_DIR=${CLUSTER_DIR:-$repo/.cluster}
 cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
 bin=${K8S_BIN:-$cache/k8s/v1.34.4/bin}
 timeout_s=${DEMO_TIMEOUT_S:-120}
+# The first real run pulls the 6 GB trainer image into containerd; later ones reuse it.
+train_timeout_s=${DEMO_TRAIN_TIMEOUT_S:-900}
+demo_root=/var/lib/trainwright-demo
 state=$CLUSTER_DIR
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -24,6 +28,9 @@ die() {
 [ -x .venv/bin/trainwright ] || die ".venv/bin/trainwright is missing; run 'make install' first."
 
 say "local control plane"
+echo "(a fresh machine has already spent 25-45 min in 'make' building the binaries and"
+echo " images; from here the cluster starts in about a minute, and the real training run"
+echo " takes 2-3 min, plus a few minutes the first time for pulling the trainer image)"
 bash hack/k8s/cluster.sh up
 export KUBECONFIG=$state/kubeconfig
 kubectl() { "$bin/kubectl" "$@"; }
@@ -45,6 +52,19 @@ else
 	echo "$metrics_port" >"$state/operator.metrics-port"
 	echo "started operator (pid $(cat "$state/operator.pid")), log: $state/operator.log"
 fi
+
+say "a tiny model and its data for the real run ($demo_root)"
+# The demo's PersistentVolumes (examples/storage.yaml) are hostPath directories on the
+# real node, which is this machine; the trainer runs as UID 1000, group 0.
+mkdir -p "$demo_root/datasets/tiny" "$demo_root/checkpoints"
+if [ ! -s "$demo_root/datasets/models/tiny-llama/config.json" ]; then
+	PYTHONPATH=tests .venv/bin/python -c 'import sys; from pathlib import Path; from trainer_fixtures import build_tiny_model; build_tiny_model(Path(sys.argv[1]))' \
+		"$demo_root/datasets/models/tiny-llama"
+fi
+cp tests/data/trainer/text.txt "$demo_root/datasets/tiny/text.txt"
+chown -R 1000:0 "$demo_root/datasets" "$demo_root/checkpoints"
+chmod -R g+rwX "$demo_root/datasets" "$demo_root/checkpoints"
+echo "tiny Llama in $demo_root/datasets/models/tiny-llama, corpus in $demo_root/datasets/tiny"
 
 say "examples"
 kubectl apply -f examples/
@@ -79,8 +99,24 @@ while true; do
 	sleep 1
 done
 
+say "waiting up to ${train_timeout_s}s for the real training run (tiny-cpu) on trainwright-real-0"
+deadline=$((SECONDS + train_timeout_s))
+last=""
+while true; do
+	phase=$(kubectl get tj tiny-cpu -o jsonpath='{.status.phase}')
+	[ "$phase" = Succeeded ] && break
+	[ "$phase" = Failed ] && { kubectl describe tj tiny-cpu >&2; die "tiny-cpu failed (above)"; }
+	line="tiny-cpu: ${phase:-Pending}, step $(kubectl get tj tiny-cpu -o jsonpath='{.status.progress.step}')/60; pods: $(kubectl get pods -l trainwright.io/job=tiny-cpu --no-headers 2>/dev/null | awk '{printf "%s %s; ", $1, $3}')"
+	[ "$line" != "$last" ] && echo "$line" && last=$line
+	[ $SECONDS -ge $deadline ] && die "tiny-cpu did not finish in ${train_timeout_s}s; see kubectl describe tj tiny-cpu"
+	sleep 3
+done
+echo "tiny-cpu Succeeded; its checkpoints: $(ls "$demo_root/checkpoints/tiny-cpu" | tr '\n' ' ')"
+
 say "resources"
+kubectl get nodes -L trainwright.io/real-node,nvidia.com/gpu.product
 kubectl get tj,cplan -o wide
+kubectl get pods -o wide -l trainwright.io/job=tiny-cpu
 for name in $(kubectl get tj -o jsonpath='{.items[*].metadata.name}'); do
 	say "TrainingJob $name: status.plan"
 	kubectl get tj "$name" -o jsonpath='{.status.plan}' | python3 -m json.tool
@@ -96,7 +132,8 @@ Look further:
   export KUBECONFIG=$KUBECONFIG
   $bin/kubectl get tj,cplan,jobs,pods -o wide
   $bin/kubectl describe tj llama8b-lora
-  $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count
+  $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count,trainwright.io/real-node
+  $bin/kubectl logs -l trainwright.io/job=tiny-cpu,batch.kubernetes.io/job-completion-index=0   # the real trainer (rank 0)
   operator log: $state/operator.log    metrics: http://127.0.0.1:$metrics_port/metrics
 Stop everything (operator included): make cluster-down
 EOF

@@ -161,6 +161,10 @@ deps_layer() {
 	k=$( (echo "$base_key"; cat "$req") | key)
 	upper=$work/$name-deps-$k
 	out=$(layer_tar "$name-deps-$k")
+	if [ -s "$out" ]; then
+		echo "$out"
+		return
+	fi
 	if [ ! -f "$upper/.done" ]; then
 		fetch_wheels "$req"
 		rm -rf "$upper"
@@ -183,6 +187,7 @@ deps_layer() {
 		"$python" "$here/oci.py" layer "$upper" "$out.tmp" --prefix opt/venv >/dev/null
 		mv "$out.tmp" "$out"
 	fi
+	rm -rf "$upper" # the tar holds it; the installed tree would only double the disk used
 	echo "$out"
 }
 

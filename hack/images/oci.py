@@ -10,7 +10,7 @@ Usage (hack/images/build.sh drives it):
 SOURCE_DATE_EPOCH, numeric owners and no user or group names, so the same tree gives
 the same bytes, hence the same digest, on every run and machine. ``image`` writes an
 OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
-that ``crane push`` sends to a registry, and prints the manifest digest.
+that ``ctr images import`` (or ``crane push``) takes, and prints the manifest digest.
 
 Layers stay uncompressed (``application/vnd.oci.image.layer.v1.tar``): they only travel
 over loopback into containerd, and gzip would cost minutes of the two cores for the
@@ -139,12 +139,25 @@ def write_image(layout: Path, ref: str, layers: list[Path], config: dict[str, ob
                 "mediaType": MANIFEST_MEDIA_TYPE,
                 "digest": f"sha256:{manifest_digest}",
                 "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": ref},
+                "annotations": {
+                    "org.opencontainers.image.ref.name": ref,
+                    # The name containerd's importer gives the image, as CRI looks it up.
+                    "io.containerd.image.name": normalized_name(ref),
+                },
             }
         ],
     }
     (layout / "index.json").write_bytes(_canonical(index))
     return f"sha256:{manifest_digest}"
+
+
+def normalized_name(ref: str) -> str:
+    """``trainwright/trainer:1`` -> ``docker.io/trainwright/trainer:1``, as Docker and CRI
+    read a reference without a registry host; a reference with one is kept."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return ref
+    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
 
 
 def _canonical(document: object) -> bytes:

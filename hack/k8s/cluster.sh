@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local control plane: etcd + kube-apiserver + kube-controller-manager +
-# kube-scheduler + kwok on loopback, with fake GPU nodes from an inventory file.
+# kube-scheduler + kwok, with fake GPU nodes from an inventory file, and a real worker
+# node (containerd, kubelet, kube-proxy, CoreDNS: hack/k8s/node.sh) unless REAL_NODE=0.
 #
 #   hack/k8s/cluster.sh up       start it (or say it is already up)
 #   hack/k8s/cluster.sh down     stop it and remove its state (idempotent)
@@ -11,6 +12,7 @@
 #   TRAINWRIGHT_INVENTORY  fake GPU node inventory (default: hack/k8s/inventory.yaml)
 #   TRAINWRIGHT_CACHE      where hack/k8s/build.sh put the binaries (default ~/.cache/trainwright)
 #   K8S_BIN                the binary dir itself, overriding the cache layout
+#   REAL_NODE              1 (default): also start the real node (root, images built); 0: kwok only
 set -euo pipefail
 
 K8S_VERSION=v1.34.4
@@ -22,6 +24,11 @@ state=$(realpath -m "${CLUSTER_DIR:-$repo/.cluster}")
 inventory=${TRAINWRIGHT_INVENTORY:-$here/inventory.yaml}
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 ready_timeout_s=${CLUSTER_READY_TIMEOUT_S:-120}
+real_node=${REAL_NODE:-1}
+# Services and pods use the shared address space (RFC 6598), so no cluster address is
+# mistaken for, or sent to, a private network; DNS is 100.64.0.10 (hack/k8s/node.sh).
+service_cidr=100.64.0.0/16
+service_api_ip=100.64.0.1
 
 log() { echo "cluster: $*"; }
 die() {
@@ -97,6 +104,7 @@ any_running() {
 # so there is no order to keep), wait up to 5 s, then SIGKILL what is left.
 stop_all() {
 	local name pid pids=() names=()
+	if [ -d "$state/node" ]; then bash "$here/node.sh" down || true; fi
 	for name in operator "${components[@]}"; do
 		if alive "$name"; then
 			pids+=("$(cat "$state/$name.pid")")
@@ -141,9 +149,9 @@ all_alive() {
 
 usage_hint() {
 	cat <<EOF
-cluster: up ($(kubectl_ get nodes --no-headers 2>/dev/null | wc -l) fake GPU nodes); use it with
+cluster: up ($(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l) fake GPU nodes, $(kubectl_ get nodes -l trainwright.io/real-node=true --no-headers 2>/dev/null | wc -l) real node); use it with
   export KUBECONFIG=$state/kubeconfig
-  $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count
+  $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count,trainwright.io/real-node
 logs: $state/*.log    stop: make cluster-down  (or hack/k8s/cluster.sh down)
 EOF
 }
@@ -155,10 +163,15 @@ write_pki() {
 		-keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
 	openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
 		-keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
-	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n' \
-		>"$pki/san.ext"
+	printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:%s\n' \
+		"$host_ip" "$service_api_ip" >"$pki/san.ext"
 	openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
 		-CAcreateserial -days 30 -extfile "$pki/san.ext" -out "$pki/apiserver.crt" 2>/dev/null
+	# The apiserver's client certificate towards kubelets (logs, exec, port-forward).
+	openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+		-keyout "$pki/apiserver-kubelet-client.key" -out "$pki/apiserver-kubelet-client.csr" 2>/dev/null
+	openssl x509 -req -in "$pki/apiserver-kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+		-CAcreateserial -days 30 -out "$pki/apiserver-kubelet-client.crt" 2>/dev/null
 	openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 	openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 	# One static admin token (group system:masters); the cluster listens on loopback only.
@@ -200,6 +213,7 @@ cmd_up() {
 	if [ -d "$state" ]; then
 		if all_alive && apiserver_ready; then
 			log "already up in $state"
+			if [ "$real_node" = 1 ]; then bash "$here/node.sh" up; fi
 			usage_hint
 			return 0
 		fi
@@ -214,6 +228,9 @@ cmd_up() {
 	mkdir -p "$state"
 	# A failed start stops what it started and keeps the logs for reading.
 	trap 'rc=$?; if [ $rc -ne 0 ]; then stop_all; echo "cluster: stopped the partial cluster; logs are in $state" >&2; fi' EXIT
+	# Pods on the real node reach the apiserver (Service kubernetes) at this machine's address.
+	host_ip=$(hostname -I | awk '{print $1}')
+	[ -n "$host_ip" ] || die "cannot find this machine's IP address (hostname -I)."
 	write_pki
 	local etcd_port etcd_peer_port api_port
 	etcd_port=$(free_port)
@@ -239,15 +256,18 @@ cmd_up() {
 	# default ServiceAccounts. CEL validation of CRDs is on by default in 1.34.
 	start kube-apiserver \
 		--etcd-servers "http://127.0.0.1:$etcd_port" \
-		--bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
-		--endpoint-reconciler-type none \
+		--bind-address 0.0.0.0 --secure-port "$api_port" --advertise-address "$host_ip" \
 		--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
 		--client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
-		--authorization-mode RBAC \
+		--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+		--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+		--kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority "$pki/ca.crt" \
+		--kubelet-preferred-address-types InternalIP \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$pki/sa.pub" \
 		--service-account-signing-key-file "$pki/sa.key" \
-		--service-cluster-ip-range 10.96.0.0/16 \
+		--service-cluster-ip-range "$service_cidr" \
 		--allow-privileged=true --profiling=false \
 		--cert-dir "$state/certs"
 	wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
@@ -289,6 +309,9 @@ cmd_up() {
 	for b in kube-scheduler kube-controller-manager; do
 		alive "$b" || die "$b exited; see $state/$b.log"
 	done
+	if [ "$real_node" = 1 ]; then
+		bash "$here/node.sh" up
+	fi
 	trap - EXIT
 	log "ready in $((SECONDS - t0)) s"
 	usage_hint

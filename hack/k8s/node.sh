@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The real worker node of the local cluster: containerd + runc + CNI bridge from Debian, a
-# kubelet, kube-proxy and CoreDNS built by hack/k8s/build.sh, and a loopback registry
-# (crane) holding the images hack/images/build.sh built. hack/k8s/cluster.sh calls it.
+# kubelet, kube-proxy and CoreDNS built by hack/k8s/build.sh, and the images
+# hack/images/build.sh built, imported into containerd. hack/k8s/cluster.sh calls it.
 #
 #   hack/k8s/node.sh up      after the control plane is up (needs CLUSTER_DIR's pki/, kubeconfig)
 #   hack/k8s/node.sh down    delete its pods, stop every process it started, unmount, clean up
 #
 # One real node per machine (the kubelet's port, the bridge and the cgroup root are
 # machine-wide); a second cluster asking for one is refused with the owner's state dir.
-# The node is named trainwright-real-0, labelled trainwright.io/real-node=true and tainted
-# trainwright.io/real-node=true:NoSchedule so only pods that tolerate it land there, and
-# advertises REAL_NODE_RANKS (default 2) `trainwright.io/cpu-rank`: the trainer's CPU
-# device (catalog GPU type "CPU"), one per torchrun rank.
+# The node is named trainwright-real-0, labelled trainwright.io/real-node=true and
+# trainwright.io/device.product=Trainwright-CPU, advertises REAL_NODE_RANKS (default 2)
+# `trainwright.io/cpu-rank`: the trainer's CPU device (catalog GPU type "CPU"), one per
+# torchrun rank, and is tainted trainwright.io/cpu-rank=present:NoSchedule, as GPU node
+# pools are tainted nvidia.com/gpu, so only pods that tolerate it (the trainer pods
+# that request the device, the operator's when told to) land there.
 set -euo pipefail
 
 K8S_VERSION=v1.34.4
@@ -35,7 +37,7 @@ service_cidr=100.64.0.0/16
 dns_ip=100.64.0.10
 dns_port=1053
 rank_resource=trainwright.io/cpu-rank
-processes=(registry containerd kubelet kube-proxy coredns)
+sock=$node/containerd/containerd.sock
 
 log() { echo "node: $*"; }
 die() {
@@ -73,7 +75,7 @@ wait_for() {
 preflight() {
 	[ "$(id -u)" -eq 0 ] || die "the real node needs root (containerd, the kubelet's mounts and cgroups)."
 	local b
-	for b in kubelet kube-proxy coredns crane kubectl; do
+	for b in kubelet kube-proxy coredns kubectl; do
 		[ -x "$bin/$b" ] || die "$bin/$b is missing; run 'make k8s-bin' (hack/k8s/build.sh) first."
 	done
 	for b in containerd containerd-shim-runc-v2 runc ctr iptables; do
@@ -132,40 +134,34 @@ KC
 	chmod 600 "$node/$name.kubeconfig"
 }
 
-start_registry() {
-	local port
-	port=$(free_port)
-	mkdir -p "$cache/registry"
-	start registry "$bin/crane" registry serve --address "127.0.0.1:$port" --disk "$cache/registry"
-	echo "$port" >"$node/registry.port"
-	wait_for "the loopback registry on 127.0.0.1:$port" registry 30 curl -fs "http://127.0.0.1:$port/v2/" -o /dev/null
-	local image ref digest have repo
+# import_images: the images hack/images/build.sh wrote, into containerd's k8s.io namespace
+# (where the kubelet looks), each only when containerd lacks that digest under that name.
+# The pods use them with imagePullPolicy IfNotPresent, under their usual names.
+import_images() {
+	local image name digest have t0
 	for image in pause operator trainer; do
-		ref=$(cat "$images/$image/ref")
-		digest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' \
+		name=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["manifests"][0]; print(m["annotations"]["io.containerd.image.name"], m["digest"])' \
 			"$images/$image/index.json")
-		# containerd asks the mirror for the repository without its registry host:
-		# registry.k8s.io/pause -> /v2/pause, (docker.io/)trainwright/trainer -> /v2/trainwright/trainer.
-		repo=${ref#registry.k8s.io/}
-		have=$("$bin/crane" digest --insecure "127.0.0.1:$port/$repo" 2>/dev/null || true)
+		digest=${name#* }
+		name=${name% *}
+		have=$(ctr --address "$sock" -n k8s.io images ls "name==$name" 2>/dev/null | awk 'NR == 2 {print $3}')
 		if [ "$have" = "$digest" ]; then
-			log "registry has $ref ($digest)"
+			log "containerd has $name ($digest)"
 			continue
 		fi
-		log "pushing $ref to the loopback registry ($(du -sh "$images/$image" | cut -f1))"
-		"$bin/crane" push --insecure "$images/$image" "127.0.0.1:$port/$repo" >>"$node/registry-push.log" 2>&1 ||
-			die "pushing $ref failed; see $node/registry-push.log"
+		log "importing $name ($(du -sh --apparent-size "$images/$image" | cut -f1); the trainer's 6 GB take 1-3 min the first time)"
+		t0=$SECONDS
+		if ! tar -C "$images/$image" -cf - . |
+			ctr --address "$sock" -n k8s.io images import --snapshotter overlayfs - >>"$node/images-import.log" 2>&1; then
+			die "importing $name into containerd failed; see $node/images-import.log"
+		fi
+		log "  imported in $((SECONDS - t0)) s"
 	done
-	# containerd resolves docker.io/* and registry.k8s.io/* to the loopback registry only:
-	# the chart's and the operator's image references work unchanged, nothing leaves the host.
+	# Nothing is pulled from a registry: a missing image fails at once, never leaves the host.
 	local host
 	for host in docker.io registry.k8s.io; do
 		mkdir -p "$node/certs.d/$host"
-		cat >"$node/certs.d/$host/hosts.toml" <<TOML
-server = "http://127.0.0.1:$port"
-[host."http://127.0.0.1:$port"]
-  capabilities = ["pull", "resolve"]
-TOML
+		printf 'server = "http://127.0.0.1:9"\n' >"$node/certs.d/$host/hosts.toml"
 	done
 }
 
@@ -212,7 +208,8 @@ TOML
 ]}
 JSON
 	start containerd containerd --config "$node/containerd.toml"
-	wait_for "containerd's socket" containerd 30 ctr --address "$node/containerd/containerd.sock" version
+	containerd_up() { ctr --address "$sock" version >/dev/null 2>&1; }
+	wait_for "containerd's socket" containerd 30 containerd_up
 }
 
 kubelet_config() {
@@ -251,7 +248,7 @@ imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 evictionHard: {memory.available: 256Mi, nodefs.available: 5%, imagefs.available: 5%}
 registerWithTaints:
-- {key: trainwright.io/real-node, value: "true", effect: NoSchedule}
+- {key: trainwright.io/cpu-rank, value: present, effect: NoSchedule}
 YAML
 }
 
@@ -352,9 +349,11 @@ COREFILE
 cmd_up() {
 	preflight
 	if alive kubelet; then
-		log "already up ($node_name, state in $node)"
+		log "already up ($node_name, state in $node); importing images that changed"
+		import_images
 		return 0
 	fi
+	clean_stale
 	local t0=$SECONDS ip
 	ip=$(node_ip)
 	[ -n "$ip" ] || die "cannot find this machine's IP address (hostname -I); the kubelet refuses loopback."
@@ -368,17 +367,16 @@ cmd_up() {
 	kubeconfig_for kubelet
 	kubeconfig_for kube-proxy
 	kubeconfig_for coredns
-	log "starting the loopback registry"
-	start_registry
 	log "starting containerd (root $croot, state $node/containerd)"
 	start_containerd
+	import_images
 	log "starting the kubelet on $ip as $node_name"
 	start_kubelet "$ip"
 	log "starting kube-proxy and CoreDNS ($dns_ip -> $ip:$dns_port)"
 	start_kube_proxy
 	start_coredns "$ip"
 	trap - EXIT
-	log "ready in $((SECONDS - t0)) s: $node_name with $ranks $rank_resource, taint trainwright.io/real-node=true:NoSchedule"
+	log "ready in $((SECONDS - t0)) s: $node_name with $ranks $rank_resource, taint $rank_resource=present:NoSchedule"
 }
 
 # --- down ------------------------------------------------------------------------------
@@ -453,7 +451,14 @@ cmd_down() {
 	kill_shims
 	stop_pid coredns
 	stop_pid kube-proxy
-	stop_pid registry
+	clean_host
+	if [ -s "$owner_file" ] && [ "$(cat "$owner_file")" = "$state" ]; then rm -f "$owner_file"; fi
+	log "stopped $node_name"
+}
+
+# clean_host: what a node leaves on the machine besides its processes: Service rules, the
+# egress rule, pod network namespaces, the bridge, mounts under its dirs, its cgroups.
+clean_host() {
 	if [ -x "$bin/kube-proxy" ]; then "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
 	if iptables -C FORWARD -j TRAINWRIGHT-EGRESS 2>/dev/null; then iptables -D FORWARD -j TRAINWRIGHT-EGRESS; fi
 	iptables -F TRAINWRIGHT-EGRESS 2>/dev/null && iptables -X TRAINWRIGHT-EGRESS 2>/dev/null || true
@@ -467,8 +472,23 @@ cmd_down() {
 	unmount_under "$croot/root/io.containerd.grpc.v1.cri/sandboxes"
 	unmount_under "$croot/root/io.containerd.runtime.v2.task"
 	remove_cgroups
-	if [ -s "$owner_file" ] && [ "$(cat "$owner_file")" = "$state" ]; then rm -f "$owner_file"; fi
-	log "stopped $node_name"
+}
+
+# clean_stale: a node whose processes died without `down` (a killed session, a crash)
+# left all of the above; kill what still runs from its state dir, then clean the host.
+clean_stale() {
+	local old pid
+	[ -s "$owner_file" ] || return 0
+	old=$(cat "$owner_file")
+	if [ -s "$old/node/kubelet.pid" ] && kill -0 "$(cat "$old/node/kubelet.pid")" 2>/dev/null; then
+		return 0 # alive: preflight refused it already, or it is ours
+	fi
+	log "cleaning up after a real node that was not stopped (state dir $old)"
+	for pid in $(pgrep -f -- "$old/node/" || true); do
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	node=$old/node clean_host
+	rm -f "$owner_file"
 }
 
 case "${1:-}" in
