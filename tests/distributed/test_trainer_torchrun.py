@@ -286,3 +286,24 @@ def test_a_data_error_on_the_preparing_rank_ends_every_rank_with_the_data_error_
         assert f"error (rank {rank}): 24 of 24 rows (100.0%)" in output, output[-3000:]
     assert "exitcode  : 65" in output, output[-3000:]
     assert elapsed_seconds < 100, f"ranks waited {elapsed_seconds:.0f} s for each other"
+
+
+def test_async_saves_on_two_gloo_ranks_complete_and_a_rerun_resumes_from_them(
+    tmp_path: Path,
+) -> None:
+    """What a TrainingJob on the local cluster's real node runs: the operator leaves
+    ``checkpoint.async_save`` on. On CPU, training and ``dcp.async_save`` once shared the
+    one gloo group from two threads and both ranks hung at the first save."""
+    config = tiny_train_config(tmp_path, max_steps=30, interval_steps=10)
+    config["checkpoint"]["async_save"] = True
+    code, output = _launch(config, tmp_path, timeout=240)
+    assert code == 0, output[-3000:]
+    checkpoints = sorted(p.name for p in (tmp_path / "ckpt").glob("step-*"))
+    assert checkpoints[-2:] == ["step-000020", "step-000030"], checkpoints
+    assert not list((tmp_path / "ckpt").glob("*.tmp-*")), "a staging directory was left behind"
+
+    config["training"]["max_steps"] = 40
+    code, output = _launch(config, tmp_path, timeout=240)
+    assert code == 0, output[-3000:]
+    assert "at step 30" in output, output[-3000:]
+    assert max(_losses(tmp_path)) == 40

@@ -232,6 +232,16 @@ class TorchTrainEngine(TrainEngine):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(cfg, trainable)
         self._trainable = trainable
+        # dcp.async_save runs its collectives in a background thread while the next steps
+        # all-reduce gradients. On one shared gloo group (CPU training) the two threads'
+        # collectives interleave and both ranks hang; the checkpoint gets a group of its
+        # own, as torch's async-checkpointing guidance says. Every rank creates it here,
+        # in the same order, as new_group requires.
+        self._checkpoint_group = (
+            dist.new_group(backend="gloo")
+            if dist.is_initialized() and env.world_size > 1 and cfg.checkpoint.async_save
+            else None
+        )
 
     @staticmethod
     def _fully_shard(model: Any, compute_dtype: torch.dtype, env: DistEnv) -> Any:
@@ -279,7 +289,9 @@ class TorchTrainEngine(TrainEngine):
         state = {"model": model_sd, "optim": optim_sd}
         target = staging / "dcp"
         if async_save:
-            future: Future[Any] = dcp.async_save(state, checkpoint_id=str(target))
+            future: Future[Any] = dcp.async_save(
+                state, checkpoint_id=str(target), process_group=self._checkpoint_group
+            )
             return future
         dcp.save(state, checkpoint_id=str(target))
         return None
