@@ -162,3 +162,57 @@ def test_overfitting_needs_k_evaluations_of_falling_train_and_rising_eval_loss()
     restored = OverfitWatch(evaluations=3)
     restored.load_state_dict(watch.state_dict())
     assert restored.history == watch.history
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_early_stopping_ends_the_run_and_saves_the_best_checkpoint_as_the_output(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    # A min delta no evaluation can beat: step 2 is the best, step 4 is one without gain.
+    cfg = tiny_train_config(
+        tmp_path,
+        max_steps=10,
+        interval_steps=2,
+        data={"eval_fraction": 0.2},
+        evaluation={"early_stopping_patience": 1, "early_stopping_min_delta": 100.0, "samples": 0},
+    )
+    assert run_training(parse_config(cfg)) == ExitCode.SUCCESS
+    evals = {e["at_step"]: e["eval_loss"] for e in _records(tmp_path, "eval")}
+    progress = json.loads((tmp_path / "ckpt" / "progress.json").read_text())
+    best = json.loads((tmp_path / "ckpt" / "best.json").read_text())
+    direct = _direct_eval_loss(tmp_path / "out", tmp_path / "data-cache", 0.2, seed=7)
+
+    assert sorted(evals) == [0, 2, 4]
+    assert _records(tmp_path, "early_stop") == [{"event": "early_stop", "at_step": 4}]
+    assert (progress["state"], progress["early_stopped"], progress["best_step"]) == (
+        "succeeded",
+        True,
+        2,
+    )
+    assert best["step"] == 2 and (tmp_path / "ckpt" / "step-000002").is_dir()
+    assert direct == pytest.approx(evals[2], rel=1e-5)  # the output is step 2's weights
+    assert direct != pytest.approx(evals[4], rel=1e-5)
+    assert not (tmp_path / "ckpt" / "samples.jsonl").exists()  # samples: 0 turns them off
+
+
+def test_retention_keeps_the_best_checkpoint_and_best_json_points_at_it(tmp_path: Path) -> None:
+    from trainwright_trainer.checkpoint import CheckpointManager
+
+    manager = CheckpointManager(
+        tmp_path, rank=0, keep_last=1, barrier=lambda: None, broadcast=lambda value: value
+    )
+    for step in (1, 2, 3):
+        (tmp_path / f"step-{step:06d}").mkdir()
+    manager.mark_best(1, {"eval_loss": 1.5, "eval_perplexity": 4.48})
+    manager._retain()
+
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000001", "step-000003"]
+    assert json.loads((tmp_path / "best.json").read_text()) == {
+        "checkpoint": "step-000001",
+        "step": 1,
+        "eval_loss": 1.5,
+        "eval_perplexity": 4.48,
+    }
