@@ -94,8 +94,8 @@ def test_sigterm_reaches_the_trainer_which_checkpoints_and_exits_retryable(tmp_p
 
 
 def test_every_trainer_exit_code_but_success_is_recognised() -> None:
-    assert TRAINER_EXIT_CODES == (64, 65, 75, 76)
-    assert "64|65|75|76) status=$root" in launch_script()
+    assert TRAINER_EXIT_CODES == (64, 65, 75, 76, 79)
+    assert "64|65|75|76|79) status=$root" in launch_script()
     assert "$(" not in launch_script()  # Kubernetes would try to expand it
 
 

@@ -87,7 +87,7 @@ def test_permanent_and_replan_exit_codes_fail_the_job_at_known_rule_indexes() ->
     assert rules[FAIL_RULE_PERMANENT]["onExitCodes"] == {
         "containerName": "trainer",
         "operator": "In",
-        "values": [64, 65],
+        "values": [64, 65, 79],
     }
     assert rules[FAIL_RULE_NEEDS_REPLAN]["onExitCodes"]["values"] == [76]
 

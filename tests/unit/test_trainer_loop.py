@@ -15,6 +15,7 @@ import pytest
 from trainer_fixtures import tiny_train_config
 from trainwright_trainer.__main__ import main
 from trainwright_trainer.config import parse_config
+from trainwright_trainer.errors import DivergedError
 from trainwright_trainer.exitcodes import ExitCode
 from trainwright_trainer.train import lr_at_step, run_training
 
@@ -242,3 +243,21 @@ def test_a_failing_rank_leaves_its_exit_code_for_the_pod_launcher(
     code_file.write_text("75\n")
     assert main(["train", "--config", _write(tmp_path, config)]) == ExitCode.CONFIG_ERROR
     assert code_file.read_text() == "75\n"
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_spikes_that_persist_after_every_rollback_end_with_the_diverged_exit_code(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(DivergedError) as raised:
+        _run(
+            tmp_path,
+            max_steps=14,
+            interval_steps=5,
+            faults={"spike_at_steps": [11, 12, 13]},
+            guards={"spike_window": 10, "spike_patience": 3, "max_rollbacks": 0},
+        )
+
+    assert raised.value.exit_code == ExitCode.DIVERGED == 79
+    assert "at step 13 after 0 rollbacks (guards.max_rollbacks)" in raised.value.message
+    assert not any(r.get("event") == "rollback" for r in _log(tmp_path))

@@ -10,7 +10,8 @@ Anything else is a crash, which the operator treats as retryable.
     ├── ConfigError              64  permanent: the configuration is invalid
     ├── DataError                65  permanent: the dataset is missing or unusable
     ├── RetryableError           75  transient: preempted, lost peer; resume from a checkpoint
-    └── NeedsReplanError         76  out of memory after the OOM ladder; re-plan the job
+    ├── NeedsReplanError         76  out of memory after the OOM ladder; re-plan the job
+    └── DivergedError            79  permanent: the loss kept spiking after every rollback
 
 Messages are one sentence that names the field or file at fault and says
 what is accepted, e.g. ``data.format: 'tsv' is not one of auto, text, ...``.
@@ -23,6 +24,7 @@ from trainwright_trainer.exitcodes import ExitCode
 __all__ = [
     "ConfigError",
     "DataError",
+    "DivergedError",
     "NeedsReplanError",
     "RetryableError",
     "TrainerError",
@@ -65,3 +67,14 @@ class NeedsReplanError(TrainerError):
     """Out of memory even after the OOM ladder: the operator must re-plan the job."""
 
     default_exit_code = ExitCode.NEEDS_REPLAN
+
+
+class DivergedError(TrainerError):
+    """The loss kept spiking after ``guards.max_rollbacks`` rollbacks: the run diverges.
+
+    Not a configuration error (the spec is valid) and not transient (a restart resumes
+    from the same checkpoint at the same learning rate): the operator fails the run
+    with its own reason and advice.
+    """
+
+    default_exit_code = ExitCode.DIVERGED

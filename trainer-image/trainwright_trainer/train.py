@@ -59,7 +59,7 @@ from trainwright_trainer.distributed import (
     destroy_distributed,
     init_distributed,
 )
-from trainwright_trainer.errors import ConfigError, NeedsReplanError, TrainerError
+from trainwright_trainer.errors import ConfigError, DivergedError, NeedsReplanError, TrainerError
 from trainwright_trainer.evaluation import (
     SAMPLES_NAME,
     SamplePrompt,
@@ -791,7 +791,7 @@ class Recipe:
     def _rollback(self, step_no: int) -> None:
         guards = self.cfg.guards
         if self.rollbacks >= guards.max_rollbacks:
-            raise ConfigError(
+            raise DivergedError(
                 f"the loss spiked {guards.spike_patience} steps in a row at step {step_no} "
                 f"after {self.rollbacks} rollbacks (guards.max_rollbacks); "
                 "lower training.learning_rate or check the data"

@@ -1,10 +1,11 @@
 """What a trainer Job's state means for its TrainingJob: pure decisions, no API calls.
 
-The trainer's exit codes (``trainwright_trainer.exitcodes``) are the contract:
-64 and 65 are permanent (the configuration or the data is wrong), 76 means the
-run needs a new plan with more memory per sample, and 75 or any crash is
-transient: the operator deletes the failed Job and starts the next attempt,
-which resumes from the last complete checkpoint, until ``spec.maxRestarts``.
+The trainer's exit codes (``trainwright_trainer.exitcodes``) are the contract,
+and :data:`trainwright.operator.transitions.EXIT_RULES` the operator's answer to
+each: permanent codes fail the run, 76 re-plans with more memory per sample, and
+75 or any crash is transient: the operator deletes the failed Job and starts the
+next attempt, which resumes from the last complete checkpoint, until
+``spec.maxRestarts``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from trainwright.api.v1alpha1 import PlanStatus
 from trainwright.operator.status import Phase
-from trainwright_trainer.exitcodes import ExitCode
+from trainwright.operator.transitions import PHASE_FOR_JOB_STATE, exit_code_rank, exit_rule
+from trainwright.operator.transitions import Action as Action
 
 
 class JobState(enum.Enum):
@@ -68,22 +70,6 @@ def job_failure_reason(job: Mapping[str, Any]) -> str:
     return "JobFailed"
 
 
-def _exit_code_rank(code: int) -> int:
-    """Which exit code explains a failure best when ranks disagree.
-
-    One rank's ConfigError makes the others lose their peer (75) or be killed
-    (137); the permanent code is the cause, so it wins, then NeedsReplan, then
-    the retryable code, then a bare crash.
-    """
-    if code in (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR):
-        return 0
-    if code == ExitCode.NEEDS_REPLAN:
-        return 1
-    if code == ExitCode.RETRYABLE:
-        return 2
-    return 3
-
-
 def failed_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
     """The exit code that explains a failed attempt, from its pods' terminated states.
 
@@ -100,19 +86,13 @@ def failed_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
                     codes.append(code)
     if not codes:
         return None
-    return min(codes, key=lambda code: (_exit_code_rank(code), code))
+    return min(codes, key=lambda code: (exit_code_rank(code), code))
 
 
 NEEDS_REPLAN_ADVICE = (
     "The trainer ran out of GPU memory even at its smallest micro-batch (exit code 76); "
     "allow more GPUs (spec.resources) or choose a sharded strategy such as fsdp or zero3."
 )
-
-
-class Action(enum.Enum):
-    FAIL = "fail"
-    RESTART = "restart"
-    REPLAN = "replan"  # restart on a new plan with more memory headroom
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,40 +107,32 @@ class FailureDecision:
 def decide_after_failure(
     *, exit_code: int | None, restarts: int, max_restarts: int, job_reason: str = "JobFailed"
 ) -> FailureDecision:
-    """Fail for good, or start attempt ``restarts + 1`` (resuming from the checkpoint)."""
-    if exit_code == ExitCode.CONFIG_ERROR:
-        return FailureDecision(
-            Action.FAIL,
-            "ConfigError",
-            "The trainer rejected its configuration (exit code 64); fix the spec and re-apply.",
-        )
-    if exit_code == ExitCode.DATA_ERROR:
-        return FailureDecision(
-            Action.FAIL,
-            "DataError",
-            "The trainer could not use the dataset (exit code 65); check spec.dataset.",
-        )
-    if exit_code == ExitCode.NEEDS_REPLAN:
+    """Fail for good, or start attempt ``restarts + 1`` (resuming from the checkpoint),
+    as :data:`trainwright.operator.transitions.EXIT_RULES` says for ``exit_code``."""
+    rule = exit_rule(exit_code)
+    if rule.action is Action.FAIL:
+        return FailureDecision(Action.FAIL, rule.reason, rule.message)
+    if rule.action is Action.REPLAN:
         if restarts < max_restarts:
             return FailureDecision(
                 Action.REPLAN,
-                "Replanning",
+                rule.reason,
                 f"Attempt {restarts} ran out of GPU memory even at its smallest micro-batch "
-                f"(exit code 76); planning again with more memory headroom for attempt "
+                f"(exit code {exit_code}); planning again with more memory headroom for attempt "
                 f"{restarts + 1}, which resumes from the last checkpoint.",
             )
-        return FailureDecision(Action.FAIL, "NeedsReplan", NEEDS_REPLAN_ADVICE)
+        return FailureDecision(Action.FAIL, rule.exhausted, NEEDS_REPLAN_ADVICE)
     described = "exit code unknown" if exit_code is None else f"exit code {exit_code}"
     if restarts < max_restarts:
         return FailureDecision(
             Action.RESTART,
-            "Restarting",
+            rule.reason,
             f"Attempt {restarts} failed ({described}); starting attempt {restarts + 1} of "
             f"at most {max_restarts + 1}, resuming from the last checkpoint.",
         )
     return FailureDecision(
         Action.FAIL,
-        "BackoffLimitExceeded",
+        rule.exhausted,
         f"Attempt {restarts} failed ({described}, {job_reason}) and the job has used all "
         f"{max_restarts} restarts allowed by spec.maxRestarts.",
     )
@@ -175,11 +147,4 @@ def same_gpus_and_strategy(a: PlanStatus, b: PlanStatus) -> bool:
 
 def phase_for_job_state(state: JobState) -> Phase:
     """The TrainingJob phase while its current attempt's Job is in ``state``."""
-    return {
-        JobState.ABSENT: Phase.PLANNED,
-        JobState.WAITING: Phase.PLANNED,
-        JobState.RUNNING: Phase.RUNNING,
-        JobState.SUSPENDED: Phase.SUSPENDED,
-        JobState.SUCCEEDED: Phase.SUCCEEDED,
-        JobState.FAILED: Phase.FAILED,
-    }[state]
+    return PHASE_FOR_JOB_STATE[state.value]

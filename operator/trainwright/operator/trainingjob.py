@@ -43,6 +43,7 @@ from trainwright.operator.status import (
     status_patch,
     utc_timestamp,
 )
+from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS
 from trainwright.resources import (
     JOB_LABEL,
     config_map_name,
@@ -57,10 +58,6 @@ from trainwright.resources.names import label_value
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-# Planning failures a spec edit can cure; a run that failed stays failed.
-PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
-# Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
-OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
 # After an out-of-memory exit the next plan must fit in this share of the failed plan's
 # estimate: the planner's memory tolerance (issue 2 judges it at +-15%).
 OOM_HEADROOM = 0.85

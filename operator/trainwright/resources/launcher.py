@@ -19,16 +19,15 @@ the trainer ConfigMap as ``launch.sh``. It avoids ``$(...)``: Kubernetes expands
 
 from __future__ import annotations
 
-from trainwright_trainer.exitcodes import ExitCode
+from trainwright_trainer.exitcodes import TRAINER_EXIT_CODES
 
 STATE_DIR = "/tmp/trainwright"
 EXIT_CODE_FILE = f"{STATE_DIR}/exit-code"
-TRAINER_EXIT_CODES: tuple[int, ...] = tuple(int(c) for c in ExitCode if c != ExitCode.SUCCESS)
 
 
 def launch_script(state_dir: str = STATE_DIR) -> str:
     """The wrapper's text; ``state_dir`` holds its pipe and log (a tmpfs path in the pod)."""
-    codes = "|".join(str(code) for code in TRAINER_EXIT_CODES)
+    codes = "|".join(str(int(code)) for code in TRAINER_EXIT_CODES)
     return f"""#!/bin/sh
 # Trainwright trainer launcher: runs "$@" (torchrun ...), forwards SIGTERM/SIGINT,
 # and exits with the trainer's own exit code (see trainwright.resources.launcher).

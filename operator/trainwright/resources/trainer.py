@@ -55,7 +55,7 @@ from trainwright_trainer.config import (
     TrainerConfig,
     TrainingConfig,
 )
-from trainwright_trainer.exitcodes import ExitCode
+from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES, REPLAN_EXIT_CODES
 
 CONFIG_DIR = "/etc/trainwright"
 CONFIG_KEY = "config.yaml"
@@ -71,8 +71,6 @@ CONFIG_HASH_ANNOTATION = "trainwright.io/config-sha256"
 # Index of each podFailurePolicy rule; the Job's Failed condition names it.
 FAIL_RULE_PERMANENT = 0
 FAIL_RULE_NEEDS_REPLAN = 1
-PERMANENT_EXIT_CODES: tuple[int, ...] = (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR)
-REPLAN_EXIT_CODES: tuple[int, ...] = (ExitCode.NEEDS_REPLAN,)
 
 
 def _layout(job: TrainingJob, mounts: Mounts) -> dict[str, str]:

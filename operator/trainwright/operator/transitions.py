@@ -1,0 +1,266 @@
+"""The TrainingJob state machine in one place: phases, conditions, reasons, exit codes.
+
+:data:`TRANSITIONS` lists every move between phases the controller makes, with
+the condition it sets and that condition's reason; :data:`EXIT_RULES` says what
+the operator does after a failed attempt for each of the trainer's exit codes
+(:mod:`trainwright_trainer.exitcodes`). ``trainingjob.py`` and ``lifecycle.py``
+take their phases, reasons and decisions from here, and ``docs/operator.md``
+shows :func:`render_markdown`'s output (a test fails on drift:
+``python -m trainwright.operator.transitions`` prints it).
+
+Pure data and functions: no API calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from trainwright.operator.status import ConditionType, Phase
+from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES, ExitCode
+
+# The state before the first reconcile writes a phase (the diagram's start).
+NEW = "[*]"
+
+
+class Action(enum.Enum):
+    """What the operator does after an attempt failed."""
+
+    FAIL = "fail"
+    RESTART = "restart"  # attempt N+1 from the last checkpoint
+    REPLAN = "replan"  # attempt N+1 on a new plan with more memory headroom
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitRule:
+    """The operator's answer to one exit code of a failed attempt.
+
+    ``action`` applies while restarts remain; ``exhausted`` (the ``Failed`` reason) once
+    ``spec.maxRestarts`` is used up, or at once for a permanent code. ``message`` is the
+    Failed condition's sentence for a permanent code: what happened and what to do.
+    """
+
+    action: Action
+    reason: str
+    exhausted: str
+    message: str = ""
+
+
+EXIT_RULES: dict[ExitCode, ExitRule] = {
+    ExitCode.CONFIG_ERROR: ExitRule(
+        Action.FAIL,
+        "ConfigError",
+        "ConfigError",
+        "The trainer rejected its configuration (exit code 64); fix the spec and re-apply.",
+    ),
+    ExitCode.DATA_ERROR: ExitRule(
+        Action.FAIL,
+        "DataError",
+        "DataError",
+        "The trainer could not use the dataset (exit code 65); check spec.dataset.",
+    ),
+    ExitCode.DIVERGED: ExitRule(
+        Action.FAIL,
+        "Diverged",
+        "Diverged",
+        "The loss kept spiking after every rollback to the last checkpoint (exit code 79): "
+        "the run diverges at this learning rate; lower spec.training.learningRate or look "
+        "for bad rows in the dataset, then re-apply (a restart would only diverge again).",
+    ),
+    ExitCode.NEEDS_REPLAN: ExitRule(Action.REPLAN, "Replanning", "NeedsReplan"),
+    ExitCode.RETRYABLE: ExitRule(Action.RESTART, "Restarting", "BackoffLimitExceeded"),
+}
+# A crash (segfault, 137 = OOM-killed, an unknown code, no code at all): retryable.
+CRASH_RULE = ExitRule(Action.RESTART, "Restarting", "BackoffLimitExceeded")
+
+
+def exit_rule(exit_code: int | None) -> ExitRule:
+    """The rule for a failed attempt's exit code; unknown codes and None are crashes."""
+    if exit_code is None:
+        return CRASH_RULE
+    try:
+        return EXIT_RULES.get(ExitCode(exit_code), CRASH_RULE)
+    except ValueError:
+        return CRASH_RULE
+
+
+def exit_code_rank(code: int) -> int:
+    """Which exit code explains a failure best when ranks disagree.
+
+    One rank's permanent error makes the others lose their peer (75) or be killed
+    (137); the permanent code is the cause, so it wins, then a re-plan, then the
+    retryable code, then a bare crash.
+    """
+    rule = exit_rule(code)
+    if rule.action is Action.FAIL or code in PERMANENT_EXIT_CODES:
+        return 0
+    if rule.action is Action.REPLAN:
+        return 1
+    return 3 if rule is CRASH_RULE else 2
+
+
+# Planning failures a spec edit can cure; a run that failed stays failed.
+PLANNING_REASONS = frozenset(
+    {"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "MissingReference"}
+)
+# Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
+OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """One move of the TrainingJob: ``source`` → ``target`` when ``trigger`` happens,
+    setting condition ``condition`` to ``status`` with ``reason``."""
+
+    source: str
+    target: str
+    trigger: str
+    condition: str
+    status: bool
+    reason: str
+
+
+def _t(
+    sources: tuple[str, ...], target: str, trigger: str, condition: str, status: bool, reason: str
+) -> list[Transition]:
+    return [Transition(s, target, trigger, condition, status, reason) for s in sources]
+
+
+_P, _R, _S, _F, _D = Phase.PLANNED, Phase.RUNNING, Phase.SUSPENDED, Phase.FAILED, Phase.SUCCEEDED
+_C = ConditionType
+_ACTIVE = (_P.value, _R.value)
+
+TRANSITIONS: tuple[Transition, ...] = tuple(
+    [
+        *_t((NEW,), _P, "plan stored, children created", _C.PLANNED, True, "Planned"),
+        *_t((NEW,), _F, "a spec field is invalid", _C.PLANNED, False, "InvalidSpec"),
+        *_t((NEW,), _F, "no layout fits in GPU memory", _C.PLANNED, False, "DoesNotFit"),
+        *_t((NEW,), _F, "the cluster lacks the nodes", _C.PLANNED, False, "InsufficientCapacity"),
+        *_t(
+            (NEW,),
+            _F,
+            "a PVC, ConfigMap or Secret named by the spec is missing",
+            _C.PLANNED,
+            False,
+            "MissingReference",
+        ),
+        *_t((_P,), _P, "the Job's pods are not ready yet", _C.RUNNING, False, "WaitingForPods"),
+        *_t(
+            (_P,),
+            _P,
+            "a pod cannot start (scheduler, image, init container)",
+            _C.RUNNING,
+            False,
+            "PodsNotStarting",
+        ),
+        *_t((_P,), _R, "the Job's pods are ready", _C.RUNNING, True, "PodsReady"),
+        *_t(_ACTIVE, _D, "the Job completed", _C.SUCCEEDED, True, "Completed"),
+        *_t(_ACTIVE, _S, "spec.suspend: true", _C.SUSPENDED, True, "Suspended"),
+        *_t((_S,), _P, "spec.suspend: false", _C.SUSPENDED, False, "Resumed"),
+        *[
+            tr
+            for code, rule in EXIT_RULES.items()
+            for tr in _t(
+                _ACTIVE,
+                _F if rule.action is Action.FAIL else _P,
+                f"exit code {int(code)}"
+                + ("" if rule.action is Action.FAIL else ", restarts left"),
+                _C.FAILED if rule.action is Action.FAIL else _C.RUNNING,
+                rule.action is Action.FAIL,
+                rule.reason,
+            )
+        ],
+        *_t(_ACTIVE, _P, "a crash (other code), restarts left", _C.RUNNING, False, "Restarting"),
+        *_t(
+            _ACTIVE,
+            _F,
+            "exit code 75 or a crash, restarts used up",
+            _C.FAILED,
+            True,
+            "BackoffLimitExceeded",
+        ),
+        *_t(
+            _ACTIVE,
+            _F,
+            "exit code 76, restarts used up or no other layout",
+            _C.FAILED,
+            True,
+            "NeedsReplan",
+        ),
+        *_t(
+            (_F,),
+            _P,
+            "spec.maxRestarts raised after BackoffLimitExceeded/NeedsReplan",
+            _C.FAILED,
+            False,
+            "MaxRestartsRaised",
+        ),
+        *_t(
+            (_P, _S, _F),
+            _P,
+            "spec edited (a planning failure, or no pod running)",
+            _C.PLANNED,
+            True,
+            "Planned",
+        ),
+        *_t(
+            (_F,),
+            _P,
+            "spec edited after a failure",
+            _C.FAILED,
+            False,
+            "Replanned",
+        ),
+    ]
+)
+
+# The phase while the current attempt's Job is in each state (lifecycle.JobState values).
+PHASE_FOR_JOB_STATE: dict[str, Phase] = {
+    "Absent": Phase.PLANNED,
+    "Waiting": Phase.PLANNED,
+    "Running": Phase.RUNNING,
+    "Suspended": Phase.SUSPENDED,
+    "Succeeded": Phase.SUCCEEDED,
+    "Failed": Phase.FAILED,
+}
+
+
+def reasons() -> frozenset[str]:
+    """Every condition reason the TrainingJob controller can write."""
+    return frozenset(t.reason for t in TRANSITIONS)
+
+
+def render_mermaid() -> str:
+    """The state diagram: one arrow per (source, target), labelled with its reasons."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for t in TRANSITIONS:
+        labels = edges.setdefault((t.source, t.target), [])
+        if t.reason not in labels:
+            labels.append(t.reason)
+    lines = ["```mermaid", "stateDiagram-v2"]
+    for (source, target), labels in edges.items():
+        lines.append(f"    {source} --> {target}: {', '.join(labels)}")
+    lines += [f"    {_D.value} --> {NEW}", "```"]
+    return "\n".join(lines)
+
+
+def render_markdown() -> str:
+    """The diagram, the transition table and the exit-code table, as docs/operator.md shows them."""
+    rows = ["| from | to | when | condition | reason |", "|---|---|---|---|---|"]
+    for t in TRANSITIONS:
+        source = "(new)" if t.source == NEW else f"`{t.source}`"
+        rows.append(
+            f"| {source} | `{t.target}` | {t.trigger} | `{t.condition}={t.status}` | `{t.reason}` |"
+        )
+    codes = ["| exit code | name | restarts left | restarts used up |", "|---|---|---|---|"]
+    for code, rule in sorted(EXIT_RULES.items()):
+        left = f"`Failed`, `{rule.reason}`" if rule.action is Action.FAIL else rule.action.value
+        codes.append(f"| {int(code)} | `{code.name}` | {left} | `Failed`, `{rule.exhausted}` |")
+    codes.append(
+        f"| other, or none | crash | {CRASH_RULE.action.value} | `Failed`, `{CRASH_RULE.exhausted}` |"
+    )
+    return "\n\n".join([render_mermaid(), "\n".join(rows), "\n".join(codes)]) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
