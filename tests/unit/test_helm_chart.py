@@ -35,7 +35,7 @@ NAMESPACED_RULES = {
     ("trainwright.io", "trainingjobs/status"): {"patch"},
     ("trainwright.io", "capacityplans/status"): {"patch"},
     ("trainwright.io", "modelexports/status"): {"patch"},
-    ("", "configmaps"): {"get", "create", "delete"},
+    ("", "configmaps"): {"get", "create", "delete", "patch"},
     ("", "services"): {"get", "create"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods"): {"list"},

@@ -94,10 +94,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [trainwright.io]
   resources: [trainingjobs/status, capacityplans/status, modelexports/status]
   verbs: [patch]
-# Children: trainer and export ConfigMaps, the trainers' headless Service, their Jobs.
+# Children: trainer and export ConfigMaps, the trainers' headless Service, their Jobs; and
+# the calibration store (ConfigMap trainwright-calibration, patched as runs are observed).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, delete]
+  verbs: [get, create, delete, patch]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create]

@@ -19,10 +19,12 @@ from trainwright.api.v1alpha1.capacityplan import (
 )
 from trainwright.api.v1alpha1.trainingjob import (
     PlanAlternative,
+    PlanCalibration,
     PlannedStrategy,
     PlanStatus,
     TrainingWorkload,
 )
+from trainwright.planner.calibration import CalibrationSummary
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.inference import InferencePlan, InferenceRequest
 from trainwright.planner.lookup import get_gpu
@@ -144,6 +146,21 @@ def plan_status_from(plan: TrainingPlan, *, now: dt.datetime | None = None) -> P
             for alt in plan.recommendations[:MAX_ALTERNATIVES]
         ],
         warnings=list(plan.warnings),
+        calibration=plan_calibration_from(plan.calibration),
+    )
+
+
+def plan_calibration_from(summary: CalibrationSummary | None) -> PlanCalibration | None:
+    """A plan's ``calibration`` object for status (None when the plan was made without one)."""
+    if summary is None:
+        return None
+    return PlanCalibration(
+        applied=summary.applied,
+        observations=summary.observations,
+        throughput_factor=summary.throughput_factor,
+        memory_factor=summary.memory_factor,
+        roofline_capped=summary.roofline_capped,
+        source=summary.source or None,
     )
 
 

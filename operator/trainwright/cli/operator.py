@@ -15,10 +15,18 @@ import re
 
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.cli._common import UsageError
+from trainwright.operator.calibration_defaults import (
+    DEFAULT_STEADY_SECONDS,
+    POD_NAMESPACE_ENV,
+    STORE_NAME,
+)
+from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS, MAX_SAMPLES
 
 _LIVENESS_URL = re.compile(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 TRAINER_IMAGE_ENV = "TRAINWRIGHT_TRAINER_IMAGE"
+# status.throughput keeps MAX_SAMPLES readings, 30 s apart, for 1.5 windows.
+MAX_WINDOW_SECONDS = 1800.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,8 +96,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="this replica's peering priority (default: random, so two replicas never tie)",
     )
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="neither record observed runs in the calibration store nor plan with them "
+        "(one TrainingJob opts out with the annotation trainwright.io/calibration: off)",
+    )
+    parser.add_argument(
+        "--calibration-namespace",
+        metavar="NS",
+        default=os.environ.get(POD_NAMESPACE_ENV) or "default",
+        help=f"namespace of the ConfigMap {STORE_NAME} (default: ${POD_NAMESPACE_ENV}, the "
+        "operator's own namespace in the chart, else default)",
+    )
+    parser.add_argument(
+        "--calibration-steady",
+        type=float,
+        default=DEFAULT_STEADY_SECONDS,
+        metavar="SECONDS",
+        help="record a running TrainingJob once its tokens/s readings span this long "
+        f"(default {DEFAULT_STEADY_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--throughput-window",
+        type=float,
+        default=DEFAULT_WINDOW_SECONDS,
+        metavar="SECONDS",
+        help="ThroughputBelowPlan once tokens/s stays under 70%% of plan this long "
+        f"(default {DEFAULT_WINDOW_SECONDS:g}, at most {MAX_WINDOW_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--progress-endpoint",
+        metavar="HOST:PORT",
+        default=None,
+        help="read every trainer's /progress here instead of from rank 0's pod IP "
+        "(an operator outside the pod network with a port-forward, or a test's fake trainer)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.set_defaults(handler=run_operator)
+
+
+def _endpoint(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"--progress-endpoint must be HOST:PORT such as 127.0.0.1:9400, got {value!r}"
+        )
+    return host.strip("[]"), int(port)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -114,6 +169,20 @@ def _check(args: argparse.Namespace) -> None:
             f"--peering must be a Kubernetes object name (lower-case letters, digits, '-', '.'), "
             f"got {args.peering!r}"
         )
+    if not 10 <= args.throughput_window <= MAX_WINDOW_SECONDS:
+        raise UsageError(
+            f"--throughput-window must be 10 to {MAX_WINDOW_SECONDS:g} seconds (status keeps "
+            f"{MAX_SAMPLES} readings), got {args.throughput_window:g}"
+        )
+    if not 0 <= args.calibration_steady <= 86400:
+        raise UsageError(
+            f"--calibration-steady must be 0 to 86400 seconds, got {args.calibration_steady:g}"
+        )
+    if not _DNS_SUBDOMAIN.match(args.calibration_namespace):
+        raise UsageError(
+            f"--calibration-namespace must be a namespace name, got {args.calibration_namespace!r}"
+        )
+    _endpoint(args.progress_endpoint)
     if args.priority is not None and args.peering is None:
         raise UsageError("--priority needs --peering NAME (a standalone operator has no peers)")
 
@@ -124,7 +193,13 @@ def run_operator(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from trainwright.operator.main import Peering, StartupError, Tuning, run
+    from trainwright.operator.main import (
+        CalibrationSettings,
+        Peering,
+        StartupError,
+        Tuning,
+        run,
+    )
 
     peering = None
     if args.peering is not None:
@@ -142,6 +217,13 @@ def run_operator(args: argparse.Namespace) -> int:
             tuning=Tuning(workers=args.workers, api_connections=max(args.workers * 2, 8)),
             trainer_image=args.trainer_image,
             peering=peering,
+            calibration=CalibrationSettings(
+                enabled=not args.no_calibration,
+                namespace=args.calibration_namespace,
+                steady_seconds=args.calibration_steady,
+                throughput_window=args.throughput_window,
+                progress_endpoint=_endpoint(args.progress_endpoint),
+            ),
         )
     except StartupError as exc:
         raise UsageError(str(exc)) from None

@@ -16,9 +16,11 @@ from typing import Any, cast
 import kopf
 
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
+from trainwright.operator.calibration_store import CalibrationStore
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.progress import fetch_progress
+from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 
 
 class KeyedLocks:
@@ -80,6 +82,13 @@ class OperatorContext:
     forecasts: dict[tuple[str, str], tuple[str, Any]] = dataclasses.field(default_factory=dict)
     # The trainer image of TrainingJobs whose spec.image is unset (--trainer-image).
     trainer_image: str = DEFAULT_TRAINER_IMAGE
+    # The calibration store (--calibration-namespace); None with --no-calibration.
+    calibration_store: CalibrationStore | None = None
+    # ThroughputBelowPlan's window in seconds (--throughput-window).
+    throughput_window: float = DEFAULT_WINDOW_SECONDS
+    # Read every trainer's /progress from this (host, port) instead of rank 0's pod
+    # (--progress-endpoint: a port-forward, or a test's fake trainer).
+    progress_endpoint: tuple[str, int] | None = None
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

@@ -16,13 +16,17 @@ from typing import Any
 import kopf
 from kubernetes.config import ConfigException
 
+import trainwright.operator.calibration_handlers
 import trainwright.operator.capacityplan
 import trainwright.operator.modelexport
 import trainwright.operator.trainingjob
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
+from trainwright.operator.calibration_defaults import DEFAULT_STEADY_SECONDS
+from trainwright.operator.calibration_store import CalibrationStore
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
+from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 from trainwright.resources.names import MANAGED_BY_SELECTOR
 
 # kopf keeps its bookkeeping in annotations under our own prefix; the CRDs'
@@ -33,6 +37,7 @@ FINALIZER = "trainwright.io/finalizer"
 # Imported for their @kopf.on... decorators, which register the handlers.
 HANDLER_MODULES = (
     trainwright.operator.trainingjob,
+    trainwright.operator.calibration_handlers,
     trainwright.operator.capacityplan,
     trainwright.operator.modelexport,
 )
@@ -44,6 +49,20 @@ class Peering:
 
     name: str
     priority: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSettings:
+    """The calibration store and ThroughputBelowPlan (operator.calibration_store, throughput).
+
+    ``enabled`` False (``--no-calibration``) neither records nor applies observations.
+    """
+
+    enabled: bool = True
+    namespace: str = "default"
+    steady_seconds: float = DEFAULT_STEADY_SECONDS
+    throughput_window: float = DEFAULT_WINDOW_SECONDS
+    progress_endpoint: tuple[str, int] | None = None
 
 
 class StartupError(RuntimeError):
@@ -95,6 +114,7 @@ def run(
     tuning: Tuning | None = None,
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
     peering: Peering | None = None,
+    calibration: CalibrationSettings | None = None,
 ) -> None:
     """Run the operator until interrupted; ``metrics_port`` 0 disables ``/metrics``.
 
@@ -114,7 +134,20 @@ def run(
         raise StartupError(
             f"no cluster credentials: set KUBECONFIG or run in a pod ({exc})"
         ) from None
-    context = OperatorContext(kube=kube, metrics=metrics, trainer_image=trainer_image)
+    calibration = calibration or CalibrationSettings()
+    store = (
+        CalibrationStore(kube, calibration.namespace, steady_seconds=calibration.steady_seconds)
+        if calibration.enabled
+        else None
+    )
+    context = OperatorContext(
+        kube=kube,
+        metrics=metrics,
+        trainer_image=trainer_image,
+        calibration_store=store,
+        throughput_window=calibration.throughput_window,
+        progress_endpoint=calibration.progress_endpoint,
+    )
     ready = threading.Event()
     stopped = threading.Event()
     server = None

@@ -18,6 +18,7 @@ from trainwright.api.plans import plan_status_from, training_request_from
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import PlanAlternative, TrainingWorkload
 from trainwright.operator.inventory import Inventory
+from trainwright.planner.calibration import Calibration
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import model_from_hf_config
 from trainwright.planner.specs import ModelSpec
@@ -74,11 +75,16 @@ def training_request(
 
 
 def plan_trainingjob(
-    job: TrainingJob, inventory: Inventory, *, memory_fraction: float = 1.0
+    job: TrainingJob,
+    inventory: Inventory,
+    *,
+    memory_fraction: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> PlanOutcome:
     """Plan ``job`` for this cluster: a fitting plan, or the reason and what would fit.
 
-    ``memory_fraction`` below 1 makes every GPU count as that share of its memory.
+    ``memory_fraction`` below 1 makes every GPU count as that share of its memory;
+    ``calibration`` (the cluster's store, operator.calibration_store) corrects the physics.
     """
     candidates = inventory.gpu_types()
     if job.spec.resources.gpu_type == "auto" and not candidates:
@@ -90,6 +96,8 @@ def plan_trainingjob(
         )
     try:
         request = training_request(job.spec, candidates, memory_fraction)
+        if calibration is not None:
+            request = request.model_copy(update={"calibration": calibration})
         top = plan_training(request)
     except InfeasibleError as exc:
         return PlanOutcome(None, "DoesNotFit", f"No layout fits in GPU memory: {exc}.")
@@ -169,7 +177,25 @@ def describe(plan: TrainingPlan) -> str:
         parts.append(f"about {_duration_text(plan.duration_seconds)}")
     if plan.cost.total_usd is not None:
         parts.append(f"about ${plan.cost.total_usd:,.2f}")
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." + calibration_sentence(plan)
+
+
+def calibration_sentence(plan: TrainingPlan) -> str:
+    """What the calibration store did to the plan, as a sentence after the plan's (or "")."""
+    summary = plan.calibration
+    if summary is None:
+        return ""
+    if not summary.observations:
+        return (
+            f" Calibration: no observed run of this shape among {summary.available} in "
+            f"{summary.source}; the physics alone."
+        )
+    capped = ", capped at the GPU's roofline" if summary.roofline_capped else ""
+    return (
+        f" Calibrated from {summary.observations} observed run(s) of this shape in "
+        f"{summary.source}: throughput x{summary.throughput_factor:.2f}{capped}, memory "
+        f"x{summary.memory_factor:.2f}."
+    )
 
 
 def _duration_text(seconds: float) -> str:

@@ -72,6 +72,10 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
@@ -131,6 +135,8 @@ def progress_status(
             best_eval_loss=_finite(document.get("best_eval_loss")),
             overfitting=_flag(document.get("overfitting")),
             early_stopped=_flag(document.get("early_stopped")),
+            peak_memory_bytes=_count(document.get("peak_memory_bytes")),
+            gpu_utilization=_finite(document.get("gpu_utilization")),
             updated_time=updated,
         )
     except ValidationError as exc:

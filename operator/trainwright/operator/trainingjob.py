@@ -22,6 +22,7 @@ import kopf
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import lifecycle
+from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
 from trainwright.operator.inventory import build_inventory
 from trainwright.operator.lifecycle import Action, JobState
@@ -43,6 +44,7 @@ from trainwright.operator.status import (
     status_patch,
     utc_timestamp,
 )
+from trainwright.operator.throughput import throughput_patch
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS
 from trainwright.resources import (
     JOB_LABEL,
@@ -123,13 +125,14 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
     reconcile); the lock is taken to check the same attempt still runs and to write.
     """
 
-    def running_attempt() -> tuple[dict[str, Any], str, int] | None:
+    def running_attempt() -> tuple[dict[str, Any], str, int, dict[str, Any]] | None:
         body = context.kube.get_custom(PLURAL, namespace, name)
         status = dict((body or {}).get("status") or {})
         job_name = (status.get("children") or {}).get("job")
         if body is None or status.get("phase") != Phase.RUNNING or not job_name:
             return None
-        return status, str(job_name), int((body.get("metadata") or {}).get("generation") or 0)
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        return status, str(job_name), generation, body
 
     found = running_attempt()
     if found is None:
@@ -138,6 +141,8 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
         namespace, f"{JOB_NAME_LABEL}={found[1]},{COMPLETION_INDEX_LABEL}=0"
     )
     endpoints = [e for e in map(metrics_endpoint, pods) if e is not None]
+    if endpoints and context.progress_endpoint is not None:
+        endpoints = [context.progress_endpoint]
     document = context.fetch_progress(*endpoints[0]) if endpoints else None
     progress = progress_status(document, now=context.now()) if document else None
     if progress is None:
@@ -153,8 +158,20 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
         conditions = _overfitting_conditions(context, current[0], progress, current[2])
         if conditions is not None:
             patch["conditions"] = conditions
+        if "progress" in patch:  # a new reading (the same one twice is not two)
+            patch |= throughput_patch(
+                current[0],
+                patch.get("conditions"),
+                progress,
+                generation=current[2],
+                now=context.now(),
+                window=context.throughput_window,
+            )
         if patch:
             context.kube.patch_status(PLURAL, namespace, name, patch)
+    if "throughput" in patch:
+        body = current[3] | {"status": current[0] | patch}
+        record_from_status(context.calibration_store, body, now=context.now())
 
 
 def _overfitting_conditions(
@@ -378,7 +395,11 @@ class _Reconcile:
             return PlanStatus.model_validate(stored)
         # A plan is checked against what the cluster can hold, not what is free
         # now (busy GPUs only make the pods wait), so the pods need not be listed.
-        outcome = plan_trainingjob(job, build_inventory(self.kube.nodes(), None))
+        outcome = plan_trainingjob(
+            job,
+            build_inventory(self.kube.nodes(), None),
+            calibration=calibration_for(self.context.calibration_store, job),
+        )
         if outcome.plan is None or outcome.reason != "Planned":
             self._fail_planning(outcome.reason, outcome.message, plan=outcome.plan)
             return None
@@ -597,7 +618,12 @@ class _Reconcile:
         capacity = plan.memory_capacity_bytes or plan.memory_per_gpu_bytes
         fraction = min(1.0, OOM_HEADROOM * plan.memory_per_gpu_bytes / max(capacity, 1))
         inventory = build_inventory(self.kube.nodes(), None)
-        outcome = plan_trainingjob(job, inventory, memory_fraction=fraction)
+        outcome = plan_trainingjob(
+            job,
+            inventory,
+            memory_fraction=fraction,
+            calibration=calibration_for(self.context.calibration_store, job),
+        )
         new = outcome.plan if outcome.reason == "Planned" else None
         if new is None or lifecycle.same_gpus_and_strategy(new, plan):
             # A plan no different from the failed one would fail the same way.

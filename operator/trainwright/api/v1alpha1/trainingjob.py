@@ -565,6 +565,19 @@ class PlanAlternative(ApiModel):
     )
 
 
+class PlanCalibration(ApiModel):
+    """Observed runs of this plan's shape (GPU, method, strategy, size class) and their pull."""
+
+    applied: bool = Field(description="Whether the factors changed this plan.")
+    observations: int = Field(ge=0, description="Observations of this plan's shape.")
+    throughput_factor: float = Field(gt=0, description="Planned tokens/s were multiplied by it.")
+    memory_factor: float = Field(gt=0, description="Planned memory per GPU was multiplied by it.")
+    roofline_capped: bool = Field(
+        default=False, description="The factor was lowered to stay under the GPU's peak."
+    )
+    source: str | None = Field(default=None, max_length=253, description="Where they were read.")
+
+
 class PlanStatus(ApiModel):
     """The layout the operator runs: what the planner chose, as numbers a person can check."""
 
@@ -608,6 +621,10 @@ class PlanStatus(ApiModel):
     warnings: list[str] = Field(
         default_factory=list, max_length=LIST_MAX_ITEMS, description="Planner warnings."
     )
+    calibration: PlanCalibration | None = Field(
+        default=None,
+        description="What the cluster's calibration store did to this plan (absent when off).",
+    )
 
     @field_validator("estimated_finish_time")
     @classmethod
@@ -647,7 +664,20 @@ class ProgressStatus(ApiModel):
     early_stopped: bool | None = Field(
         default=None, description="The run stopped early: the eval loss stopped improving."
     )
+    peak_memory_bytes: int | None = Field(
+        default=None, ge=0, description="Rank 0's peak GPU memory (torch), bytes; none on CPU."
+    )
+    gpu_utilization: float | None = Field(
+        default=None, ge=0, le=1, description="Rank 0's GPU utilisation (NVML, 0..1)."
+    )
     updated_time: dt.datetime | None = Field(default=None, description="When this was reported.")
+
+
+class ThroughputSample(ApiModel):
+    """One reading of the trainer's tokens/s, kept for ThroughputBelowPlan and calibration."""
+
+    time: dt.datetime = Field(description="When the operator read it.")
+    tokens_per_second: float = Field(ge=0, description="Trained tokens per second, all ranks.")
 
 
 class ChildrenStatus(ApiModel):
@@ -673,6 +703,11 @@ class TrainingJobStatus(ApiModel):
     conditions: list[Condition] = conditions_field()
     plan: PlanStatus | None = Field(default=None, description="The chosen plan.")
     progress: ProgressStatus | None = Field(default=None, description="Training progress.")
+    throughput: list[ThroughputSample] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Recent tokens/s readings, oldest first (the ThroughputBelowPlan window).",
+    )
     restarts: int = Field(default=0, ge=0, description="Whole-gang restarts so far.")
     attempt: int = Field(default=0, ge=0, description="Attempt number of the current Job.")
     last_exit_code: int | None = Field(
