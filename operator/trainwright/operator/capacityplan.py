@@ -31,13 +31,20 @@ from trainwright.api.v1alpha1 import (
     InvalidResourceError,
     Recommendation,
 )
-from trainwright.api.v1alpha1.capacityplan import ForecastSpec, ForecastStatus
+from trainwright.api.v1alpha1.capacityplan import (
+    ForecastSpec,
+    ForecastStatus,
+    ServingObservedStatus,
+)
+from trainwright.operator.calibration_store import disabled_for
 from trainwright.operator.context import OperatorContext, context_from_memo
 from trainwright.operator.inventory import Inventory, build_inventory
 from trainwright.operator.planning import training_request
+from trainwright.operator.serving_metrics import ServingMetricsError, read_serving_metrics
 from trainwright.operator.status import find_condition, set_condition, utc_timestamp
-from trainwright.planner.errors import InfeasibleError
-from trainwright.planner.inference import InferencePlan, recommend_inference
+from trainwright.planner.calibration import Calibration, CalibrationError, parse_calibration
+from trainwright.planner.errors import InfeasibleError, PlannerError
+from trainwright.planner.inference import InferencePlan, plan_inference, recommend_inference
 from trainwright.planner.training import TrainingPlan, recommend_training
 
 KIND = "CapacityPlan"
@@ -287,8 +294,11 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
                 ("Forecasted", True, "Forecasted", f"Sized for {plan.spec.forecast.quantile} "
                  f"peak demand {rps:.2f} requests/s.")
             )  # fmt: skip
+    calibration, serving = _calibration(context, plan, now, conditions)
+    if serving is not None:
+        extra["serving"] = serving.to_manifest()
     try:
-        recommendations = _recommend(plan, inventory, rps)
+        recommendations = _recommend(plan, inventory, rps, calibration)
     except InfeasibleError as exc:
         message = f"Nothing fits: {exc}."
         conditions.append(("Planned", False, "DoesNotFit", message))
@@ -320,14 +330,97 @@ def _plan(context: OperatorContext, body: dict[str, Any]) -> None:
     )
 
 
-def _recommend(plan: CapacityPlan, inventory: Inventory, rps: float | None) -> list[Recommendation]:
+def _recommend(
+    plan: CapacityPlan,
+    inventory: Inventory,
+    rps: float | None,
+    calibration: Calibration | None = None,
+) -> list[Recommendation]:
     spec = plan.spec
     if spec.workload.inference is not None:
-        request = inference_request_from(spec, rps=rps)
+        request = inference_request_from(spec, rps=rps).model_copy(
+            update={"calibration": calibration}
+        )
         return inference_recommendations(recommend_inference(request), inventory)
     assert spec.workload.training is not None  # the model validator guarantees one of the two
-    training = training_request(spec.workload.training, spec.gpu_types or None)
+    training = training_request(spec.workload.training, spec.gpu_types or None).model_copy(
+        update={"calibration": calibration}
+    )
     return training_recommendations(recommend_training(training), inventory)
+
+
+def _parsed(observations: list[dict[str, Any]], source: str) -> Calibration | None:
+    try:
+        return parse_calibration({"observations": observations}, source=source)
+    except CalibrationError as exc:
+        logger.warning("calibration ignored: %s", exc)
+        return None
+
+
+def _calibration(
+    context: OperatorContext,
+    plan: CapacityPlan,
+    now: datetime.datetime,
+    conditions: list[tuple[str, bool | None, str, str]],
+) -> tuple[Calibration | None, ServingObservedStatus | None]:
+    """The cluster's calibration store plus, with spec.servingMetrics, the live servers'
+    observation; the ``Calibrated`` condition says what was used."""
+    store = context.calibration_store
+    observations: list[dict[str, Any]] = []
+    source = "calibration"
+    if store is not None and not disabled_for(plan.metadata):
+        observations = list(store.document().get("observations") or [])
+        source = store.source
+    metrics, workload = plan.spec.serving_metrics, plan.spec.workload.inference
+    if metrics is None or workload is None:
+        if not observations:
+            return None, None
+        return _parsed(observations, source), None
+    try:
+        observed = read_serving_metrics(metrics, workload, now=now)
+    except ServingMetricsError as exc:
+        conditions.append(("Calibrated", False, "ServingMetricsUnavailable", f"{exc}."))
+        if not observations:
+            return None, None
+        return _parsed(observations, source), None
+    calibration = _parsed(
+        [*observations, observed.as_calibration(workload)], f"{source} and {metrics.url}"
+    )
+    if calibration is None:
+        return None, None
+    probe = inference_request_from(plan.spec).model_copy(
+        update={"calibration": calibration, "gpu": metrics.gpu_type, "rps": None, "batch": 1}
+    )
+    try:
+        summary = plan_inference(probe).calibration
+    except PlannerError:
+        summary = None
+    factor = summary.throughput_factor if summary is not None else 1.0
+    ratio = observed.output_tokens_per_second / max(observed.planned_output_tokens_per_second, 1e-9)
+    conditions.append(
+        (
+            "Calibrated",
+            True,
+            "ServingMetrics",
+            f"{observed.replicas} live replica(s) on {observed.gpu_type} served "
+            f"{observed.output_tokens_per_second:,.0f} output tokens/s each at batch "
+            f"{observed.batch}, {ratio:.0%} of the {observed.planned_output_tokens_per_second:,.0f} "
+            f"planned; {observed.gpu_type} plans run at x{factor:.2f}.",
+        )
+    )
+    status = ServingObservedStatus(
+        gpu_type=observed.gpu_type,
+        tensor_parallel=observed.tensor_parallel,
+        replicas=observed.replicas,
+        batch=observed.batch,
+        observed_output_tokens_per_second=observed.output_tokens_per_second,
+        planned_output_tokens_per_second=observed.planned_output_tokens_per_second,
+        ttft_p50_seconds=observed.ttft_p50_seconds,
+        itl_p50_seconds=observed.itl_p50_seconds,
+        throughput_factor=factor,
+        observed_time=now.replace(microsecond=0),
+    )
+    return calibration, status
 
 
 def _write(

@@ -178,8 +178,49 @@ class ForecastSpec(ApiModel):
     )
 
 
+class ServingMetricsSource(ApiModel):
+    """A Prometheus with live vLLM servers' metrics, which calibrate the serving model.
+
+    Read over the last ``windowSeconds``: vllm:generation_tokens_total (output tokens/s),
+    vllm:num_requests_running (the batch, and the replicas: one series each),
+    vllm:time_to_first_token_seconds and vllm:inter_token_latency_seconds (or, from older
+    vLLM, vllm:time_per_output_token_seconds) histograms. docs/planner.md says how.
+    """
+
+    url: str = Field(
+        min_length=1,
+        max_length=URI_MAX_LENGTH,
+        pattern=r"^https?://",
+        description="Prometheus base URL (http://prometheus:9090).",
+    )
+    selector: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^(\{.*\})?$",
+        description='PromQL label matchers picking the servers, e.g. {model_name="llama-3.1-8b"}.',
+    )
+    gpu_type: str = Field(min_length=1, max_length=64, description="GPU catalog key they run on.")
+    tensor_parallel: int = Field(default=1, gt=0, le=64, description="GPUs per server replica.")
+    window_seconds: int = Field(
+        default=900, ge=60, le=86400, description="Rates and quantiles over this window, seconds."
+    )
+
+
 class CapacityPlanSpec(ApiModel):
     """What to size."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    rule(
+                        "!has(self.servingMetrics) || has(self.workload.inference)",
+                        "servingMetrics calibrates serving: it needs workload.inference",
+                    )
+                ]
+            }
+        )
+    )
 
     workload: WorkloadSpec = Field(description="The workload to size.")
     forecast: ForecastSpec | None = Field(
@@ -192,6 +233,16 @@ class CapacityPlanSpec(ApiModel):
         json_schema_extra=k8s(items={"maxLength": 64, "type": "string"}),
     )
     cloud: Cloud = Field(default="aws", description="Price list used for costs.")
+    serving_metrics: ServingMetricsSource | None = Field(
+        default=None,
+        description="Optional, inference only: calibrate the serving model from live vLLM metrics.",
+    )
+
+    @model_validator(mode="after")
+    def _serving_metrics_for_inference(self) -> CapacityPlanSpec:
+        if self.serving_metrics is not None and self.workload.inference is None:
+            raise ValueError("servingMetrics calibrates serving: it needs workload.inference")
+        return self
 
 
 class Recommendation(ApiModel):
@@ -303,6 +354,27 @@ class ForecastStatus(ApiModel):
     )
 
 
+class ServingObservedStatus(ApiModel):
+    """What the live servers did (spec.servingMetrics) against what the physics plans."""
+
+    gpu_type: str = Field(max_length=64, description="GPU catalog key of the live servers.")
+    tensor_parallel: int = Field(gt=0, description="GPUs per replica.")
+    replicas: int = Field(ge=0, description="Server replicas seen (series of running requests).")
+    batch: int = Field(gt=0, description="Mean requests running per replica over the window.")
+    observed_output_tokens_per_second: float = Field(
+        ge=0, description="Output tokens/s per replica, observed."
+    )
+    planned_output_tokens_per_second: float = Field(
+        ge=0, description="Output tokens/s per replica the physics plans at that batch."
+    )
+    ttft_p50_seconds: float | None = Field(default=None, ge=0, description="Observed median TTFT.")
+    itl_p50_seconds: float | None = Field(default=None, ge=0, description="Observed median ITL.")
+    throughput_factor: float = Field(
+        gt=0, description="What the plan's throughput on that GPU was multiplied by (shrunk)."
+    )
+    observed_time: dt.datetime | None = Field(default=None, description="End of the window.")
+
+
 class CapacityPlanStatus(ApiModel):
     """The operator's answer."""
 
@@ -321,6 +393,9 @@ class CapacityPlanStatus(ApiModel):
     )
     inventory: InventoryStatus | None = Field(default=None, description="The live cluster today.")
     forecast: ForecastStatus | None = Field(default=None, description="Forecast summary.")
+    serving: ServingObservedStatus | None = Field(
+        default=None, description="Live servers, observed against planned (spec.servingMetrics)."
+    )
     message: str | None = Field(
         default=None, max_length=4096, description="The latest outcome, in a sentence."
     )
