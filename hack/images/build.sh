@@ -202,8 +202,10 @@ app_layer() {
 		stage=$(mktemp -d "$work/.app.XXXXXX")
 		site=$stage/opt/venv/lib/python3.11/site-packages
 		mkdir -p "$site" "$stage/opt/venv/bin"
-		cp -r "$repo/operator/trainwright" "$site/"
-		[ "$name" = trainer ] && cp -r "$repo/trainer-image/trainwright_trainer" "$site/"
+		# Both packages, as `pip install .` puts them in either image: the operator imports
+		# the trainer's config, exit codes and data readers (no torch), the trainer the
+		# operator's vocabulary.
+		cp -r "$repo/operator/trainwright" "$repo/trainer-image/trainwright_trainer" "$site/"
 		find "$site" -name '__pycache__' -prune -exec rm -rf {} +
 		mkdir -p "$site/trainwright-$version.dist-info"
 		printf 'Metadata-Version: 2.1\nName: trainwright\nVersion: %s\n' "$version" \

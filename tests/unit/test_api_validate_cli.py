@@ -37,6 +37,7 @@ def test_every_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
         "chat-serving",
         "chat-serving-forecast",
         "llama8b-lora-export",
+        "tiny-cpu",
     }
     assert all(r["valid"] and r["error"] is None for r in results)
 
