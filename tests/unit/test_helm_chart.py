@@ -38,8 +38,9 @@ NAMESPACED_RULES = {
     ("", "configmaps"): {"get", "create", "delete", "patch"},
     ("", "services"): {"get", "create"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
-    ("", "pods"): {"list"},
-    ("", "events"): {"create"},
+    ("", "pods"): {"list", "watch"},
+    ("", "events"): {"create", "list"},
+    ("", "persistentvolumeclaims"): {"get"},
 }
 CLUSTER_RULES = {
     ("", "nodes"): {"list"},

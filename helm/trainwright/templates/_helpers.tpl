@@ -105,14 +105,20 @@ app.kubernetes.io/component: operator
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete, patch]
-# Trainer and export pods: rank 0's address for /progress, exit codes, export summaries.
+# Trainer and export pods: rank 0's address for /progress, exit codes, export summaries;
+# watched: a trainer pod that cannot start is explained on its TrainingJob.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
-# kopf's and the controllers' Events on the three kinds.
+  verbs: [list, watch]
+# kopf's and the controllers' Events on the three kinds; listed: a pending trainer
+# pod's Warning Events (FailedScheduling, FailedMount) say why it does not start.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
+# The claims a TrainingJob's spec names must exist (read only, never their data).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
 {{- end }}
 {{- define "trainwright.peeringRules" -}}
 # kopf peering: the replicas of a standby see each other here.

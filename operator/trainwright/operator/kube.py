@@ -44,6 +44,8 @@ _CHILD_PATHS = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Service": ("/api/v1", "services"),
     "Job": ("/apis/batch/v1", "jobs"),
+    # Read only: the claims a TrainingJob names must exist (trainwright.operator.waiting).
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
 }
 
 
@@ -187,6 +189,14 @@ class Kube:
     def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
         listing = self.request(
             "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": label_selector}
+        )
+        return list(listing.get("items") or [])
+
+    def list_events(self, namespace: str, pod_name: str) -> list[Body]:
+        """The Events about one pod (the scheduler's and the kubelet's reasons)."""
+        selector = f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
+        listing = self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/events", query={"fieldSelector": selector}
         )
         return list(listing.get("items") or [])
 

@@ -46,6 +46,7 @@ from trainwright.operator.status import (
 )
 from trainwright.operator.throughput import throughput_patch
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS
+from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
 from trainwright.resources import (
     JOB_LABEL,
     config_map_name,
@@ -230,6 +231,13 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.job_signatures[key] = signature
 
 
+@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+def on_trainer_pod_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A trainer pod's status changed: if it cannot start, its TrainingJob says why
+    (trainwright.operator.waiting) within seconds, with the pod's name."""
+    on_pod_event(context_from_memo(memo), body, type, plural=PLURAL, owner_of=owner_name)
+
+
 def owner_name(job: Mapping[str, Any]) -> str | None:
     """The TrainingJob that owns a Job, from its controller owner reference."""
     for reference in (job.get("metadata") or {}).get("ownerReferences") or []:
@@ -241,10 +249,6 @@ def owner_name(job: Mapping[str, Any]) -> str | None:
 
 
 # Reconcile ---------------------------------------------------------------------------------
-
-
-def waiting_message(ready: int, pods: int) -> str:
-    return f"Waiting for the trainer pods to start: {ready} of {pods} trainer pod(s) ready."
 
 
 def reconcile(
@@ -566,6 +570,10 @@ class _Reconcile:
         else:
             message = waiting_message(ready, plan.nodes)
             conditions = [(ConditionType.RUNNING, False, "WaitingForPods", message)]
+            kept = kept_explanation(self.status, ready)  # why the pods do not start
+            if kept is not None:
+                message = kept[1]
+                conditions = [(ConditionType.RUNNING, False, *kept)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
         extra["message"] = message

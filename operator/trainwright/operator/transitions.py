@@ -100,9 +100,7 @@ def exit_code_rank(code: int) -> int:
 
 
 # Planning failures a spec edit can cure; a run that failed stays failed.
-PLANNING_REASONS = frozenset(
-    {"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "MissingReference"}
-)
+PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
 # Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
 OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
 
@@ -136,14 +134,6 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
         *_t((NEW,), _F, "a spec field is invalid", _C.PLANNED, False, "InvalidSpec"),
         *_t((NEW,), _F, "no layout fits in GPU memory", _C.PLANNED, False, "DoesNotFit"),
         *_t((NEW,), _F, "the cluster lacks the nodes", _C.PLANNED, False, "InsufficientCapacity"),
-        *_t(
-            (NEW,),
-            _F,
-            "a PVC, ConfigMap or Secret named by the spec is missing",
-            _C.PLANNED,
-            False,
-            "MissingReference",
-        ),
         *_t((_P,), _P, "the Job's pods are not ready yet", _C.RUNNING, False, "WaitingForPods"),
         *_t(
             (_P,),
@@ -152,6 +142,14 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
             _C.RUNNING,
             False,
             "PodsNotStarting",
+        ),
+        *_t(
+            (_P,),
+            _P,
+            "a PersistentVolumeClaim the spec names is missing (the pods wait for it)",
+            _C.RUNNING,
+            False,
+            "MissingReference",
         ),
         *_t((_P,), _R, "the Job's pods are ready", _C.RUNNING, True, "PodsReady"),
         *_t(_ACTIVE, _D, "the Job completed", _C.SUCCEEDED, True, "Completed"),
