@@ -252,3 +252,28 @@ def test_calibration_export_prints_the_store_as_a_file_plan_reads(
     assert main(["calibration", "show", "-n", "ops", "-o", "table"]) == 0
     table = capsys.readouterr().out
     assert "team/a" in table and "1,500" in table and "60%" in table
+
+
+def test_an_opted_out_job_is_not_recorded(store: CalibrationStore) -> None:
+    plan = plan_trainingjob(_job(), _inventory()).plan
+    assert plan is not None
+    body = _body("private", uid="u3", tokens=[900.0] * 12, planned=plan.to_manifest())
+    body["metadata"]["annotations"] = {"trainwright.io/calibration": "off"}
+    assert not record_from_status(store, body, now=NOW, finished=True)
+    assert STORE_NAME not in store.kube.objects  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flags", "sentence"),
+    [
+        (["--throughput-window", "5"], "--throughput-window must be 10 to 1800 seconds"),
+        (["--progress-endpoint", "localhost"], "--progress-endpoint must be HOST:PORT"),
+        (["--calibration-namespace", "Bad_NS"], "--calibration-namespace must be a namespace"),
+    ],
+)
+def test_bad_calibration_flags_exit_2_naming_the_flag(
+    flags: list[str], sentence: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["operator", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert sentence in err and "\n" not in err

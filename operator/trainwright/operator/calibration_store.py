@@ -19,7 +19,7 @@ strategy, model), at most ``MAX_OBSERVATIONS`` (300, about 100 KB) in all, newes
 
 Later TrainingJobs are planned with it (:func:`calibration_for`), unless the operator
 runs with ``--no-calibration`` or the TrainingJob is annotated
-``trainwright.io/calibration: "off"``.
+``trainwright.io/calibration: "off"`` (then it is neither planned with nor recorded).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def record_from_status(
     finished: bool = False,
 ) -> bool:
     """Record the TrainingJob ``body`` if its readings are steady (or it ``finished``)."""
-    if store is None:
+    if store is None or disabled_for(body.get("metadata") or {}):
         return False
     status = body.get("status") or {}
     if not status.get("plan"):

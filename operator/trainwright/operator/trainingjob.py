@@ -142,7 +142,7 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
         namespace, f"{JOB_NAME_LABEL}={found[1]},{COMPLETION_INDEX_LABEL}=0"
     )
     endpoints = [e for e in map(metrics_endpoint, pods) if e is not None]
-    if endpoints and context.progress_endpoint is not None:
+    if context.progress_endpoint is not None:  # --progress-endpoint: rank 0 reached elsewhere
         endpoints = [context.progress_endpoint]
     document = context.fetch_progress(*endpoints[0]) if endpoints else None
     progress = progress_status(document, now=context.now()) if document else None
