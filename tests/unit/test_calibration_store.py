@@ -277,3 +277,18 @@ def test_bad_calibration_flags_exit_2_naming_the_flag(
     assert main(["operator", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert sentence in err and "\n" not in err
+
+
+def test_a_store_the_operator_may_not_read_or_write_leaves_plans_to_the_physics() -> None:
+    class Forbidden:
+        def request(self, *_: Any, **__: Any) -> dict[str, Any]:
+            raise ApiException(status=403, reason="Forbidden")
+
+    store = CalibrationStore(Forbidden(), "trainwright")  # type: ignore[arg-type]
+    calibration = calibration_for(store, _job())
+    assert calibration is not None and calibration.observations == ()
+    outcome = plan_trainingjob(_job(), _inventory(), calibration=calibration)
+    assert outcome.reason == "Planned"
+    entry = {"kind": "training", "gpu": "L4", "method": "lora", "strategy": "ddp",
+             "model": "m", "job": "a/b/c", "tokens_per_second": 5.0}  # fmt: skip
+    assert store.record(entry) is False

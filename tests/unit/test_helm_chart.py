@@ -42,6 +42,8 @@ NAMESPACED_RULES = {
     ("", "events"): {"create", "list"},
     ("", "persistentvolumeclaims"): {"get"},
 }
+# With operator.watchNamespaces, the release's own namespace holds the calibration store.
+CALIBRATION_RULES = {("", "configmaps"): {"get", "create", "patch"}}
 CLUSTER_RULES = {
     ("", "nodes"): {"list"},
     ("", "pods"): {"list"},
@@ -184,10 +186,15 @@ def test_watched_namespaces_get_roles_and_no_cluster_rule_on_their_objects(
     # pods of every namespace, read), kopf's view of CRDs and namespaces (read).
     assert grants(cluster_role) == CLUSTER_RULES | {("", "namespaces"): {"list", "watch"}}
     roles = of_kind(objects, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert all(grants(r) == NAMESPACED_RULES for r in roles)
+    namespaces = ["team-a", "team-b", "trainwright"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == namespaces
+    assert all(
+        grants(r) == NAMESPACED_RULES for r in roles if r["metadata"]["namespace"] != "trainwright"
+    )
+    [store_role] = [r for r in roles if r["metadata"]["namespace"] == "trainwright"]
+    assert grants(store_role) == CALIBRATION_RULES
     bindings = of_kind(objects, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == namespaces
     [deployment] = of_kind(objects, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
@@ -210,7 +217,11 @@ def test_a_standby_adds_peering_and_only_its_rbac(
     [peering] = of_kind(renders["standby"], "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "trainwright"
     assert of_kind(renders["standby"], "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 1
-    [role] = of_kind(renders["standby-namespaced"], "Role")
+    [role] = [
+        r
+        for r in of_kind(renders["standby-namespaced"], "Role")
+        if r["metadata"]["namespace"] == "team-a"
+    ]
     assert grants(role)[("kopf.dev", "kopfpeerings")] == {"get", "list", "watch", "patch"}
     [peering] = of_kind(renders["standby-namespaced"], "KopfPeering")
     assert peering["metadata"]["namespace"] == "team-a"

@@ -185,7 +185,13 @@ class CalibrationStore:
         with self._lock:
             if self._cache is not None and time.monotonic() - self._cache[0] < CACHE_SECONDS:
                 return self._cache[1]
-        document, _ = self._read()
+        try:
+            document, _ = self._read()
+        except ApiException as exc:  # forbidden, or the API server busy: plan with physics
+            logger.warning(
+                "calibration store %s unreadable (%s); planning without it", self.source, exc.reason
+            )
+            document = {"observations": []}
         with self._lock:
             self._cache = (time.monotonic(), document)
         return document
@@ -203,7 +209,11 @@ class CalibrationStore:
         if not needs_recording(self.document(), observation):
             return False  # the cached store already holds it: no read, no write
         for _ in range(attempts):
-            document, version = self._read()
+            try:
+                document, version = self._read()
+            except ApiException as exc:
+                logger.warning("calibration store %s not read: %s", self.source, exc.reason)
+                return False
             if not needs_recording(document, observation):
                 return False
             data = {STORE_KEY: json.dumps(merged(document, observation), indent=1)}
@@ -233,7 +243,9 @@ class CalibrationStore:
             except ApiException as exc:
                 if exc.status == 409:
                     continue
-                raise
+                # Forbidden (RBAC), or the API server failing: the run goes on unrecorded.
+                logger.warning("calibration store %s not written: %s", self.source, exc.reason)
+                return False
             with self._lock:
                 self._cache = None
             return True
