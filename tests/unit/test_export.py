@@ -23,6 +23,7 @@ import yaml
 from trainer_fixtures import CHAT_TEMPLATE, tiny_model_dir, tiny_tokenizer, tiny_train_config
 from trainwright_trainer.__main__ import main
 from trainwright_trainer.exitcodes import ExitCode
+from trainwright_trainer.export.llama_cpp import LLAMA_CPP_BIN_ENV, tool
 from trainwright_trainer.export.ollama import chat_pieces, go_template, render_turns, stop_tokens
 from trainwright_trainer.export.run import VERIFY_PROMPT
 
@@ -332,8 +333,10 @@ def test_an_adapter_on_another_base_is_refused_naming_base(
 
 
 def test_a_k_quant_without_llama_cpp_is_refused_naming_the_available_types(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(LLAMA_CPP_BIN_ENV, raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no llama-quantize there
     rc = _export("--source", str(tiny_model_dir()), "--formats", "gguf",
                  "--quantization", "q4_k_m", "--output", str(tmp_path / "out"))  # fmt: skip
     assert rc == ExitCode.CONFIG_ERROR
@@ -455,3 +458,40 @@ def test_a_whole_model_without_a_tokenizer_takes_it_from_base_and_needs_base(
     manifest = _manifest(tmp_path / "b")
     assert manifest["base"]["name"] == str(tiny_model_dir())
     assert manifest["verification"]["logits"]["max_abs_logit_diff"] == 0.0
+
+
+# llama.cpp's own tools (trainer-image/build_llama_cpp.sh; $TRAINWRIGHT_LLAMA_CPP_BIN) -------
+
+needs_llama_cpp = pytest.mark.skipif(
+    tool("llama-simple") is None or tool("llama-quantize") is None,
+    reason="llama.cpp's llama-simple and llama-quantize are not built here "
+    "(trainer-image/build_llama_cpp.sh)",
+)
+
+
+@needs_llama_cpp
+def test_llama_cpp_continues_the_f16_gguf_greedily_like_the_merged_model(tmp_path: Path) -> None:
+    _adapter(tmp_path / "adapter")
+    out = tmp_path / "out"
+    rc = _export("--source", str(tmp_path / "adapter"), "--base", str(tiny_model_dir()),
+                 "--formats", "gguf", "--quantization", "f16", "--output", str(out))  # fmt: skip
+    assert rc == ExitCode.SUCCESS
+    greedy = _manifest(out)["verification"]["llama_cpp_greedy"]
+    assert greedy["ok"], greedy
+    assert greedy["llama_cpp"] == greedy["hugging_face"] != ""
+
+
+@needs_llama_cpp
+def test_a_k_quant_is_made_by_llama_quantize_and_dequantizes_near_the_merged_weights(
+    tmp_path: Path,
+) -> None:
+    _adapter(tmp_path / "adapter")
+    out = tmp_path / "out"
+    rc = _export("--source", str(tmp_path / "adapter"), "--base", str(tiny_model_dir()),
+                 "--formats", "ollama", "--quantization", "q4_k_m", "--output", str(out))  # fmt: skip
+    assert rc == ExitCode.SUCCESS
+    check = _manifest(out)["verification"]["gguf"]
+    assert check["ok"], check["problems"]
+    errors = check["relative_rms_error_by_type"]
+    assert "Q4_K" in errors and errors["Q4_K"] < 0.1
+    assert sorted(p.name for p in (out / "ollama").iterdir()) == ["Modelfile", "model-q4_k_m.gguf"]

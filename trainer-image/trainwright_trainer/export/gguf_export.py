@@ -7,9 +7,11 @@ Q/K projections permuted to llama.cpp's rotary layout (``LlamaModel.permute``),
 special ids) and chat template in the metadata. Tensors are streamed one at a
 time from the memory-mapped safetensors, so writing needs about one tensor of RAM.
 
-Quantization: f32, f16, bf16, q8_0 and q4_0 are written here (``gguf.quants``);
-K-quants need llama.cpp's ``llama-quantize``, which no registry package builds
-here, so they are refused with the list of what is available.
+Quantization: f32, f16, bf16, q8_0 and q4_0 are written here (``gguf.quants``).
+K-quants (q4_k_m, q5_k_m, q6_k) are mixes llama.cpp's ``llama-quantize`` decides
+tensor by tensor: they are made from an f16 GGUF by that program when the image
+has it (:mod:`.llama_cpp`), and refused with the list of what is available when
+it does not.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ ARCHITECTURES = {
     "Qwen2ForCausalLM": "QWEN2",
 }
 _ROTARY_PERMUTED = {"LLAMA"}
+# The worst relative RMS error a K-quant tensor may show against the merged weight
+# (4-bit blocks of 32 with 6-bit scales: about 0.1 on Gaussian weights).
+K_QUANT_RELATIVE_RMS_LIMIT = 0.2
 # llama.cpp needs whole 32-element blocks for q8_0/q4_0; other rows fall back to f16 as
 # convert_hf_to_gguf.py does.
 _BLOCK = 32
@@ -73,8 +78,10 @@ def _file_type(name: str) -> int:
 
 
 def check_quantization(quantization: str) -> None:
-    """Refuse K-quants (llama.cpp's quantizer is not available) naming what is."""
-    if quantization in LLAMA_CPP_QUANTIZATIONS:
+    """Refuse K-quants when llama.cpp's quantizer is not available, naming what is."""
+    from trainwright_trainer.export.llama_cpp import tool
+
+    if quantization in LLAMA_CPP_QUANTIZATIONS and tool("llama-quantize") is None:
         raise ConfigError(
             f"--quantization: {quantization} needs llama.cpp's llama-quantize, which is not "
             f"available here; available: {', '.join(WRITTEN_QUANTIZATIONS)}"
@@ -256,9 +263,25 @@ def write_gguf(
     model_dir: Path, tokenizer_dir: Path, out_path: Path, *, quantization: str, name: str
 ) -> Path:
     """Write ``model_dir`` (merged safetensors + config.json) as one GGUF file."""
+    check_quantization(quantization)
+    if quantization in LLAMA_CPP_QUANTIZATIONS:
+        from trainwright_trainer.export.llama_cpp import quantize
+
+        f16 = out_path.with_name(f".{out_path.stem}.f16.gguf")
+        _write_gguf(model_dir, tokenizer_dir, f16, quantization="f16", name=name)
+        try:
+            quantize(f16, out_path, quantization)
+        finally:
+            f16.unlink(missing_ok=True)
+        return out_path
+    return _write_gguf(model_dir, tokenizer_dir, out_path, quantization=quantization, name=name)
+
+
+def _write_gguf(
+    model_dir: Path, tokenizer_dir: Path, out_path: Path, *, quantization: str, name: str
+) -> Path:
     import gguf
 
-    check_quantization(quantization)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch = _arch(config)
     plans = _plan(model_dir, arch, int(config["num_hidden_layers"]), quantization)
@@ -336,9 +359,14 @@ def check_gguf(
     reader = gguf.GGUFReader(str(gguf_path))
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch = _arch(config)
+    # Written here: every tensor's bytes must be our own quantization of the merged weight.
+    # llama-quantize's K-quant mixes choose a type per tensor: checked by dequantizing.
+    exact = quantization not in LLAMA_CPP_QUANTIZATIONS
     plans = {
         p.gguf_name: p
-        for p in _plan(model_dir, arch, int(config["num_hidden_layers"]), quantization)
+        for p in _plan(
+            model_dir, arch, int(config["num_hidden_layers"]), quantization if exact else "f16"
+        )
     }
     problems: list[str] = []
     found = {t.name for t in reader.tensors}
@@ -354,18 +382,25 @@ def check_gguf(
         if shape != list(merged.shape):
             problems.append(f"{tensor.name}: shape {shape}, merged {list(merged.shape)}")
             continue
-        if tensor.tensor_type != plan.qtype:
+        if exact and tensor.tensor_type != plan.qtype:
             problems.append(
                 f"{tensor.name}: type {tensor.tensor_type.name}, expected {plan.qtype.name}"
             )
-        expected = _gguf_array(merged, plan.qtype)
-        if expected.tobytes() != np.asarray(tensor.data).tobytes():
+        if exact and _gguf_array(merged, plan.qtype).tobytes() != np.asarray(tensor.data).tobytes():
             problems.append(f"{tensor.name}: data differs from the merged weight")
-        restored = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        try:
+            restored = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        except NotImplementedError:
+            problems.append(f"{tensor.name}: {tensor.tensor_type.name} cannot be dequantized here")
+            continue
         reference = merged.float().numpy()
         rms = float(np.sqrt(np.mean((restored.reshape(reference.shape) - reference) ** 2)))
         scale = float(np.sqrt(np.mean(reference**2))) or 1.0
         errors.setdefault(tensor.tensor_type.name, []).append(rms / scale)
+        if not exact and rms / scale > K_QUANT_RELATIVE_RMS_LIMIT:
+            problems.append(
+                f"{tensor.name}: relative RMS error {rms / scale:.3f} after dequantizing"
+            )
 
     def field(key: str) -> Any:
         item = reader.get_field(key)

@@ -41,6 +41,9 @@ __all__ = ["LOGITS_TOLERANCE", "VERIFY_PROMPT", "run_export"]
 log = logging.getLogger(__name__)
 
 VERIFY_PROMPT = "The quick brown fox jumps over the lazy dog. Trainwright exports models."
+# llama.cpp's greedy continuation of this (from the f16 GGUF) must be the merged model's.
+GREEDY_PROMPT = "A language model predicts the"
+GREEDY_TOKENS = 16
 # max |logit difference| / max |logit| between the reloaded merged model and the
 # adapter-applied model, both computed in fp32, by the dtype the weights are stored in
 # (the only difference is the rounding of W + BA to that dtype: about 2^-8 for bf16).
@@ -186,7 +189,10 @@ def _verify_logits(
         reference.load_state_dict({k: v.float() for k, v in trained.items()}, strict=False)
     expected = _logits(reference, tokenizer)
     del reference
-    actual = _logits(load(merged_dir), tokenizer)
+    merged = load(merged_dir)
+    actual = _logits(merged, tokenizer)
+    greedy = _greedy_text(merged, tokenizer)
+    del merged
     dtype = _stored_dtype(merged_dir)
     diff = float((actual - expected).abs().max())
     scale = float(expected.abs().max()) or 1.0
@@ -199,8 +205,42 @@ def _verify_logits(
         "relative_diff": diff / scale,
         "tolerance_relative": tolerance,
         "same_greedy_tokens": same_argmax,
+        "greedy_prompt": GREEDY_PROMPT,
+        "greedy_text": greedy,
         "ok": diff / scale <= tolerance,
     }
+
+
+def _greedy_text(model: Any, tokenizer: Any) -> str:
+    """The merged model's greedy continuation of GREEDY_PROMPT (what llama.cpp must match)."""
+    ids = tokenizer(GREEDY_PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            ids, max_new_tokens=GREEDY_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+
+def _llama_cpp_greedy(
+    cfg: ExportConfig, gguf_path: Path, merged_dir: Path, hf_text: str | None
+) -> dict[str, Any] | str:
+    """llama.cpp's greedy continuation of the f16 GGUF against the merged model's."""
+    from trainwright_trainer.export.gguf_export import write_gguf
+    from trainwright_trainer.export.llama_cpp import greedy_continuation, tool
+
+    if tool("llama-simple") is None or hf_text is None:
+        return "not run: llama.cpp's llama-simple is not in this image"
+    f16 = gguf_path
+    if cfg.quantization != "f16":
+        f16 = gguf_path.with_name(".greedy-f16.gguf")
+        write_gguf(merged_dir, merged_dir, f16, quantization="f16", name="greedy check")
+    try:
+        text = greedy_continuation(f16, GREEDY_PROMPT, GREEDY_TOKENS)
+    finally:
+        if f16 != gguf_path:
+            f16.unlink(missing_ok=True)
+    same = text is not None and text.strip() == hf_text.strip()
+    return {"prompt": GREEDY_PROMPT, "hugging_face": hf_text, "llama_cpp": text, "ok": same}
 
 
 def _files(output: Path, directory: Path) -> list[dict[str, Any]]:
@@ -380,6 +420,10 @@ def _export(
             verification["gguf"] = check_gguf(
                 gguf_path, merged_dir, merged_dir, quantization=cfg.quantization
             )
+            hf_text = (verification.get("logits") or {}).get("greedy_text")
+            verification["llama_cpp_greedy"] = _llama_cpp_greedy(
+                cfg, gguf_path, merged_dir, hf_text
+            )
         if "ollama" in formats:
             ollama_dir = staging / "ollama"
             ollama_dir.mkdir(exist_ok=True)
@@ -400,7 +444,7 @@ def _export(
     verification["ok"] = all(
         v.get("ok", True) for k, v in verification.items() if isinstance(v, dict)
     )
-    verification["llama_cpp_greedy"] = "not run: llama.cpp is not installed in this image"
+    verification.setdefault("llama_cpp_greedy", "not run: no GGUF was exported")
     artifacts = []
     for fmt in formats:
         # Paths relative to the staging directory are the paths relative to OUTPUT.
