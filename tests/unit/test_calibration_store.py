@@ -292,3 +292,24 @@ def test_a_store_the_operator_may_not_read_or_write_leaves_plans_to_the_physics(
     entry = {"kind": "training", "gpu": "L4", "method": "lora", "strategy": "ddp",
              "model": "m", "job": "a/b/c", "tokens_per_second": 5.0}  # fmt: skip
     assert store.record(entry) is False
+
+
+def test_a_succeeded_job_is_recorded_once_by_its_handler(store: CalibrationStore) -> None:
+    import kopf
+
+    from trainwright.operator.calibration_handlers import record_succeeded
+    from trainwright.operator.context import OperatorContext
+    from trainwright.operator.metrics import OperatorMetrics
+
+    plan = plan_trainingjob(_job(), _inventory()).plan
+    assert plan is not None
+    body = _body("done", uid="u4", tokens=[2000.0, 2200.0], planned=plan.to_manifest())
+    body["status"]["phase"] = "Succeeded"
+    fake: FakeConfigMaps = store.kube  # type: ignore[assignment]
+    context = OperatorContext(kube=fake, metrics=OperatorMetrics(), calibration_store=store)  # type: ignore[arg-type]
+    memo = kopf.Memo(context=context)
+    for _ in range(3):  # later events of the same object write nothing
+        record_succeeded(body=kopf.Body(body), memo=memo)  # type: ignore[arg-type]
+    assert fake.writes == 1
+    (entry,) = json.loads(fake.objects[STORE_NAME]["data"][STORE_KEY])["observations"]
+    assert entry["job"] == "team/done/u4" and entry["tokens_per_second"] == 2100.0
