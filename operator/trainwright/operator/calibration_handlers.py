@@ -27,18 +27,14 @@ def _succeeded(status: Any, **_: Any) -> bool:
     return bool(status.get("phase") == Phase.SUCCEEDED)
 
 
-# (namespace, name, uid) of the jobs recorded by this process: one store read each.
-_recorded: set[tuple[str, str, str]] = set()
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_succeeded)
 def record_succeeded(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Record a Succeeded TrainingJob's observed tokens/s and peak memory, once."""
     context = context_from_memo(memo)
     key = (str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
-    if context.calibration_store is None or key in _recorded:
+    if context.calibration_store is None or key in context.calibration_recorded:
         return
     raw = dict(body)
     if record_from_status(context.calibration_store, raw, now=context.now(), finished=True):
         logger.info("calibration store: recorded %s/%s", key[0], key[1])
-    _recorded.add(key)
+    context.calibration_recorded.add(key)

@@ -89,6 +89,8 @@ class OperatorContext:
     # Read every trainer's /progress from this (host, port) instead of rank 0's pod
     # (--progress-endpoint: a port-forward, or a test's fake trainer).
     progress_endpoint: tuple[str, int] | None = None
+    # (namespace, name, uid) of the Succeeded TrainingJobs this process has recorded.
+    calibration_recorded: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
 
 
 def context_from_memo(memo: Any) -> OperatorContext:
