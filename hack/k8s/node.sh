@@ -435,11 +435,19 @@ unmount_under() {
 }
 
 remove_cgroups() {
-	local hierarchy
-	for hierarchy in /sys/fs/cgroup/*/; do
-		[ -d "$hierarchy$cgroup_root" ] || continue
-		find "$hierarchy$cgroup_root" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	# A cgroup goes once its last process has exited; killed containers take a moment.
+	local hierarchy attempt left
+	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+		left=0
+		for hierarchy in /sys/fs/cgroup/*/; do
+			[ -d "$hierarchy$cgroup_root" ] || continue
+			find "$hierarchy$cgroup_root" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+			[ -d "$hierarchy$cgroup_root" ] && left=1
+		done
+		[ "$left" = 0 ] && return 0
+		sleep 0.5
 	done
+	log "some cgroups under /$cgroup_root are still busy; the next node start reuses them"
 }
 
 cmd_down() {
