@@ -120,6 +120,10 @@ class Progress:
     updated_at: str
     state: str = "running"
     last_checkpoint_step: int | None = None
+    # Seconds the last checkpoint save and the last optimizer step took: the operator's
+    # checkpoint.intervalSteps: auto (Young/Daly) for the next attempt is made of them.
+    checkpoint_save_seconds: float | None = None
+    step_seconds: float | None = None
     eval_loss: float | None = None
     eval_perplexity: float | None = None
     eval_step: int | None = None
@@ -171,6 +175,7 @@ class TrainerMetrics:
         self.registry = CollectorRegistry()
         self._progress: Progress | None = None
         self._last_checkpoint_step: int | None = None
+        self._last_save_seconds: float | None = None
         self._eval: EvalRecord | None = None
         self._early_stopped = False
         self._server: ThreadingHTTPServer | None = None
@@ -335,6 +340,7 @@ class TrainerMetrics:
         mfu_ratio: float,
         eta_seconds: float | None,
         write_file: bool = True,
+        step_seconds: float | None = None,
     ) -> None:
         if not self.enabled:
             return
@@ -357,6 +363,8 @@ class TrainerMetrics:
             eta_seconds=eta_seconds,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             last_checkpoint_step=self._last_checkpoint_step,
+            checkpoint_save_seconds=self._last_save_seconds,
+            step_seconds=step_seconds,
             peak_memory_bytes=self._peak_memory(),
             gpu_utilization=self._utilization,
         )
@@ -414,6 +422,9 @@ class TrainerMetrics:
         if not self.enabled:
             return
         self.checkpoint_save_seconds.observe(seconds)
+        self._last_save_seconds = seconds
+        if self._progress is not None:
+            self._progress.checkpoint_save_seconds = seconds
         published = time.time()
         if self._last_checkpoint_time is not None:
             self.checkpoint_interval.set(published - self._last_checkpoint_time)

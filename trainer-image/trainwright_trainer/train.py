@@ -482,6 +482,7 @@ class Recipe:
                     self.peak_flops * self.env.world_size if self.peak_flops else None,
                 ),
                 eta_seconds=eta,
+                step_seconds=step_seconds,
                 write_file=write_file,
             )
             if verdict is SpikeVerdict.ROLLBACK:

@@ -128,6 +128,8 @@ def progress_status(
             tokens_per_second=_finite(document.get("tokens_per_second")),
             eta_seconds=_finite(document.get("eta_seconds")),
             last_checkpoint_step=document.get("last_checkpoint_step"),
+            checkpoint_save_seconds=_finite(document.get("checkpoint_save_seconds")),
+            step_seconds=_finite(document.get("step_seconds")),
             eval_loss=_finite(document.get("eval_loss")),
             eval_perplexity=_finite(document.get("eval_perplexity")),
             eval_step=document.get("eval_step"),

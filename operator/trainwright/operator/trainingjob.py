@@ -21,6 +21,7 @@ import kopf
 
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
+from trainwright.operator import checkpoint_interval as checkpoints
 from trainwright.operator import lifecycle
 from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
@@ -407,7 +408,7 @@ class _Reconcile:
         if outcome.plan is None or outcome.reason != "Planned":
             self._fail_planning(outcome.reason, outcome.message, plan=outcome.plan)
             return None
-        plan = outcome.plan
+        plan = checkpoints.initial(job, outcome.plan)
         self.fresh_plan = True
         attempt = self.first_attempt
         children = {
@@ -618,7 +619,17 @@ class _Reconcile:
             conditions = [(ConditionType.RUNNING, False, decision.reason, resumed)]
             conditions, extra = self._resumed(conditions, extra, resumed)
         if decision.action is Action.RESTART:
-            self._start_next_attempt(job, plan, attempt, trainer_name, conditions, extra)
+            # intervalSteps: auto: the next attempt saves at Young/Daly's measured interval.
+            tuned = checkpoints.for_next_attempt(job, plan, self.status, self.context.now())
+            self._start_next_attempt(
+                job,
+                tuned or plan,
+                attempt,
+                trainer_name,
+                conditions,
+                extra,
+                new_plan=tuned is not None,
+            )
             return
         # REPLAN (exit 76): the estimate that ran out of memory was short by an unknown
         # amount; the next plan must fit in OOM_HEADROOM of it, which can take more GPUs,
@@ -633,6 +644,10 @@ class _Reconcile:
             calibration=calibration_for(self.context.calibration_store, job),
         )
         new = outcome.plan if outcome.reason == "Planned" else None
+        if new is not None:
+            new = checkpoints.for_next_attempt(
+                job, new, self.status, self.context.now()
+            ) or checkpoints.initial(job, new)
         if new is None or lifecycle.same_gpus_and_strategy(new, plan):
             # A plan no different from the failed one would fail the same way.
             found = "the same layout" if new is not None else outcome.message

@@ -28,7 +28,12 @@ from typing import Any
 import yaml
 
 from trainwright.api.profiles import profile_of, with_profile
-from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE, PlanStatus, TrainingJob
+from trainwright.api.v1alpha1.trainingjob import (
+    DEFAULT_TRAINER_IMAGE,
+    CheckpointSpec,
+    PlanStatus,
+    TrainingJob,
+)
 from trainwright.planner.errors import PlannerError
 from trainwright.planner.lookup import get_gpu, get_model
 from trainwright.planner.profiles import Profile
@@ -67,6 +72,9 @@ RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9464
 CONTAINER_NAME = "trainer"
 CONFIG_HASH_ANNOTATION = "trainwright.io/config-sha256"
+
+AUTO_INTERVAL = "auto"  # checkpoint.intervalSteps: auto
+DEFAULT_CHECKPOINT_INTERVAL_STEPS: int = CheckpointSpec.model_fields["interval_steps"].default
 
 # Index of each podFailurePolicy rule; the Job's Failed condition names it.
 FAIL_RULE_PERMANENT = 0
@@ -169,7 +177,7 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
         distributed=DistributedConfig(strategy=plan.strategy),
         checkpoint=CheckpointConfig(
             dir=paths["checkpoint"],
-            interval_steps=checkpoint.interval_steps if checkpoint else 500,
+            interval_steps=_checkpoint_interval_steps(job, plan),
             keep_last=checkpoint.keep if checkpoint else 2,
         ),
         metrics=MetricsConfig(port=METRICS_PORT),
@@ -197,6 +205,18 @@ def _eval_config(job: TrainingJob) -> EvalConfig:
         overfitting_evaluations=evaluation.overfitting_evaluations,
         sample_prompts=tuple(evaluation.sample_prompts),
     )
+
+
+def _checkpoint_interval_steps(job: TrainingJob, plan: PlanStatus) -> int:
+    """This attempt's interval: the spec's number, or for ``auto`` the one the operator
+    chose (``status.plan.checkpointInterval``, see trainwright.operator.checkpoint_interval)."""
+    checkpoint = job.spec.checkpoint
+    if checkpoint is None:
+        return DEFAULT_CHECKPOINT_INTERVAL_STEPS
+    if checkpoint.interval_steps == AUTO_INTERVAL:
+        chosen = plan.checkpoint_interval
+        return chosen.steps if chosen is not None else DEFAULT_CHECKPOINT_INTERVAL_STEPS
+    return int(checkpoint.interval_steps)
 
 
 def render_trainer_config(config: TrainerConfig) -> str:

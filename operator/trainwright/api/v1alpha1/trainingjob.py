@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -355,8 +356,28 @@ class CheckpointSpec(ApiModel):
         max_length=NAME_MAX_LENGTH,
         description="PersistentVolumeClaim (ReadWriteMany for several nodes) mounted at /checkpoints.",
     )
-    interval_steps: int = Field(default=500, gt=0, description="Save every this many steps.")
+    interval_steps: Annotated[
+        int | Literal["auto"],
+        WithJsonSchema(
+            {
+                "x-kubernetes-int-or-string": True,
+                "description": (
+                    "Save every this many steps, or auto: Young/Daly, sqrt(2 x save seconds "
+                    "x MTBF) from the measured save and step time and the failures seen, "
+                    "recomputed for each attempt (status.plan.checkpointInterval)."
+                ),
+                "default": 500,
+            }
+        ),
+    ] = Field(default=500, description="Save every this many steps, or auto (Young/Daly).")
     keep: int = Field(default=2, gt=0, le=100, description="Complete checkpoints to keep.")
+
+    @field_validator("interval_steps")
+    @classmethod
+    def _positive_or_auto(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of steps or auto")
+        return value
 
     @model_validator(mode="after")
     def _one_place(self) -> CheckpointSpec:
@@ -578,6 +599,24 @@ class PlanCalibration(ApiModel):
     source: str | None = Field(default=None, max_length=253, description="Where they were read.")
 
 
+class CheckpointIntervalStatus(ApiModel):
+    """The interval ``checkpoint.intervalSteps: auto`` chose for this attempt, and from what."""
+
+    steps: int = Field(gt=0, description="The trainer saves every this many steps.")
+    save_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Measured seconds of one checkpoint save; absent until measured.",
+    )
+    step_seconds: float | None = Field(
+        default=None, ge=0, description="Measured seconds per optimizer step."
+    )
+    mtbf_seconds: float | None = Field(
+        default=None, ge=0, description="The job's mean time between failures, seconds."
+    )
+    message: str = Field(max_length=1024, description="How the interval was chosen.")
+
+
 class PlanStatus(ApiModel):
     """The layout the operator runs: what the planner chose, as numbers a person can check."""
 
@@ -625,6 +664,10 @@ class PlanStatus(ApiModel):
         default=None,
         description="What the cluster's calibration store did to this plan (absent when off).",
     )
+    checkpoint_interval: CheckpointIntervalStatus | None = Field(
+        default=None,
+        description="checkpoint.intervalSteps: auto: the interval this attempt uses and why.",
+    )
 
     @field_validator("estimated_finish_time")
     @classmethod
@@ -644,6 +687,12 @@ class ProgressStatus(ApiModel):
         default=None, ge=0, description="Measured throughput, tokens/s."
     )
     eta_seconds: float | None = Field(default=None, ge=0, description="Seconds left at this rate.")
+    checkpoint_save_seconds: float | None = Field(
+        default=None, ge=0, description="Seconds the last checkpoint took to save."
+    )
+    step_seconds: float | None = Field(
+        default=None, ge=0, description="Seconds the last optimizer step took."
+    )
     last_checkpoint_step: int | None = Field(
         default=None, ge=0, description="Step of the newest complete checkpoint."
     )
