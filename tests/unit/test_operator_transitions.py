@@ -79,3 +79,33 @@ def test_docs_show_the_table_generated_from_the_module() -> None:
     )
     assert "stateDiagram-v2" in found.group(1)
     assert "| 79 | `DIVERGED` | `Failed`, `Diverged` |" in found.group(1)
+
+
+def _written_reasons() -> set[str]:
+    """Every reason the controller modules write as (ConditionType.X, status, "Reason", ...)."""
+    import ast
+
+    import trainwright.operator.trainingjob as controller
+
+    root = Path(controller.__file__).parent
+    found: set[str] = set()
+    for module in ("trainingjob.py", "lifecycle.py", "waiting.py"):
+        for node in ast.walk(ast.parse((root / module).read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Tuple) or len(node.elts) < 3:
+                continue
+            first, third = node.elts[0], node.elts[2]
+            if (
+                isinstance(first, ast.Attribute)
+                and isinstance(first.value, ast.Name)
+                and first.value.id == "ConditionType"
+                and isinstance(third, ast.Constant)
+                and isinstance(third.value, str)
+            ):
+                found.add(third.value)
+    return found
+
+
+def test_every_reason_the_controller_writes_is_in_the_table() -> None:
+    written = _written_reasons()
+    assert {"WaitingForPods", "PodsReady", "Completed", "Suspended", "Planned"} <= written
+    assert written <= reasons(), f"not in transitions.TRANSITIONS: {written - reasons()}"

@@ -19,6 +19,7 @@ from trainwright.api.v1alpha1 import PlanStatus
 from trainwright.operator.status import Phase
 from trainwright.operator.transitions import PHASE_FOR_JOB_STATE, exit_code_rank, exit_rule
 from trainwright.operator.transitions import Action as Action
+from trainwright_trainer.exitcodes import ExitCode
 
 
 class JobState(enum.Enum):
@@ -90,7 +91,8 @@ def failed_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
 
 
 NEEDS_REPLAN_ADVICE = (
-    "The trainer ran out of GPU memory even at its smallest micro-batch (exit code 76); "
+    "The trainer ran out of GPU memory even at its smallest micro-batch "
+    f"(exit code {int(ExitCode.NEEDS_REPLAN)}); "
     "allow more GPUs (spec.resources) or choose a sharded strategy such as fsdp or zero3."
 )
 

@@ -51,19 +51,22 @@ EXIT_RULES: dict[ExitCode, ExitRule] = {
         Action.FAIL,
         "ConfigError",
         "ConfigError",
-        "The trainer rejected its configuration (exit code 64); fix the spec and re-apply.",
+        f"The trainer rejected its configuration (exit code {int(ExitCode.CONFIG_ERROR)}); "
+        "fix the spec and re-apply.",
     ),
     ExitCode.DATA_ERROR: ExitRule(
         Action.FAIL,
         "DataError",
         "DataError",
-        "The trainer could not use the dataset (exit code 65); check spec.dataset.",
+        f"The trainer could not use the dataset (exit code {int(ExitCode.DATA_ERROR)}); "
+        "check spec.dataset.",
     ),
     ExitCode.DIVERGED: ExitRule(
         Action.FAIL,
         "Diverged",
         "Diverged",
-        "The loss kept spiking after every rollback to the last checkpoint (exit code 79): "
+        "The loss kept spiking after every rollback to the last checkpoint "
+        f"(exit code {int(ExitCode.DIVERGED)}): "
         "the run diverges at this learning rate; lower spec.training.learningRate or look "
         "for bad rows in the dataset, then re-apply (a restart would only diverge again).",
     ),
@@ -172,7 +175,7 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
         *_t(
             _ACTIVE,
             _F,
-            "exit code 75 or a crash, restarts used up",
+            f"exit code {int(ExitCode.RETRYABLE)} or a crash, restarts used up",
             _C.FAILED,
             True,
             "BackoffLimitExceeded",
@@ -180,7 +183,7 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
         *_t(
             _ACTIVE,
             _F,
-            "exit code 76, restarts used up or no other layout",
+            f"exit code {int(ExitCode.NEEDS_REPLAN)}, restarts used up or no other layout",
             _C.FAILED,
             True,
             "NeedsReplan",
