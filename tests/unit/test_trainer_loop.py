@@ -252,12 +252,12 @@ def test_spikes_that_persist_after_every_rollback_end_with_the_diverged_exit_cod
     with pytest.raises(DivergedError) as raised:
         _run(
             tmp_path,
-            max_steps=14,
-            interval_steps=5,
-            faults={"spike_at_steps": [11, 12, 13]},
-            guards={"spike_window": 10, "spike_patience": 3, "max_rollbacks": 0},
+            max_steps=5,
+            interval_steps=100,
+            faults={"spike_at_steps": [3, 4, 5]},
+            guards={"spike_window": 2, "spike_patience": 3, "max_rollbacks": 0},
         )
 
     assert raised.value.exit_code == ExitCode.DIVERGED == 79
-    assert "at step 13 after 0 rollbacks (guards.max_rollbacks)" in raised.value.message
+    assert "at step 5 after 0 rollbacks (guards.max_rollbacks)" in raised.value.message
     assert not any(r.get("event") == "rollback" for r in _log(tmp_path))
