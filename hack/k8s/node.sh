@@ -429,7 +429,8 @@ kill_shims() {
 unmount_under() {
 	local prefix=$1 mnt
 	# Deepest first; lazily, so a mount still busy goes once its last user does.
-	awk '{print $5}' /proc/self/mountinfo | grep -F "$prefix" | sort -r | while read -r mnt; do
+	# (awk, not grep: no match is not a failure under pipefail)
+	awk -v p="$prefix" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r mnt; do
 		umount -l "$mnt" 2>/dev/null || true
 	done
 }

@@ -158,7 +158,7 @@ def stop_private_cluster(kube: Kube) -> None:
         return
     kept = kube.state_dir.with_name(kube.state_dir.name + "-logs")
     kept.mkdir(exist_ok=True)
-    for log in kube.state_dir.glob("*.log"):
+    for log in [*kube.state_dir.glob("*.log"), *kube.state_dir.glob("node/*.log")]:
         shutil.copy2(log, kept / log.name)
     _run_cluster_script("down", kube.state_dir)
 
