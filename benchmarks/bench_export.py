@@ -1,8 +1,8 @@
 """Export time and peak memory for a model of a few hundred MB (``make bench`` runs it).
 
 The model is a randomly initialised Llama built from a transformers config
-(hidden 1024, 8 layers, vocab 32000: 168 M parameters, 336 MB in bf16) saved in
-100 MB shards, with a rank-16 LoRA adapter on every linear layer. Each export
+(hidden 1024, 12 layers, the tests' 512-token tokenizer: 155 M parameters, about
+300 MiB in bf16) saved in 100 MB shards, with a rank-16 LoRA adapter on every linear layer. Each export
 runs in a fresh process, which reports its own peak RSS (``VmHWM``):
 
 The "export held" column is the peak RSS minus the RSS after a warm-up export of
@@ -14,7 +14,10 @@ the tests' tiny model in the same process (all libraries loaded).
   logits check loads the model in fp32 (4 bytes a parameter), so it needs about
   twice the bf16 model; the memory figure the export Job is sized by.
 
-Run: ``python benchmarks/bench_export.py [--layers 8]``.
+With llama.cpp's tools (``trainer-image/build_llama_cpp.sh``, ``$TRAINWRIGHT_LLAMA_CPP_BIN``)
+it also exports q4_k_m and reports llama.cpp's greedy-token agreement.
+
+Run: ``python benchmarks/bench_export.py [--layers 12]``.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def build(root: Path, layers: int) -> tuple[Path, Path, int]:
     from trainer_fixtures import tiny_tokenizer
 
     config = LlamaConfig(
-        vocab_size=32000,
+        vocab_size=512,  # the tests' tokenizer: greedy text is comparable with llama.cpp
         hidden_size=1024,
         intermediate_size=2816,
         num_hidden_layers=layers,
@@ -123,7 +126,7 @@ def _bytes(directory: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=12)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trainwright-bench-export-") as tmp:
         root = Path(tmp)
@@ -150,6 +153,15 @@ def main() -> int:
                 "output": str(root / "full"),
             },
         }
+        from trainwright_trainer.export.llama_cpp import tool
+
+        if tool("llama-quantize") is not None:
+            cases["gguf q4_k_m by llama-quantize (verified)"] = {
+                **common,
+                "formats": ["gguf"],
+                "quantization": "q4_k_m",
+                "output": str(root / "kquant"),
+            }
         tiny_base, tiny = tiny_adapter(root)
         print(f"{'case':<66} {'seconds':>8} {'peak RSS':>10} {'export held':>12}")
         for i, (label, config) in enumerate(cases.items()):
@@ -178,6 +190,14 @@ def main() -> int:
                     f"(tolerance {logits['tolerance_relative']:g}), same greedy tokens: "
                     f"{logits['same_greedy_tokens']}"
                 )
+            greedy = manifest["verification"].get("llama_cpp_greedy")
+            if isinstance(greedy, dict):
+                print(
+                    f"  llama.cpp greedy continuation of the f16 GGUF equals the merged model's: "
+                    f"{greedy['ok']} ({greedy['llama_cpp']!r} vs {greedy['hugging_face']!r})"
+                )
+            elif greedy:
+                print(f"  llama.cpp greedy check: {greedy}")
             check = manifest["verification"].get("gguf")
             if check:
                 print(

@@ -230,6 +230,8 @@ def _llama_cpp_greedy(
 
     if tool("llama-simple") is None or hf_text is None:
         return "not run: llama.cpp's llama-simple is not in this image"
+    if not hf_text.strip():
+        return "inconclusive: the merged model's greedy continuation decodes to no text"
     f16 = gguf_path
     if cfg.quantization != "f16":
         f16 = gguf_path.with_name(".greedy-f16.gguf")
