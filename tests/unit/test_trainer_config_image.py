@@ -101,7 +101,9 @@ def _third_party_imports() -> set[str]:
                 modules |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return {m for m in modules if m not in sys.stdlib_module_names and m != "trainwright_trainer"}
+    # The image installs the project itself (`pip install --no-deps .`): both its packages.
+    project = {"trainwright_trainer", "trainwright"}
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in project}
 
 
 def test_image_runs_as_a_non_root_user_with_torchrun_as_entrypoint() -> None:
