@@ -225,6 +225,8 @@ PY
 		rm -rf "$stage"
 		mv "$out.tmp" "$out"
 	fi
+	# Older app layers of this image (other sources) are a second's work to rebuild.
+	find "$work/layers" -name "$name-app-*.tar" ! -name "$(basename "$out")" -mmin +60 -delete
 	echo "$out"
 }
 

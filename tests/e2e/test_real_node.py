@@ -340,3 +340,112 @@ def test_a_pod_that_does_not_tolerate_the_real_node_never_lands_there(
     wait_until(unschedulable, timeout_s=30, what="the scheduler to refuse the untolerating pod")
     time.sleep(1)
     assert _pod(kube, namespace, "intruder")["spec"].get("nodeName") is None
+
+
+def test_a_lora_run_on_the_real_node_is_exported_to_files_a_server_loads(
+    kube: Kube,
+    namespace: str,
+    work_volume: Path,
+    work_claim: str,
+    operator: OperatorProcess,  # noqa: F811
+) -> None:
+    """The whole chain with real processes: the operator's trainer Job trains a LoRA
+    adapter, the ModelExport's Job (the trainer image, CPU only) merges and converts it,
+    and what status lists exists, matches its sha256 and computes the trained model."""
+    import hashlib
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    job, export = "tiny-lora", "tiny-lora-export"
+    placement = {
+        "tolerations": [{"key": RANK_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+        "nodeSelector": {"trainwright.io/real-node": "true"},
+    }
+    create(
+        kube,
+        namespace,
+        "trainingjobs",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TrainingJob",
+            "metadata": {"name": job},
+            "spec": {
+                "model": {
+                    "configPath": str(work_volume / "model" / "config.json"),
+                    "uri": f"pvc://{CLAIM}/model",
+                },
+                "method": "lora",
+                "lora": {"rank": 8, "alpha": 16, "dropout": 0.0},
+                "dataset": {"uri": f"pvc://{CLAIM}/data/text.txt", "format": "text"},
+                "training": {
+                    "epochs": 1000,
+                    "maxSteps": 20,
+                    "seqLen": 64,
+                    "microBatchSize": 2,
+                    "learningRate": 1.0e-2,
+                    "precision": "fp32",
+                },
+                "resources": {"gpuType": "CPU", "nodes": 1, "gpusPerNode": 2},
+                "image": TRAINER_IMAGE,
+                "checkpoint": {"pvc": CLAIM, "intervalSteps": 10},
+                "output": {"uri": f"pvc://{CLAIM}/{job}/adapter"},
+            },
+        },
+    )
+    create(
+        kube,
+        namespace,
+        "modelexports",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelExport",
+            "metadata": {"name": export},
+            "spec": {
+                "source": {"trainingJob": job},
+                "modelName": "tiny",
+                "formats": ["safetensors", "gguf", "ollama"],
+                "quantization": "f16",
+                "output": {"uri": f"pvc://{CLAIM}/exports/tiny"},
+                "image": TRAINER_IMAGE,
+                **placement,
+            },
+        },
+    )
+    started = time.monotonic()
+    wait_for_phase(kube, namespace, job, "Succeeded", timeout_s=POD_TIMEOUT_S)
+
+    def exported() -> dict[str, Any] | None:
+        status = status_of(kube, namespace, "modelexports", export)
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"the export failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    status = wait_until(exported, timeout_s=POD_TIMEOUT_S, what=f"{export} to succeed")
+    chain_seconds = time.monotonic() - started
+    print(f"chain: trained and exported in {chain_seconds:.0f} s")
+    assert status["version"] == "0.1.0"
+    assert status["lineage"]["trainingJob"] == job
+
+    root = work_volume / "exports" / "tiny"
+    formats = {artifact["format"] for artifact in status["artifacts"]}
+    assert formats == {"safetensors", "gguf", "ollama"}
+    for artifact in status["artifacts"]:
+        path = root / artifact["path"]
+        assert path.is_file(), f"{artifact} is not on the volume"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"]
+        assert path.stat().st_size <= artifact["sizeBytes"]
+    modelfile = next(root.rglob("Modelfile")).read_text()
+    assert modelfile.startswith("FROM ./") or "\nFROM ./" in modelfile
+
+    merged_dir = next(p.parent for p in root.rglob("config.json") if "adapter" not in str(p))
+    prompt = torch.tensor([[1, 17, 42, 99, 7, 3]])
+    base = AutoModelForCausalLM.from_pretrained(str(work_volume / "model"), dtype=torch.float32)
+    trained = PeftModel.from_pretrained(base, str(work_volume / job / "adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = trained(prompt).logits
+        got = merged(prompt).logits
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) <= 1e-3 * scale

@@ -267,6 +267,7 @@ def export_job(
                     "restartPolicy": "Never",
                     "volumes": volumes,
                     "securityContext": pod_security_context(None),
+                    **_placement(export),
                     "containers": [
                         {
                             "name": CONTAINER_NAME,
@@ -291,6 +292,17 @@ def export_job(
             },
         },
     }
+
+
+def _placement(export: ModelExport) -> dict[str, Any]:
+    """The user's tolerations and node selector, when given: an export needs no GPU node,
+    only one that mounts the volumes (on the local cluster, the real node)."""
+    placement: dict[str, Any] = {}
+    if export.spec.tolerations:
+        placement["tolerations"] = [t.to_manifest() for t in export.spec.tolerations]
+    if export.spec.node_selector:
+        placement["nodeSelector"] = dict(export.spec.node_selector)
+    return placement
 
 
 def _sha256(text: str) -> str:

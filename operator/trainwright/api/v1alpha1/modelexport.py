@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from trainwright.api.v1alpha1.common import (
+    LIST_MAX_ITEMS,
     NAME_MAX_LENGTH,
     URI_MAX_LENGTH,
     ApiModel,
@@ -28,6 +29,7 @@ from trainwright.api.v1alpha1.trainingjob import (
     MODEL_NAME_PATTERN,
     ModelRef,
     OutputSpec,
+    Toleration,
 )
 from trainwright.vocabulary import (
     DEFAULT_QUANTIZATION,
@@ -177,6 +179,16 @@ class ModelExportSpec(ApiModel):
             "Image that runs the export; unset: the operator's --trainer-image (the trainer "
             "image, which has gguf)."
         ),
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=LIST_MAX_ITEMS,
+        description="Tolerations for the export pod (it needs no GPU: CPU nodes will do).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the export pod requires (e.g. where the volumes are).",
+        json_schema_extra=k8s(maxProperties=LIST_MAX_ITEMS),
     )
 
     @model_validator(mode="after")
