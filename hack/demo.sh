@@ -5,7 +5,8 @@
 #   3. write a tiny model and its data to the demo's volumes, apply examples/ and wait
 #      until every TrainingJob is past Pending, every CapacityPlan has a recommendation,
 #      and the tiny model trained for real on the real node (tiny-cpu: Succeeded)
-#   4. print the resources with their plans, and how to look further / stop
+#   4. wait for its export (tiny-cpu-export) and print the model card and Ollama Modelfile
+#   5. print the resources with their plans, and how to look further / stop
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +58,12 @@ say "a tiny model and its data for the real run ($demo_root)"
 # The demo's PersistentVolumes (examples/storage.yaml) are hostPath directories on the
 # real node, which is this machine; the trainer runs as UID 1000, group 0.
 mkdir -p "$demo_root/datasets/tiny" "$demo_root/checkpoints"
+if ! kubectl get tj tiny-cpu >/dev/null 2>&1; then
+	# A new cluster: the last demo's run and export on these host volumes would be resumed
+	# (a finished run) and refused (an export never overwrites one).
+	rm -rf "$demo_root/checkpoints/tiny-cpu" "$demo_root/checkpoints/models/tiny-cpu" \
+		"$demo_root/checkpoints/exports/tiny-cpu"
+fi
 if [ ! -s "$demo_root/datasets/models/tiny-llama/config.json" ]; then
 	PYTHONPATH=tests .venv/bin/python -c 'import sys; from pathlib import Path; from trainer_fixtures import build_tiny_model; build_tiny_model(Path(sys.argv[1]))' \
 		"$demo_root/datasets/models/tiny-llama"
@@ -112,6 +119,22 @@ while true; do
 	sleep 3
 done
 echo "tiny-cpu Succeeded; its checkpoints: $(ls "$demo_root/checkpoints/tiny-cpu" | tr '\n' ' ')"
+
+say "waiting for the export of tiny-cpu (tiny-cpu-export: merge, safetensors, GGUF, Ollama)"
+deadline=$((SECONDS + train_timeout_s))
+while true; do
+	phase=$(kubectl get mexport tiny-cpu-export -o jsonpath='{.status.phase}')
+	[ "$phase" = Succeeded ] && break
+	[ "$phase" = Failed ] && { kubectl describe mexport tiny-cpu-export >&2; die "tiny-cpu-export failed (above)"; }
+	[ $SECONDS -ge $deadline ] && die "tiny-cpu-export did not finish in ${train_timeout_s}s; see kubectl describe mexport tiny-cpu-export"
+	sleep 3
+done
+kubectl get mexport tiny-cpu-export
+exported=$demo_root/checkpoints/exports/tiny-cpu
+say "the model card ($(find "$exported" -name README.md | head -n1))"
+cat "$(find "$exported" -name README.md | head -n1)"
+say "the Ollama Modelfile ($(find "$exported" -name Modelfile | head -n1))"
+cat "$(find "$exported" -name Modelfile | head -n1)"
 
 say "resources"
 kubectl get nodes -L trainwright.io/real-node,nvidia.com/gpu.product

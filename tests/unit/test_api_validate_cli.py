@@ -38,6 +38,7 @@ def test_every_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
         "chat-serving-forecast",
         "llama8b-lora-export",
         "tiny-cpu",
+        "tiny-cpu-export",
     }
     assert all(r["valid"] and r["error"] is None for r in results)
 
