@@ -4,6 +4,7 @@
 #   containerd, runc, CNI        the real worker node (hack/k8s/node.sh)
 #   iptables, conntrack          kube-proxy's Service rules on the real node
 #   debootstrap                  the images' Debian root filesystem (hack/images/build.sh)
+#   g++, cmake                   llama.cpp's quantizer for the trainer image's exporter
 #   openssl, curl                certificates and readiness probes of the control plane
 set -euo pipefail
 need=()
@@ -21,6 +22,8 @@ want iptables iptables
 want conntrack conntrack
 want debootstrap debootstrap
 want gcc gcc
+want g++ g++
+want cmake cmake
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -3,7 +3,8 @@
 #
 #   registry.k8s.io/pause:3.10.1     the pod sandbox (Kubernetes' own pause.c, built static)
 #   trainwright/operator:<version>   `trainwright operator`; the operator's pinned deps, no torch
-#   trainwright/trainer:<version>    the trainer on CPU: torch + trainer-image/requirements.txt
+#   trainwright/trainer:<version>    the trainer on CPU: torch + trainer-image/requirements.txt,
+#                                    and llama.cpp's llama-quantize and llama-simple for exports
 #
 #   hack/images/build.sh [pause|operator|trainer ...]    (default: all three)
 #
@@ -277,8 +278,39 @@ build_operator() {
 	}' "$(base_layer)" "$deps" "$app"
 }
 
+# llama_layer: llama.cpp's llama-quantize and llama-simple (the exporter's K-quants and
+# greedy-token check), built once from the llama-cpp-python sdist on PyPI into
+# $TRAINWRIGHT_CACHE/llama.cpp/<version>/bin, where the tests find them too.
+llama_layer() {
+	local version bin_dir k stage out
+	version=$(sed -n 's/^version="\${2:-\(.*\)}"$/\1/p' "$repo/trainer-image/build_llama_cpp.sh")
+	[ -n "$version" ] || die "no default version in trainer-image/build_llama_cpp.sh."
+	bin_dir=$cache/llama.cpp/$version/bin
+	if [ ! -x "$bin_dir/llama-quantize" ] || [ ! -x "$bin_dir/llama-simple" ]; then
+		say "building llama.cpp $version's llama-quantize and llama-simple (once; about 5 min on 2 cores; log: $work/llama-cpp.log)"
+		local t0=$SECONDS
+		if ! PATH=$(dirname "$python"):$PATH bash "$repo/trainer-image/build_llama_cpp.sh" "$bin_dir" "$version" \
+			>"$work/llama-cpp.log" 2>&1; then
+			tail -n 20 "$work/llama-cpp.log" >&2
+			die "building llama.cpp $version failed (log above); it needs cmake and a C++17 compiler."
+		fi
+		say "llama.cpp built in $((SECONDS - t0)) s"
+	fi
+	k=$(cat "$bin_dir/llama-quantize" "$bin_dir/llama-simple" | key)
+	out=$(layer_tar "llama-cpp-$k")
+	if [ ! -s "$out" ]; then
+		stage=$(mktemp -d "$work/.llama.XXXXXX")
+		mkdir -p "$stage/opt/llama.cpp/bin"
+		cp "$bin_dir/llama-quantize" "$bin_dir/llama-simple" "$stage/opt/llama.cpp/bin/"
+		"$python" "$here/oci.py" layer "$stage" "$out.tmp" --prefix opt/llama.cpp >/dev/null
+		rm -rf "$stage"
+		mv "$out.tmp" "$out"
+	fi
+	echo "$out"
+}
+
 build_trainer() {
-	local req=$work/requirements-trainer.in deps app
+	local req=$work/requirements-trainer.in deps app llama
 	[ -n "$torch_version" ] || die "no 'ARG TORCH_VERSION=' in trainer-image/Dockerfile."
 	# One list of pins for both trainer images: the Dockerfile's torch and requirements.txt.
 	{
@@ -288,6 +320,7 @@ build_trainer() {
 	mv "$req.tmp" "$req"
 	build_base
 	deps=$(deps_layer trainer "$req")
+	llama=$(llama_layer)
 	app=$(app_layer trainer)
 	image trainer "trainwright/trainer:$version" '{
 		"Entrypoint": ["torchrun"],
@@ -296,9 +329,10 @@ build_trainer() {
 		"WorkingDir": "/home/trainer",
 		"Env": ["PATH=/opt/venv/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1",
 		        "HOME=/home/trainer", "HF_HOME=/home/trainer/.cache/huggingface", "HF_HUB_OFFLINE=1",
-		        "TRANSFORMERS_OFFLINE=1", "TOKENIZERS_PARALLELISM=false", "DS_BUILD_OPS=0", "DS_ACCELERATOR=cpu"],
+		        "TRANSFORMERS_OFFLINE=1", "TOKENIZERS_PARALLELISM=false", "DS_BUILD_OPS=0", "DS_ACCELERATOR=cpu",
+		        "TRAINWRIGHT_LLAMA_CPP_BIN=/opt/llama.cpp/bin"],
 		"ExposedPorts": {"29500/tcp": {}, "9464/tcp": {}}
-	}' "$(base_layer)" "$deps" "$app"
+	}' "$(base_layer)" "$deps" "$llama" "$app"
 }
 
 targets=("$@")

@@ -97,6 +97,8 @@ def test_every_example_is_accepted(kube: Kube, namespace: str, crds: None) -> No
         "llama8b-lora",
         "llama8b-lora-export",
         "qwen7b-qlora",
+        "tiny-cpu",
+        "tiny-cpu-export",
     ]
 
 
