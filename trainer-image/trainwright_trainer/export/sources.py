@@ -218,6 +218,8 @@ def trainer_meta(trainer_config: str | None) -> dict[str, Any]:
         "lora": data.get("lora") or {},
         "model_path": (data.get("model") or {}).get("path"),
         "data_path": (data.get("data") or {}).get("path"),
+        # Where the run's train_log.jsonl is when its output went elsewhere (spec.output).
+        "checkpoint_dir": (data.get("checkpoint") or {}).get("dir"),
     }
 
 
@@ -273,7 +275,12 @@ def _one(path: Path, base_flag: str | None, trainer: dict[str, Any]) -> ModelSou
         spec, named_base = _load_adapter_dir(path)
         base = _check_base(Path(base_flag) if base_flag else _local_base(named_base), "--base")
         source = ModelSource(kind="adapter", path=path, base_dir=base, adapters=[(spec, 1.0)])
-        for candidate in (path / TRAIN_LOG, path.parent / TRAIN_LOG):
+        logged = trainer.get("checkpoint_dir")
+        for candidate in (
+            path / TRAIN_LOG,
+            path.parent / TRAIN_LOG,
+            *([Path(logged) / TRAIN_LOG] if logged else []),
+        ):
             if candidate.is_file():
                 source.train_log = candidate
                 break
