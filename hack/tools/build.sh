@@ -15,12 +15,17 @@
 # hack/k8s/build.sh under $TRAINWRIGHT_CACHE/go. A second run with everything
 # present prints "reusing ..." and exits.
 #
+# It also copies the Prometheus Operator's CRDs (ServiceMonitor, PodMonitor,
+# PrometheusRule) out of its Go module into $TRAINWRIGHT_CACHE/tools/crds/, for the e2e
+# test that has the API server validate the chart's monitoring objects.
+#
 # Environment: TRAINWRIGHT_CACHE (default ~/.cache/trainwright), GO (default: go
 # on PATH), TOOLS_BUILD_FORCE=1 to rebuild even if the binaries exist.
 set -euo pipefail
 
 HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 GO_MIN=1.26
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,6 +47,23 @@ present() {
 	[ "$("$bin/kubeconform" -v 2>/dev/null)" = "$KUBECONFORM_VERSION" ] || return 1
 	"$bin/untt" --help >/dev/null 2>&1
 }
+
+# The Prometheus Operator's CRDs: a download, independent of the builds below.
+monitoring_crds=$tools/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
+if [ ! -s "$monitoring_crds/monitoring.coreos.com_servicemonitors.yaml" ]; then
+	echo "downloading the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION module for its CRDs..."
+	module_dir=$(cd /tmp && GOMODCACHE=$cache/go/mod GOFLAGS=-mod=mod GOSUMDB=${GOSUMDB:-off} \
+		GOTOOLCHAIN=local "${GO:-go}" mod download -json \
+		"github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[ -n "$module_dir" ] || { echo "error: could not download the Prometheus Operator module" >&2; exit 1; }
+	mkdir -p "$monitoring_crds"
+	for kind in servicemonitors podmonitors prometheusrules; do
+		cp "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$monitoring_crds/"
+	done
+	chmod -R u+w "$monitoring_crds"
+	echo "  Prometheus Operator CRDs in $monitoring_crds"
+fi
 
 if [ "${TOOLS_BUILD_FORCE:-0}" != 1 ] && present; then
 	echo "reusing chart tools in $bin (helm $HELM_VERSION, helm-unittest $UNITTEST_VERSION," \

@@ -8,6 +8,7 @@ offline checks are tests/unit/test_helm_chart.py.
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +200,52 @@ def test_the_operator_runs_a_trainingjob_with_only_the_charts_rbac_in_a_restrict
         assert "Forbidden" not in operator.log_tail(200), operator.log_tail(200)
     finally:
         operator.stop()
+
+
+MONITORING_CRDS = (
+    Path(os.environ.get("TRAINWRIGHT_CACHE", Path.home() / ".cache" / "trainwright"))
+    / "tools"
+    / "crds"
+    / "prometheus-operator-v0.85.0"
+)
+
+
+def test_the_monitoring_objects_pass_the_dry_run_against_the_prometheus_operators_crds(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """ServiceMonitor, PodMonitor, PrometheusRule and the dashboards, validated by the API
+    server against the Prometheus Operator's own CRDs (hack/tools/build.sh copies them
+    out of its Go module)."""
+    if not (MONITORING_CRDS / "monitoring.coreos.com_servicemonitors.yaml").is_file():
+        pytest.fail(f"{MONITORING_CRDS} is missing; run `make tools`", pytrace=False)
+    applied = kube.kubectl("apply", "--server-side", "-f", str(MONITORING_CRDS), check=False)
+    assert applied.returncode == 0, applied.stderr
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(MONITORING_CRDS))
+    values = {
+        "monitoring": {
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "dashboards": {"enabled": True},
+        }
+    }
+    text = _render(values, namespace, _release(), tmp_path)
+    monitoring = [
+        doc
+        for doc in yaml.safe_load_all(text)
+        if doc and doc["kind"] in {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    ]
+    assert {doc["kind"] for doc in monitoring} == {
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+    }
+    manifest = tmp_path / "monitoring.yaml"
+    manifest.write_text(yaml.safe_dump_all(monitoring))
+    result = kube.kubectl(
+        "apply", "--dry-run=server", "--server-side", "-n", namespace, "-f", str(manifest),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(monitoring)
