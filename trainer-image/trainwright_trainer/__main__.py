@@ -183,5 +183,21 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(exc.exit_code)
 
 
+def _exit(code: int) -> None:
+    """Leave with ``code``; a failing rank skips the interpreter's teardown.
+
+    At interpreter exit, the C++ destructors of torch's process groups run while the
+    peer ranks are going away too, and can abort the process ("terminate called without
+    an active exception", SIGABRT): torchrun then reports -6 instead of the trainer's
+    code (seen on a loaded machine with a data error on both ranks).
+    """
+    if code == 0:
+        sys.exit(0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
