@@ -75,7 +75,7 @@ cluster-down: ## stop the local control plane
 run: install ## run the operator against the current KUBECONFIG
 	$(VENV)/bin/trainwright operator
 
-demo: install system-deps k8s-bin images ## the whole story on the local control plane
+demo: install system-deps k8s-bin images tools ## the whole story on the local control plane
 	@bash hack/demo.sh
 
 clean: cluster-down ## remove build outputs (keeps the binary cache)

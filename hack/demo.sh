@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on the local control plane.
 #   1. start the local control plane with fake GPU nodes and the real node (or reuse them)
-#   2. install the CRDs, start the operator in the background
-#   3. write a tiny model and its data to the demo's volumes, apply examples/ and wait
+#   2. write a tiny model and its data to the demo's volumes; install the operator (CRDs
+#      included) with its Helm chart, as a user does, its pod on the real node
+#   3. apply examples/ and wait
 #      until every TrainingJob is past Pending, every CapacityPlan has a recommendation,
 #      and the tiny model trained for real on the real node (tiny-cpu: Succeeded)
 #   4. wait for its export (tiny-cpu-export) and print the model card and Ollama Modelfile
@@ -36,24 +37,6 @@ bash hack/k8s/cluster.sh up
 export KUBECONFIG=$state/kubeconfig
 kubectl() { "$bin/kubectl" "$@"; }
 
-say "CRDs"
-kubectl apply -f crds/
-kubectl wait --for condition=Established --timeout 60s -f crds/ >/dev/null
-
-say "operator"
-operator_alive() { [ -s "$state/operator.pid" ] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; }
-if operator_alive; then
-	echo "operator already running (pid $(cat "$state/operator.pid"))"
-	metrics_port=$(cat "$state/operator.metrics-port" 2>/dev/null || echo "?")
-else
-	metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-	nohup .venv/bin/trainwright operator --all-namespaces --metrics-port "$metrics_port" \
-		>"$state/operator.log" 2>&1 &
-	echo $! >"$state/operator.pid"
-	echo "$metrics_port" >"$state/operator.metrics-port"
-	echo "started operator (pid $(cat "$state/operator.pid")), log: $state/operator.log"
-fi
-
 say "a tiny model and its data for the real run ($demo_root)"
 # The demo's PersistentVolumes (examples/storage.yaml) are hostPath directories on the
 # real node, which is this machine; the trainer runs as UID 1000, group 0.
@@ -72,6 +55,24 @@ cp tests/data/trainer/text.txt "$demo_root/datasets/tiny/text.txt"
 chown -R 1000:0 "$demo_root/datasets" "$demo_root/checkpoints"
 chmod -R g+rwX "$demo_root/datasets" "$demo_root/checkpoints"
 echo "tiny Llama in $demo_root/datasets/models/tiny-llama, corpus in $demo_root/datasets/tiny"
+
+say "the operator, installed with its Helm chart, running on the real node"
+# As a user installs it (README), plus what the local cluster needs: the pod tolerates the
+# real node's taint (the only node whose pods run) and mounts the demo's datasets volume
+# read-only, where tiny-cpu's spec.model.configPath is (the operator reads it to plan).
+helm=$cache/tools/bin/helm
+[ -x "$helm" ] || die "$helm is missing; run 'make tools' first."
+# --take-ownership/--force-conflicts: CRDs applied earlier with kubectl (e2e, older demos).
+"$helm" upgrade --install trainwright helm/trainwright --namespace trainwright-system \
+	--create-namespace --take-ownership --force-conflicts \
+	--set-json 'operator.tolerations=[{"key":"trainwright.io/cpu-rank","operator":"Exists","effect":"NoSchedule"}]' \
+	--set-json 'operator.nodeSelector={"trainwright.io/real-node":"true"}' \
+	--set-json "operator.extraVolumes=[{\"name\":\"demo-datasets\",\"hostPath\":{\"path\":\"$demo_root/datasets\",\"type\":\"Directory\"}}]" \
+	--set-json "operator.extraVolumeMounts=[{\"name\":\"demo-datasets\",\"mountPath\":\"$demo_root/datasets\",\"readOnly\":true}]"
+kubectl -n trainwright-system rollout status deployment/trainwright --timeout 180s
+operator_alive() {
+	[ "$(kubectl -n trainwright-system get deployment trainwright -o jsonpath='{.status.readyReplicas}')" = 1 ]
+}
 
 say "examples"
 kubectl apply -f examples/
@@ -96,12 +97,12 @@ while true; do
 	missing=$(pending_work)
 	[ -z "$missing" ] && break
 	if ! operator_alive; then
-		tail -n 20 "$state/operator.log" >&2 || true
-		die "the operator exited; see $state/operator.log"
+		kubectl -n trainwright-system logs deployment/trainwright --tail 20 >&2 || true
+		die "the operator's pod is not ready (its log above)"
 	fi
 	if [ $SECONDS -ge $deadline ]; then
 		echo "$missing" >&2
-		die "after ${timeout_s}s the operator had not planned everything (above); see $state/operator.log"
+		die "after ${timeout_s}s the operator had not planned everything (above); see kubectl -n trainwright-system logs deployment/trainwright"
 	fi
 	sleep 1
 done
@@ -157,6 +158,8 @@ Look further:
   $bin/kubectl describe tj llama8b-lora
   $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count,trainwright.io/real-node
   $bin/kubectl logs -l trainwright.io/job=tiny-cpu,batch.kubernetes.io/job-completion-index=0   # the real trainer (rank 0)
-  operator log: $state/operator.log    metrics: http://127.0.0.1:$metrics_port/metrics
+  $bin/kubectl -n trainwright-system logs deployment/trainwright     # the operator
+  metrics: http://$(kubectl -n trainwright-system get service trainwright-metrics -o jsonpath='{.spec.clusterIP}' 2>/dev/null || echo '<ClusterIP>'):8080/metrics
+  uninstall: $cache/tools/bin/helm uninstall trainwright -n trainwright-system (CRDs and your objects stay)
 Stop everything (operator included): make cluster-down
 EOF
