@@ -102,14 +102,14 @@ def test_two_one_rank_pods_are_planned_on_the_real_node_with_cpu_throughput() ->
     assert plan.estimated_cost_usd is None
 
 
-def test_the_trainer_pods_request_a_rank_a_core_and_its_memory_and_tolerate_the_node() -> None:
+def test_the_trainer_pods_request_a_rank_and_its_memory_and_tolerate_the_node() -> None:
     plan = plan_trainingjob(_job(), build_inventory([REAL_NODE], [])).plan
     assert plan is not None
     pod = trainer_job(_job(), plan, attempt=1)["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"trainwright.io/device.product": "Trainwright-CPU"}
     container = pod["containers"][0]
     assert container["resources"] == {
-        "requests": {"trainwright.io/cpu-rank": "1", "cpu": "1", "memory": str(4 * GIB)},
+        "requests": {"trainwright.io/cpu-rank": "1", "memory": str(4 * GIB)},
         "limits": {"trainwright.io/cpu-rank": "1", "memory": str(4 * GIB)},
     }
     assert {

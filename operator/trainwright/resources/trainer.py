@@ -455,14 +455,15 @@ def _device_toleration(resource: str) -> dict[str, Any]:
 
 
 def _resources(device: GpuSpec, devices: int) -> dict[str, Any]:
-    """The devices a pod needs; a CPU device is also a core and its memory, so the kubelet
-    reserves them and the cgroup enforces the memory the plan was made for."""
+    """The devices a pod needs; a CPU device also asks for its memory, so the kubelet
+    reserves it and the cgroup enforces the memory the plan was made for. Its core is the
+    rank itself (the node offers one rank per core): a cpu request on top would count the
+    core twice and leave a two-rank job unschedulable beside any other pod."""
     count = str(devices)
     requests: dict[str, str] = {device.resource_name: count}
     limits: dict[str, str] = {device.resource_name: count}
     if device.vendor == "cpu":
-        requests |= {"cpu": count, "memory": str(device.memory_bytes * devices)}
-        limits["memory"] = str(device.memory_bytes * devices)
+        requests["memory"] = limits["memory"] = str(device.memory_bytes * devices)
     return {"limits": limits, "requests": requests}
 
 
