@@ -275,6 +275,12 @@ start_kubelet() {
 	# Extended Resources for a Node"): one per trainer rank this node can run on its CPU.
 	kubectl_ patch node "$node_name" --subresource=status --type=json \
 		-p "[{\"op\": \"add\", \"path\": \"/status/capacity/${rank_resource/\//~1}\", \"value\": \"$ranks\"}]" >/dev/null
+	# Planning reads allocatable, which the kubelet derives from capacity at its next
+	# status update: wait for it, so nothing planned right after cluster-up misses the node.
+	ranks_allocatable() {
+		[ "$(kubectl_ get node "$node_name" -o jsonpath="{.status.allocatable.${rank_resource//./\\.}}" 2>/dev/null)" = "$ranks" ]
+	}
+	wait_for "$ranks $rank_resource in the node's allocatable" kubelet 60 ranks_allocatable
 }
 
 start_kube_proxy() {
