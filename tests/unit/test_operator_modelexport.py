@@ -271,7 +271,7 @@ async def test_a_succeeded_trainingjob_gets_one_adopted_cpu_only_export_job(worl
     params = get_model("llama-3.1-8b").total_params
     memory = str(4 * params + 3 * GIB)  # fp32 verification + one shard + overhead
     assert container["resources"] == {
-        "requests": {"cpu": "2", "memory": memory},
+        "requests": {"cpu": "1", "memory": memory},
         "limits": {"memory": memory},
     }
     mounts = {m["mountPath"]: m["readOnly"] for m in container["volumeMounts"]}

@@ -59,7 +59,9 @@ CONFIG_DIR = "/etc/trainwright-export"
 CONFIG_KEY = "export.yaml"
 OUTPUT_MOUNT_ROOT = "/mnt/export"
 TERMINATION_LOG = "/dev/termination-log"
-EXPORT_CPU = "2"
+# A merge and a GGUF conversion run on one core at a time, mostly (a request is a
+# reservation: two would leave the export Pending on a 2-core node with the operator).
+EXPORT_CPU = "1"
 GIB = 1024**3
 # The merge holds about one 2 GiB output shard plus the adapter; verification loads
 # the model once in fp32 (4 bytes a parameter); 1 GiB for Python, torch and tokenizers.
