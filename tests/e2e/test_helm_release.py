@@ -158,4 +158,6 @@ def test_install_upgrade_and_uninstall_with_the_operator_pod_on_the_real_node(
     crds = json.loads(kube.kubectl("get", "crd", "-o", "json").stdout)
     names = {item["metadata"]["name"] for item in crds["items"]}
     assert {"trainingjobs.trainwright.io", "capacityplans.trainwright.io"} <= names
-    assert get(kube, namespace, "trainingjobs", "via-chart") is not None
+    kept = get(kube, namespace, "trainingjobs", "via-chart") or {}
+    # Kept whole: the plan the in-cluster operator wrote is still in its status.
+    assert kept.get("status", {}).get("plan") == plan["plan"]
