@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local cluster's binaries from the Go module proxy:
 #   control plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
-#   real node      kubelet, kube-proxy (the same k8s.io v1.34.4 module set), coredns, crane
+#   real node      kubelet, kube-proxy (the same k8s.io v1.34.4 module set), coredns
 #
 # Binaries go to $TRAINWRIGHT_CACHE/k8s/<k8s version>/bin; the Go module and build caches
 # live under $TRAINWRIGHT_CACHE/go so CI and later clones reuse them. Only the binaries
@@ -16,14 +16,13 @@ K8S_VERSION=v1.34.4
 K8S_MINOR=34
 KWOK_VERSION=v0.7.0
 COREDNS_VERSION=v1.14.7
-CRANE_VERSION=v0.22.1
 GO_MIN=1.24
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
 bin=$cache/k8s/$K8S_VERSION/bin
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
-	kubelet kube-proxy coredns crane)
+	kubelet kube-proxy coredns)
 
 # works NAME: the binary exists and prints its version (a truncated build does not).
 works() {
@@ -31,7 +30,6 @@ works() {
 	[ -x "$bin/$b" ] || return 1
 	case "$b" in
 	kubectl) "$bin/$b" version --client >/dev/null 2>&1 ;;
-	crane) "$bin/$b" version >/dev/null 2>&1 ;;
 	coredns) "$bin/$b" -version >/dev/null 2>&1 ;;
 	*) "$bin/$b" --version >/dev/null 2>&1 ;;
 	esac
@@ -50,7 +48,7 @@ for b in "${binaries[@]}"; do
 	fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "reusing cluster binaries in $bin (Kubernetes $K8S_VERSION, kwok $KWOK_VERSION, CoreDNS $COREDNS_VERSION, crane $CRANE_VERSION)"
+	echo "reusing cluster binaries in $bin (Kubernetes $K8S_VERSION, kwok $KWOK_VERSION, CoreDNS $COREDNS_VERSION)"
 	exit 0
 fi
 
@@ -74,7 +72,7 @@ export GOCACHE=$cache/go/build
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 # sum.golang.org is not always reachable; hack/k8s/gomod/go.sum pins every
-# module hash of the Kubernetes binaries; kwok's, CoreDNS's and crane's module zips
+# module hash of the Kubernetes binaries; kwok's and CoreDNS's module zips
 # carry their own go.sum.
 export GOSUMDB=${GOSUMDB:-off}
 export GOFLAGS=-mod=mod
@@ -84,7 +82,7 @@ stage=$(mktemp -d "$cache/k8s/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
 echo "building ${#missing[@]} missing binaries (${missing[*]}) from the Go module proxy;" \
-	"a cold build of all ten takes 15-40 min on 2 cores, progress below"
+	"a cold build of all nine takes 15-40 min on 2 cores, progress below"
 total_start=$(date +%s)
 cd "$here/gomod"
 if [ ! -s go.sum ]; then
@@ -141,11 +139,6 @@ for b in "${missing[@]}"; do
 		;;
 	coredns)
 		build_one coredns go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
-		;;
-	crane)
-		build_one crane go_install crane \
-			"github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION" \
-			"-s -w -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$CRANE_VERSION"
 		;;
 	*) build_one "$b" "$GO" build -trimpath -ldflags "$ldflags_k8s" -o "$stage/$b" "k8s.io/kubernetes/cmd/$b" ;;
 	esac
