@@ -195,6 +195,14 @@ class GpuSpec(BaseModel):
             "FLOPs utilization; trainwright.planner.throughput cites the sources)"
         ),
     )
+    tdp_watts: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "board power limit (TDP/TBP) from the datasheet, watts: the ceiling of the "
+            "energy estimate where power is not measured (trainwright.planner.carbon)"
+        ),
+    )
     aliases: tuple[str, ...] = ()
     product_labels: tuple[str, ...] = Field(
         default=(), description="values of the product node label (product_label_key)"
