@@ -739,6 +739,65 @@ class ChildrenStatus(ApiModel):
     job: str | None = Field(default=None, max_length=63, description="Current attempt's Job.")
 
 
+DatasetCheckState = Literal["Checking", "Passed", "Failed", "Skipped"]
+
+
+class DatasetBadRow(ApiModel):
+    """A row the trainer would skip, as ``trainwright dataset inspect`` names it."""
+
+    row: int = Field(ge=1, description="1-based row or line number in the file.")
+    reason: str = Field(max_length=512, description="Why the trainer cannot use it.")
+
+
+class DatasetCheckStatus(ApiModel):
+    """What the dataset check pod found before any GPU was requested (docs/datasets.md)."""
+
+    state: DatasetCheckState = Field(
+        description="Checking (its pod runs), Passed, Failed (the job ends DataError) or Skipped."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="The finding, or why it was skipped."
+    )
+    inputs_digest: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Digest of what the check read (dataset, format, seqLen, model); a new "
+        "value runs it again.",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the check ran for."
+    )
+    check_job: str | None = Field(default=None, max_length=63, description="The check's Job.")
+    format: str | None = Field(default=None, max_length=32, description="Row format detected.")
+    rows: int | None = Field(default=None, ge=0, description="Rows in the file.")
+    valid_rows: int | None = Field(default=None, ge=0, description="Rows the trainer can use.")
+    bad_rows: int | None = Field(default=None, ge=0, description="Rows the trainer would skip.")
+    first_bad_rows: list[DatasetBadRow] = Field(
+        default_factory=list, max_length=10, description="The first bad rows and why."
+    )
+    tokens: int | None = Field(
+        default=None, ge=0, description="Tokens in one epoch (valid rows); the plan uses it."
+    )
+    tokens_p95: int | None = Field(default=None, ge=0, description="95th percentile per row.")
+    tokens_estimated: bool | None = Field(
+        default=None, description="Estimated at 4 characters a token (no local tokenizer)."
+    )
+    truncated_fraction: float | None = Field(
+        default=None, ge=0, le=1, description="Share of valid rows longer than seqLen."
+    )
+    duplicates: int | None = Field(default=None, ge=0, description="Rows repeating a row.")
+    near_empty_rows: int | None = Field(
+        default=None, ge=0, description="Rows with almost nothing to learn from."
+    )
+    suggestions: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list, max_length=10, description="What to fix, in sentences."
+    )
+    check_seconds: float | None = Field(
+        default=None, ge=0, description="How long the check pod read the file."
+    )
+    checked_at: dt.datetime | None = Field(default=None, description="When the check finished.")
+
+
 class TrainingJobStatus(ApiModel):
     """What the operator observed and decided."""
 
@@ -767,6 +826,9 @@ class TrainingJobStatus(ApiModel):
         default=None, description="When training succeeded or failed."
     )
     children: ChildrenStatus | None = Field(default=None, description="Created objects.")
+    dataset: DatasetCheckStatus | None = Field(
+        default=None, description="The dataset check's findings (before planning)."
+    )
     spec_digest: str | None = Field(
         default=None,
         max_length=64,
