@@ -6,6 +6,8 @@ Rank 0 serves ``/metrics`` (Prometheus text format, names prefixed
 step so the operator can read step, total steps and ETA without scraping.
 Other ranks create a :class:`TrainerMetrics` with ``enabled=False``: every
 method is then a no-op, so the loop needs no ``if rank == 0`` around them.
+Rank 0 also writes the step and eval figures as TensorBoard events
+(:mod:`trainwright_trainer.tensorboard_events`) when given a directory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from trainwright_trainer.tensorboard_events import EventWriter
 
 __all__ = [
     "PEAK_BF16_DENSE_FLOPS_PER_SECOND",
@@ -135,6 +139,11 @@ class Progress:
     # (0..1) at the last sample; None on CPU or without a driver, never a made-up figure.
     peak_memory_bytes: int | None = None
     gpu_utilization: float | None = None
+    # The last step's MFU (None where the device's peak is unknown: CPU ranks) and the
+    # energy all ranks' GPUs drew since this attempt started (trainwright_trainer.energy;
+    # None unless every rank measured its own): the operator's status.usage.
+    mfu: float | None = None
+    gpu_energy_joules: float | None = None
 
 
 @dataclass
@@ -168,6 +177,7 @@ class TrainerMetrics:
         progress_path: Path | None,
         total_steps: int,
         host: str = "0.0.0.0",
+        tensorboard_dir: Path | None = None,
     ) -> None:
         self.enabled = enabled
         self.progress_path = progress_path
@@ -254,8 +264,14 @@ class TrainerMetrics:
             ["gpu"],
             registry=r,
         )
+        self.gpu_energy = Gauge(
+            "trainwright_gpu_energy_joules",
+            "Energy all ranks' GPUs drew since this attempt started (NVML), joules",
+            registry=r,
+        )
         self._utilization: float | None = None
         self.total_steps_gauge.set(total_steps)
+        self.events = EventWriter(tensorboard_dir if enabled else None)
         if enabled:
             self._init_nvml()
             if port:
@@ -341,9 +357,22 @@ class TrainerMetrics:
         eta_seconds: float | None,
         write_file: bool = True,
         step_seconds: float | None = None,
+        gpu_energy_joules: float | None = None,
     ) -> None:
         if not self.enabled:
             return
+        self.events.scalars(
+            step,
+            {
+                "train/loss": loss,
+                "train/learning_rate": learning_rate,
+                "train/grad_norm": grad_norm,
+                "train/tokens_per_second": tokens_per_second,
+                "train/mfu": mfu_ratio if mfu_ratio > 0 else None,
+            },
+        )
+        if gpu_energy_joules is not None:
+            self.gpu_energy.set(gpu_energy_joules)
         self.step.set(step)
         self.epoch.set(epoch)
         self.loss.set(loss)
@@ -367,6 +396,8 @@ class TrainerMetrics:
             step_seconds=step_seconds,
             peak_memory_bytes=self._peak_memory(),
             gpu_utilization=self._utilization,
+            mfu=mfu_ratio if mfu_ratio > 0 else None,
+            gpu_energy_joules=gpu_energy_joules,
         )
         self._apply_eval(self._progress)
         if write_file and self.progress_path is not None:
@@ -389,6 +420,9 @@ class TrainerMetrics:
         if not self.enabled:
             return
         self._eval = record
+        self.events.scalars(
+            record.step, {"eval/loss": record.loss, "eval/perplexity": record.perplexity}
+        )
         self.eval_loss.set(record.loss)
         self.eval_perplexity.set(record.perplexity if record.perplexity is not None else math.inf)
         self.overfitting.set(1.0 if record.overfitting else 0.0)
@@ -405,6 +439,7 @@ class TrainerMetrics:
 
     def finish(self, state: str) -> None:
         """Write the final progress state (``succeeded``, ``preempted``, ``failed``)."""
+        self.events.close()
         if not self.enabled or self._progress is None:
             return
         self._progress.state = state
@@ -422,6 +457,7 @@ class TrainerMetrics:
         if not self.enabled:
             return
         self.checkpoint_save_seconds.observe(seconds)
+        self.events.flush()  # the events reach the volume with each checkpoint
         self._last_save_seconds = seconds
         if self._progress is not None:
             self._progress.checkpoint_save_seconds = seconds
@@ -437,6 +473,7 @@ class TrainerMetrics:
                 self._progress.last_checkpoint_step = step
 
     def close(self) -> None:
+        self.events.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

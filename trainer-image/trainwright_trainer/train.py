@@ -59,6 +59,7 @@ from trainwright_trainer.distributed import (
     destroy_distributed,
     init_distributed,
 )
+from trainwright_trainer.energy import GpuEnergyMeter
 from trainwright_trainer.errors import ConfigError, DivergedError, NeedsReplanError, TrainerError
 from trainwright_trainer.evaluation import (
     SAMPLES_NAME,
@@ -93,6 +94,7 @@ from trainwright_trainer.model import (
     load_tokenizer,
 )
 from trainwright_trainer.stopping import OVERFITTING_ADVICE, EarlyStopping, OverfitWatch
+from trainwright_trainer.tensorboard_events import TENSORBOARD_DIR_NAME
 
 __all__ = ["Recipe", "lr_at_step", "run_training"]
 
@@ -215,6 +217,7 @@ class Recipe:
         self.early_stopped = False
         self._sample_prompts: list[SamplePrompt] | None = None
         self._overfitting_reported = False
+        self.gpu_energy_joules: float | None = None  # all ranks, this attempt (None: unmetered)
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -274,7 +277,9 @@ class Recipe:
             port=cfg.metrics.port,
             progress_path=cfg.progress_path,
             total_steps=self.total_steps,
+            tensorboard_dir=self.ckpt_root / TENSORBOARD_DIR_NAME,
         )
+        self.energy = GpuEnergyMeter(env.device)
         self.checkpoints = CheckpointManager(
             self.ckpt_root,
             rank=env.rank,
@@ -484,6 +489,7 @@ class Recipe:
                 eta_seconds=eta,
                 step_seconds=step_seconds,
                 write_file=write_file,
+                gpu_energy_joules=self.gpu_energy_joules,
             )
             if verdict is SpikeVerdict.ROLLBACK:
                 self._rollback(step_no)
@@ -720,6 +726,7 @@ class Recipe:
         if not oom:
             grad_norm = engine.clip_grad_norm(self.cfg.training.max_grad_norm)
         nonfinite = loss_nonfinite or (not oom and not math.isfinite(grad_norm))
+        joules = self.energy.joules()
         reduced = _all_reduce_sum(
             [
                 loss_sum,
@@ -728,9 +735,12 @@ class Recipe:
                 float(oom),
                 float(nonfinite),
                 float(self.preemption.received),
+                joules or 0.0,  # each rank meters its own GPU: the sum is the run's
+                float(joules is not None),
             ],
             env.device,
         )
+        self.gpu_energy_joules = reduced[6] if reduced[7] == env.world_size else None
         if reduced[3] > 0:
             self._handle_oom(position)
             return None
