@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainwright.planner import PlannerError, get_gpu
+from trainwright.planner import PlannerError, TrainingRequest, get_gpu, plan_training
 from trainwright.planner.carbon import (
     CLOUD_REGIONS,
     DEFAULT_LOCATIONS,
@@ -16,6 +16,7 @@ from trainwright.planner.carbon import (
     grid_intensity,
     override_intensity,
     pue_for,
+    training_plan_carbon,
 )
 from trainwright.planner.catalog import CLOUDS, GPUS
 
@@ -108,3 +109,38 @@ def test_bad_overrides_say_what_is_accepted() -> None:
         estimate_run(
             get_gpu("L4"), gpus=1, seconds=1, mfu=0.1, intensity=grid_intensity("FR"), pue=0.9
         )
+
+
+def test_a_plan_carries_its_whole_run_estimate_at_its_own_mfu() -> None:
+    """8 H100s for a 100M-token full fine-tune of an 8B model on AWS (us-east-1 by default).
+
+    The estimate is the plan's GPU-hours at the power its MFU implies:
+    watts = 700 x (0.1 + 0.9 x min(1, mfu / 0.5)), kWh = watts x GPU-hours / 1000 x 1.15.
+    """
+    plan = plan_training(
+        TrainingRequest(
+            model="llama-3.1-8b",
+            method="full",
+            gpu="H100-SXM",
+            num_gpus=8,
+            dataset_tokens=100_000_000,
+            cloud="aws",
+        )
+    )
+    carbon = training_plan_carbon(plan)
+    assert carbon is not None and plan.duration_seconds is not None
+    gpu_hours = 8 * plan.duration_seconds / 3600
+    watts = 700 * (0.1 + 0.9 * min(1.0, plan.throughput.mfu / 0.5))
+    assert carbon.gpu_hours == pytest.approx(gpu_hours)
+    assert carbon.gpu_watts == pytest.approx(watts)
+    assert carbon.energy_kwh == pytest.approx(watts * gpu_hours / 1000 * 1.15)
+    assert carbon.kg_co2e == pytest.approx(carbon.energy_kwh * 0.287)
+    assert carbon.zone == "US-SRVC"
+    # The same run on a hydro grid, with the user's own PUE, and without a dataset size.
+    quebec = training_plan_carbon(plan, location="ca-central-1", pue=1.3)
+    assert quebec is not None and quebec.kg_co2e < carbon.kg_co2e / 100
+    assert quebec.energy_kwh == pytest.approx(carbon.gpu_energy_kwh * 1.3)
+    unsized = plan_training(
+        TrainingRequest(model="llama-3.1-8b", method="lora", gpu="L4", num_gpus=1)
+    )
+    assert training_plan_carbon(unsized) is None

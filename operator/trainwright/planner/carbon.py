@@ -38,7 +38,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainwright.planner.errors import PlannerError
+from trainwright.planner.lookup import get_gpu
 from trainwright.planner.specs import GpuSpec
+from trainwright.planner.training import TrainingPlan
 
 SECONDS_PER_HOUR = 3600.0
 WATT_SECONDS_PER_KWH = 3.6e6
@@ -259,6 +261,9 @@ class CarbonEstimate(BaseModel):
     gpu_hours: float = Field(ge=0)
     gpu_energy_kwh: float = Field(ge=0, description="energy the accelerators drew")
     energy_source: EnergySource
+    gpu_watts: float | None = Field(
+        default=None, ge=0, description="estimated average power per GPU (None: measured)"
+    )
     pue: float = Field(ge=1)
     energy_kwh: float = Field(ge=0, description="facility energy: gpu_energy_kwh x pue")
     g_co2e_per_kwh: float = Field(ge=0)
@@ -338,6 +343,7 @@ def carbon_estimate(
     energy_source: EnergySource,
     intensity: GridIntensity,
     pue: float,
+    gpu_watts: float | None = None,
 ) -> CarbonEstimate:
     """Facility energy and kg CO2e for the energy the GPUs drew."""
     if pue < 1:
@@ -347,6 +353,7 @@ def carbon_estimate(
         gpu_hours=gpu_hours,
         gpu_energy_kwh=gpu_energy_kwh,
         energy_source=energy_source,
+        gpu_watts=gpu_watts,
         pue=pue,
         energy_kwh=energy_kwh,
         g_co2e_per_kwh=intensity.g_co2e_per_kwh,
@@ -388,10 +395,50 @@ def estimate_run(
             intensity=intensity,
             pue=pue,
         )
+    watts = estimated_gpu_watts(gpu, device_load(gpu, mfu))
     return carbon_estimate(
         gpu_hours=gpu_hours,
-        gpu_energy_kwh=estimated_gpu_energy_kwh(gpu, gpus=gpus, seconds=seconds, mfu=mfu),
+        gpu_energy_kwh=watts * gpus * max(0.0, seconds) / WATT_SECONDS_PER_KWH,
         energy_source="estimated",
         intensity=intensity,
         pue=pue,
+        gpu_watts=watts,
+    )
+
+
+def resolve_intensity(
+    cloud: str, location: str | None = None, g_co2e_per_kwh: float | None = None
+) -> GridIntensity:
+    """The grid a run on ``cloud`` draws from: ``location`` (a region or zone) or the region
+    the cloud's prices are quoted for, with a user's own figure in place of the table's."""
+    base = grid_intensity(location or default_location(cloud), cloud=cloud)
+    return override_intensity(base, g_co2e_per_kwh)
+
+
+def resolve_pue(cloud: str, pue: float | None = None) -> float:
+    """A user's PUE, else the provider's reported one."""
+    if pue is not None and pue < 1:
+        raise PlannerError(f"pue must be at least 1 (facility energy over IT energy), got {pue}")
+    return pue if pue is not None else pue_for(cloud).value
+
+
+def training_plan_carbon(
+    plan: TrainingPlan,
+    *,
+    location: str | None = None,
+    g_co2e_per_kwh: float | None = None,
+    pue: float | None = None,
+) -> CarbonEstimate | None:
+    """The whole run's estimate for a plan (its GPUs, duration and MFU); None without a
+    duration (no dataset size to plan one)."""
+    if plan.duration_seconds is None:
+        return None
+    cloud = plan.cost.cloud
+    return estimate_run(
+        get_gpu(plan.gpu),
+        gpus=plan.num_gpus,
+        seconds=plan.duration_seconds,
+        mfu=plan.throughput.mfu,
+        intensity=resolve_intensity(cloud, location, g_co2e_per_kwh),
+        pue=resolve_pue(cloud, pue),
     )
