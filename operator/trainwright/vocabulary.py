@@ -16,6 +16,10 @@ Method = Literal["full", "lora", "qlora", "dora"]
 METHODS: tuple[str, ...] = get_args(Method)
 # Methods that train adapters on a frozen base (their LoRA settings apply).
 ADAPTER_METHODS: tuple[str, ...] = ("lora", "qlora", "dora")
+# What a user may ask for: a method, or ``auto`` for the planner to pick 16-bit LoRA
+# when it fits the GPUs the plan can get, else QLoRA (an adapter method either way).
+MethodChoice = Literal["auto", "full", "lora", "qlora", "dora"]
+METHOD_CHOICES: tuple[str, ...] = get_args(MethodChoice)
 
 Strategy = Literal["ddp", "fsdp", "zero1", "zero2", "zero3"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -83,6 +87,7 @@ __all__ = [
     "KV_CACHE_PRECISIONS",
     "LLAMA_CPP_QUANTIZATIONS",
     "METHODS",
+    "METHOD_CHOICES",
     "OPTIMIZERS",
     "PLANNER_OPTIMIZERS",
     "STRATEGIES",
@@ -96,6 +101,7 @@ __all__ = [
     "InferencePrecision",
     "KvCachePrecision",
     "Method",
+    "MethodChoice",
     "Optimizer",
     "PlannerOptimizer",
     "Strategy",

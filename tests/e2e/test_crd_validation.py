@@ -134,7 +134,7 @@ def test_the_api_server_fills_in_the_defaults(kube: Kube, namespace: str, crds: 
         ),
         (
             {"method": "full"},
-            'spec.lora: Invalid value: "object": lora is only allowed with method lora, qlora or dora',
+            'spec.lora: Invalid value: "object": lora is only allowed with method auto, lora, qlora or dora',
         ),
         (
             {"resources": {"gpuType": "auto", "gpusPerNode": 8}},

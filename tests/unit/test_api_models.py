@@ -91,7 +91,7 @@ def test_a_manifest_round_trips_through_the_model_in_camel_case() -> None:
         ),
         (
             {"method": "prefix-tuning"},
-            "TrainingJob spec.method: must be one of 'full', 'lora', 'qlora' or 'dora', "
+            "TrainingJob spec.method: must be one of 'auto', 'full', 'lora', 'qlora' or 'dora', "
             "got 'prefix-tuning'.",
         ),
         (
@@ -105,7 +105,7 @@ def test_a_manifest_round_trips_through_the_model_in_camel_case() -> None:
         ),
         (
             {"method": "full", "lora": {"rank": 8}},
-            "TrainingJob spec: lora is only allowed with method lora, qlora or dora, not full.",
+            "TrainingJob spec: lora is only allowed with method auto, lora, qlora or dora, not full.",
         ),
         (
             {"budget": {"maxCostUsd": -5}},

@@ -113,7 +113,10 @@ def test_every_example_passes_every_rule_on_create_and_on_an_unchanged_update(
             {"model": {"uri": "pvc://m/llama"}},
             ".spec.model: model: set exactly one of name or configPath",
         ),
-        ({"method": "full"}, ".spec.lora: lora is only allowed with method lora, qlora or dora"),
+        (
+            {"method": "full"},
+            ".spec.lora: lora is only allowed with method auto, lora, qlora or dora",
+        ),
         (
             {"resources": {"gpusPerNode": 8}},
             ".spec.resources: resources.gpusPerNode needs a concrete resources.gpuType, not auto",

@@ -114,7 +114,7 @@ def test_cel_rules_cover_exclusive_fields_immutability_and_running_jobs() -> Non
     assert model_rules == ["has(self.name) != has(self.configPath)"]
     spec_rules = {r["rule"]: r for r in spec["x-kubernetes-validations"]}
     assert spec_rules["self.method == oldSelf.method"]["fieldPath"] == ".method"
-    assert "!has(self.lora) || self.method in ['lora', 'qlora', 'dora']" in spec_rules
+    assert "!has(self.lora) || self.method in ['auto', 'lora', 'qlora', 'dora']" in spec_rules
     root_rule = schema["x-kubernetes-validations"][0]
     assert root_rule["rule"].startswith("!has(oldSelf.status)")
     assert "self.spec.model == oldSelf.spec.model" in root_rule["rule"]

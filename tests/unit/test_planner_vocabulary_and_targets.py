@@ -27,8 +27,10 @@ def _literal_values(annotation: object) -> set[str]:
 def test_the_api_planner_and_trainer_accept_the_same_methods_strategies_and_optimizers() -> None:
     api = TrainingJobSpec.model_fields
     planner = PlannerTrainingRequest.model_fields
-    assert _literal_values(api["method"].annotation) == set(vocabulary.METHODS)
-    assert _literal_values(planner["method"].annotation) == set(vocabulary.METHODS)
+    # A user may also ask for auto; the trainer gets the method it resolved to.
+    assert _literal_values(api["method"].annotation) == set(vocabulary.METHOD_CHOICES)
+    assert _literal_values(planner["method"].annotation) == set(vocabulary.METHOD_CHOICES)
+    assert set(vocabulary.METHOD_CHOICES) == {"auto", *vocabulary.METHODS}
     assert _literal_values(api["strategy"].annotation) == set(vocabulary.STRATEGY_CHOICES)
     assert _literal_values(planner["strategy"].annotation) == set(vocabulary.STRATEGY_CHOICES)
     assert _literal_values(planner["cloud"].annotation) == set(vocabulary.CLOUDS)

@@ -31,7 +31,7 @@ from trainwright.planner.lookup import get_gpu
 from trainwright.planner.memory import AdapterTargets, target_modules
 from trainwright.planner.specs import ModelSpec
 from trainwright.planner.training import TrainingPlan, TrainingRequest
-from trainwright.vocabulary import LOSS_CHUNK_TOKENS
+from trainwright.vocabulary import LOSS_CHUNK_TOKENS, Method
 
 if TYPE_CHECKING:
     # Only the result's attributes are read; importing the forecaster (pandas,
@@ -119,6 +119,8 @@ def plan_status_from(plan: TrainingPlan, *, now: dt.datetime | None = None) -> P
     )
     return PlanStatus(
         gpu_type=plan.gpu,
+        method=cast(Method, plan.method),
+        method_reason=plan.method_reason,
         gpu_product=gpu_product_label(plan.gpu),
         num_gpus=plan.num_gpus,
         nodes=plan.nodes,

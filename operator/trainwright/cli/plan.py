@@ -26,7 +26,7 @@ from trainwright.cli._common import (
 from trainwright.vocabulary import (
     CLOUDS,
     INFERENCE_PRECISIONS,
-    METHODS,
+    METHOD_CHOICES,
     PLANNER_OPTIMIZERS,
     STRATEGY_CHOICES,
     TRAINING_PRECISIONS,
@@ -34,7 +34,7 @@ from trainwright.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from trainwright.planner import ModelSpec, Price
+    from trainwright.planner import ModelSpec, Price, TrainingPlan
     from trainwright.planner.calibration import Calibration
 
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
@@ -139,7 +139,12 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         description="Plan a fine-tuning run; without --gpu, find the cheapest plan that fits.",
     )
     _common_flags(parser)
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument(
+        "--method",
+        required=True,
+        choices=METHOD_CHOICES,
+        help="auto: lora when 16-bit LoRA fits the GPUs searched, else qlora",
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--gpus", type=positive_int("--gpus"), metavar="N", help="GPUs in all")
     size.add_argument("--nodes", type=positive_int("--nodes"), metavar="N")
@@ -151,7 +156,10 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--profile",
         choices=USE_CASES,
-        help="use case whose defaults (and reasons) fill --seq-len, --lora-rank and --epochs",
+        help=(
+            "use case whose defaults (and reasons) fill --seq-len, --lora-rank and --epochs "
+            "(for --dataset-tokens) and show the learning rate for the plan's batch"
+        ),
     )
     # Unset: the profile's value, else the planner's default (2048, 16 and 1).
     parser.add_argument("--seq-len", type=positive_int("--seq-len"), metavar="S")
@@ -396,11 +404,14 @@ def run_training(args: argparse.Namespace) -> int:
     }
     if args.gpus_per_node and not (args.nodes or args.gpus):
         raise UsageError("--gpus-per-node needs --nodes (or use --gpus N)")
-    profile = _apply_profile(args.profile, fields)
+    epochs_given = args.epochs is not None
+    _apply_profile(args.profile, fields)
     plan = _run(lambda: plan_training(TrainingRequest(**fields)))
     document = plan.to_contract()
-    if profile is not None:
-        document["profile"] = profile
+    if args.profile is not None:
+        document["profile"] = profile_document(
+            args.profile, plan, dataset_tokens=args.dataset_tokens if not epochs_given else None
+        )
     emit(document, args.output, render_training)
     if not plan.fits:
         raise InfeasibleExit(
@@ -481,14 +492,14 @@ def _as_of(cost: dict[str, Any]) -> str:
     return f" (price as of {cost['price_as_of']})" if cost.get("price_as_of") else ""
 
 
-def _apply_profile(name: str | None, fields: dict[str, Any]) -> dict[str, Any] | None:
+def _apply_profile(name: str | None, fields: dict[str, Any]) -> None:
     """Fill the unset --seq-len, --lora-rank and --epochs from the profile (flags win);
-    the profile's defaults and reasons as the plan shows them, or None."""
-    from trainwright.planner.profiles import get_profile
+    epochs follow --dataset-tokens."""
+    from trainwright.planner.profiles import get_profile, resolved_defaults
 
     profile = get_profile(name) if name is not None else None
     if profile is not None:
-        defaults = profile.defaults()
+        defaults = resolved_defaults(profile, dataset_tokens=fields["dataset_tokens"])
         for field, key in (
             ("seq_len", "seq_len"),
             ("lora_rank", "lora_rank"),
@@ -499,7 +510,24 @@ def _apply_profile(name: str | None, fields: dict[str, Any]) -> dict[str, Any] |
     for field in ("seq_len", "lora_rank", "epochs"):
         if fields[field] is None:
             del fields[field]  # the planner's own default
-    return profile.to_json() if profile is not None else None
+
+
+def profile_document(
+    name: str, plan: TrainingPlan, *, dataset_tokens: int | None = None
+) -> dict[str, Any]:
+    """The profile's defaults and reasons as this plan resolves them: epochs for
+    ``dataset_tokens``, the learning rate for the plan's sequences per optimizer step."""
+    from trainwright.planner.profiles import get_profile, resolved_defaults
+
+    data_parallel = plan.num_gpus // (plan.tensor_parallel * plan.pipeline_parallel)
+    batch = plan.micro_batch * plan.gradient_accumulation * data_parallel
+    profile = get_profile(name)
+    defaults = resolved_defaults(
+        profile, dataset_tokens=dataset_tokens, effective_batch_sequences=batch
+    )
+    document = profile.to_json(defaults)
+    document["effective_batch_sequences"] = batch
+    return document
 
 
 def render_training(plan: dict[str, Any]) -> str:
@@ -554,6 +582,8 @@ def render_training(plan: dict[str, Any]) -> str:
         ]
         headers = ("GPU", "GPUS", "STRATEGY", "MB", "CKPT", "GIB/GPU", "TOK/S", "$/H", "TOTAL")
         lines += ["  " + line for line in format_table(headers, alternatives).splitlines()]
+    if plan.get("method_reason"):
+        lines.append(plan["method_reason"])
     lines += [f"warning: {warning}" for warning in plan["warnings"]]
     lines += _profile_lines(plan.get("profile"))
     return "\n".join(lines) + "\n"

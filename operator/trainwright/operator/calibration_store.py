@@ -91,7 +91,7 @@ def training_observation(
     return {
         "kind": "training",
         "model": job.spec.model.name,
-        "method": workload.method,
+        "method": plan.method or workload.method,
         "gpu": plan.gpu_type,
         "num_gpus": plan.num_gpus,
         "strategy": plan.strategy,

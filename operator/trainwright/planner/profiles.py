@@ -18,16 +18,47 @@ unset (user fields win). Sources for the reasons:
   tens of thousands of short examples.
 - rsLoRA (Kalajdzievski 2023) and peft's default: alpha = 2 x rank keeps the update's
   scale as the rank changes.
+- On the SDEs and Scaling Rules for Adaptive Gradient Algorithms (Malladi et al. 2022,
+  arXiv:2205.10287): for Adam, the learning rate scales with the square root of the batch
+  size (§3, the square-root scaling rule). Each profile's rate is QLoRA's at its batch of
+  16 sequences (appendix B.2); :func:`scaled_learning_rate` moves it to the run's
+  effective batch, within 1/4x..4x of the reference (beyond that the rule is untested).
+- Epochs follow the dataset's size (:func:`epochs_for_dataset`): under 2M tokens (a few
+  thousand short rows) one more pass than the profile's, at most 4 (Muennighoff et al.
+  2023, §4: up to 4 epochs of repeated data train about as well as unique data); from
+  100M tokens one pass (repeats return less, and a corpus that large is the domain).
 
 This module is pure data: no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["PROFILES", "Choice", "Profile", "get_profile"]
+__all__ = [
+    "LARGE_DATASET_TOKENS",
+    "MAX_EPOCHS",
+    "PROFILES",
+    "REFERENCE_BATCH_SEQUENCES",
+    "SMALL_DATASET_TOKENS",
+    "Choice",
+    "Profile",
+    "epochs_for_dataset",
+    "get_profile",
+    "resolved_defaults",
+    "scaled_learning_rate",
+]
+
+# QLoRA's batch for its 7B-13B learning rate (appendix B.2): every profile's rate is
+# quoted at this many sequences per optimizer step.
+REFERENCE_BATCH_SEQUENCES = 16
+# The square-root rule moves the rate at most this far either way.
+_LR_SCALE_LIMITS = (0.25, 4.0)
+SMALL_DATASET_TOKENS = 2_000_000
+LARGE_DATASET_TOKENS = 100_000_000
+MAX_EPOCHS = 4
 
 _ALL_LINEAR = "all-linear"
 
@@ -60,13 +91,15 @@ class Profile:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {name: value for name, value in values.items() if isinstance(value, Choice)}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, defaults: dict[str, Choice] | None = None) -> dict[str, Any]:
+        """Name, description and each default with its reason (``defaults``: resolved ones)."""
+        chosen = defaults if defaults is not None else self.defaults()
         return {
             "name": self.name,
             "description": self.description,
             "defaults": {
                 name: {"value": choice.value, "reason": choice.reason}
-                for name, choice in self.defaults().items()
+                for name, choice in chosen.items()
             },
         }
 
@@ -157,3 +190,63 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"profile {name!r} is not one of {', '.join(PROFILES)}") from None
+
+
+def scaled_learning_rate(profile: Profile, effective_batch_sequences: int) -> Choice:
+    """The profile's rate moved to ``effective_batch_sequences`` by the square-root rule.
+
+    ``lr = lr_ref * sqrt(B / B_ref)`` with ``B_ref`` = :data:`REFERENCE_BATCH_SEQUENCES`
+    (Malladi et al. 2022, §3), the factor held within 1/4x..4x; rounded to 3 digits.
+    """
+    if effective_batch_sequences <= 0:
+        raise ValueError(f"effective batch must be positive, got {effective_batch_sequences}")
+    base = float(profile.learning_rate.value)
+    low, high = _LR_SCALE_LIMITS
+    factor = min(high, max(low, math.sqrt(effective_batch_sequences / REFERENCE_BATCH_SEQUENCES)))
+    rate = float(f"{base * factor:.3g}")
+    if effective_batch_sequences == REFERENCE_BATCH_SEQUENCES:
+        return replace(profile.learning_rate, value=rate)
+    capped = " (held at the 4x/0.25x limit)" if factor in _LR_SCALE_LIMITS else ""
+    reason = (
+        f"{base:g} at {REFERENCE_BATCH_SEQUENCES} sequences per step ({profile.learning_rate.reason})"
+        f" x sqrt({effective_batch_sequences}/{REFERENCE_BATCH_SEQUENCES}) for this run's batch: "
+        f"the square-root rule for Adam (Malladi et al. 2022){capped}"
+    )
+    return Choice(rate, reason)
+
+
+def epochs_for_dataset(profile: Profile, dataset_tokens: int | None) -> Choice:
+    """The profile's epochs for a dataset of ``dataset_tokens`` (None: the profile's own)."""
+    base = int(profile.epochs.value)
+    if dataset_tokens is None:
+        return profile.epochs
+    size = f"{dataset_tokens / 1e6:.3g}M tokens"
+    if dataset_tokens < SMALL_DATASET_TOKENS:
+        epochs = min(MAX_EPOCHS, base + 1)
+        return Choice(
+            epochs,
+            f"a small dataset ({size} < {SMALL_DATASET_TOKENS / 1e6:g}M): one pass more than "
+            f"the profile's {base}, at most {MAX_EPOCHS} (Muennighoff et al. 2023: up to 4 "
+            "epochs of repeated data train about as well as new data)",
+        )
+    if dataset_tokens >= LARGE_DATASET_TOKENS:
+        return Choice(
+            1,
+            f"a large dataset ({size} >= {LARGE_DATASET_TOKENS / 1e6:g}M): one pass; repeats "
+            "return less (Muennighoff et al. 2023)",
+        )
+    return profile.epochs
+
+
+def resolved_defaults(
+    profile: Profile,
+    *,
+    dataset_tokens: int | None = None,
+    effective_batch_sequences: int | None = None,
+) -> dict[str, Choice]:
+    """The profile's defaults with epochs for the dataset's size and the rate for the batch."""
+    defaults = profile.defaults()
+    defaults["epochs"] = epochs_for_dataset(profile, dataset_tokens)
+    if effective_batch_sequences is not None:
+        defaults["learning_rate"] = scaled_learning_rate(profile, effective_batch_sequences)
+    return defaults

@@ -35,7 +35,14 @@ from trainwright.planner.memory import (
 )
 from trainwright.planner.specs import GpuSpec, ModelSpec
 from trainwright.planner.throughput import StepTime, flops_per_token, training_step
-from trainwright.vocabulary import Cloud, Method, Strategy, StrategyChoice, TrainingPrecision
+from trainwright.vocabulary import (
+    Cloud,
+    Method,
+    MethodChoice,
+    Strategy,
+    StrategyChoice,
+    TrainingPrecision,
+)
 from trainwright.vocabulary import PlannerOptimizer as Optimizer
 
 MAX_MICRO_BATCH = 64
@@ -52,7 +59,10 @@ class TrainingRequest(BaseModel):
     )
 
     model: str | ModelSpec
-    method: Method = "lora"
+    method: MethodChoice = Field(
+        default="lora",
+        description="auto: 16-bit LoRA when it fits the GPUs searched, else QLoRA",
+    )
     gpu: str | None = None
     num_gpus: int | None = Field(default=None, gt=0)
     nodes: int | None = Field(default=None, gt=0)
@@ -185,6 +195,9 @@ class TrainingPlan(BaseModel):
 
     model: str
     method: str
+    method_reason: str | None = Field(
+        default=None, description="why method auto resolved to this method (else absent)"
+    )
     gpu: str
     num_gpus: int
     nodes: int
@@ -262,6 +275,7 @@ class _Context(NamedTuple):
     model: ModelSpec
     total_tokens: float | None
     factors: dict[tuple[str, str], _ShapeFactor]
+    method: Method  # the request's, with auto resolved before a context is made
 
 
 def plan_training(request: TrainingRequest) -> TrainingPlan:
@@ -269,7 +283,10 @@ def plan_training(request: TrainingRequest) -> TrainingPlan:
 
     An explicit GPU and count always return a plan, with ``fits`` false when it does not;
     then ``recommendations`` holds the counts of the same GPU that would fit.
+    Method ``auto`` plans 16-bit LoRA and falls back to QLoRA when LoRA fits nothing.
     """
+    if request.method == "auto":
+        return _plan_auto_method(request)
     if request.gpu is None or _world_size(request) is None:
         return recommend_training(request)
     context = _context(request)
@@ -284,12 +301,38 @@ def plan_training(request: TrainingRequest) -> TrainingPlan:
     return _to_plan(context, best, sorted(wider, key=_rank_key))
 
 
+def _plan_auto_method(request: TrainingRequest) -> TrainingPlan:
+    """16-bit LoRA when a plan of it fits the GPUs the request can get, else QLoRA.
+
+    QLoRA keeps the frozen base in 4 bits (Dettmers et al. 2023): about a quarter of
+    LoRA's weight memory for some speed (dequantizing each layer), so it is the
+    fallback, not the default. Raises QLoRA's :class:`InfeasibleError` when neither fits.
+    """
+    try:
+        lora = plan_training(request.model_copy(update={"method": "lora"}))
+    except InfeasibleError as exc:
+        lora_failure = f"16-bit LoRA fits no plan ({exc.reason})"
+    else:
+        if lora.fits:
+            reason = f"method auto: 16-bit LoRA fits {lora.num_gpus}x {lora.gpu}, so no 4-bit base"
+            return lora.model_copy(update={"method_reason": reason})
+        lora_failure = (
+            f"16-bit LoRA needs {lora.memory.per_gpu_bytes / 2**30:.1f} GiB per GPU on "
+            f"{lora.num_gpus}x {lora.gpu} of {lora.memory.capacity_bytes / 2**30:.1f} GiB"
+        )
+    qlora = plan_training(request.model_copy(update={"method": "qlora"}))
+    reason = f"method auto: QLoRA (4-bit base) because {lora_failure}"
+    return qlora.model_copy(update={"method_reason": reason})
+
+
 def recommend_training(request: TrainingRequest) -> TrainingPlan:
     """The cheapest plan that fits (and meets the deadline and budget), alternatives ranked.
 
     Raises :class:`InfeasibleError` with the smallest per-GPU memory any
     configuration needs when nothing fits.
     """
+    if request.method == "auto":
+        return _plan_auto_method(request)
     context = _context(request)
     gpus = _candidate_gpus(request)
     world = _world_size(request)
@@ -318,7 +361,9 @@ def _context(request: TrainingRequest) -> _Context:
     if request.deadline_seconds is not None and request.dataset_tokens is None:
         raise PlannerError("deadline_seconds needs dataset_tokens to estimate a duration")
     total = request.dataset_tokens * request.epochs if request.dataset_tokens else None
-    return _Context(request, model, total, {})
+    if request.method == "auto":
+        raise PlannerError("method auto is resolved to lora or qlora before planning")
+    return _Context(request, model, total, {}, request.method)
 
 
 def _shape_factor(context: _Context, gpu: GpuSpec, strategy: Strategy) -> _ShapeFactor:
@@ -386,7 +431,7 @@ def _roofline_factor(
     request = context.request
     _, hardware_flops = flops_per_token(
         context.model,
-        method=request.method,
+        method=context.method,
         seq_len=request.seq_len,
         recompute=recompute,
         lora_rank=request.lora_rank,
@@ -506,7 +551,7 @@ def _memory(
         sequence_parallel = request.tensor_parallel > 1
     memory = training_memory(
         context.model,
-        method=request.method,
+        method=context.method,
         precision=request.precision,
         strategy=setup.strategy,
         data_parallel=setup.num_gpus // model_split,
@@ -576,7 +621,7 @@ def _evaluate(context: _Context, setup: _Setup, price: Price | None) -> _Candida
     step = training_step(
         context.model,
         setup.gpu,
-        method=request.method,
+        method=context.method,
         precision=request.precision,
         strategy=setup.strategy,
         data_parallel=data_parallel,

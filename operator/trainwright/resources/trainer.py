@@ -27,7 +27,12 @@ from typing import Any
 
 import yaml
 
-from trainwright.api.profiles import profile_of, with_profile
+from trainwright.api.profiles import (
+    effective_batch_sequences,
+    learning_rate,
+    profile_of,
+    with_profile,
+)
 from trainwright.api.v1alpha1.trainingjob import (
     DEFAULT_TRAINER_IMAGE,
     CheckpointSpec,
@@ -48,6 +53,7 @@ from trainwright.resources.names import (
 )
 from trainwright.resources.security import container_security_context, pod_security_context
 from trainwright.resources.storage import Mounts
+from trainwright.vocabulary import Method, MethodChoice
 from trainwright_trainer.config import (
     CheckpointConfig,
     DataConfig,
@@ -150,9 +156,12 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
             )
         )
     checkpoint = spec.checkpoint
+    batch = effective_batch_sequences(
+        plan.num_gpus, plan.micro_batch_size, plan.gradient_accumulation_steps
+    )
     return TrainerConfig(
         model=ModelConfig(path=paths["model"], dtype=training.precision),
-        method=spec.method,
+        method=_resolved_method(spec.method, plan),
         lora=lora,
         data=DataConfig(
             path=paths["data"],
@@ -167,7 +176,7 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
             max_steps=training.max_steps,
             micro_batch_size=plan.micro_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps,
-            learning_rate=training.learning_rate,
+            learning_rate=learning_rate(job.spec, batch),
             warmup_steps=training.warmup_steps,
             weight_decay=training.weight_decay,
             seed=training.seed,
@@ -184,6 +193,15 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
         output=OutputConfig(dir=paths["output"]),
         evaluation=_eval_config(job),
     )
+
+
+def _resolved_method(method: MethodChoice, plan: PlanStatus) -> Method:
+    """spec.method, or the method the plan resolved ``auto`` to."""
+    if method != "auto":
+        return method
+    if plan.method is None:
+        raise ValueError("spec.method auto needs a plan that names the method (status.plan.method)")
+    return plan.method
 
 
 def _profile_data_options(profile: Profile | None) -> dict[str, bool]:

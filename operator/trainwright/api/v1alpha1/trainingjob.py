@@ -41,6 +41,7 @@ from trainwright.vocabulary import (
     ExportFormat,
     GgufQuantization,
     Method,
+    MethodChoice,
     Optimizer,
     StrategyChoice,
     TrainingPrecision,
@@ -437,8 +438,8 @@ class Toleration(ApiModel):
 
 
 _LORA_RULE = rule(
-    "!has(self.lora) || self.method in ['lora', 'qlora', 'dora']",
-    "lora is only allowed with method lora, qlora or dora",
+    "!has(self.lora) || self.method in ['auto', 'lora', 'qlora', 'dora']",
+    "lora is only allowed with method auto, lora, qlora or dora",
     field_path=".lora",
 )
 _METHOD_IMMUTABLE_RULE = rule(
@@ -452,11 +453,14 @@ class TrainingWorkload(ApiModel):
     model_config = ConfigDict(json_schema_extra=k8s(**{"x-kubernetes-validations": [_LORA_RULE]}))
 
     model: ModelRef = Field(description="The base model.")
-    method: Method = Field(
-        description="full fine-tuning, or lora / qlora (4-bit base) / dora adapters.",
+    method: MethodChoice = Field(
+        description=(
+            "full fine-tuning, or lora / qlora (4-bit base) / dora adapters; auto: lora when "
+            "16-bit LoRA fits the GPUs the plan can get, else qlora (status.plan.method)."
+        ),
     )
     lora: LoraSpec | None = Field(
-        default=None, description="Adapter options (only with method lora, qlora or dora)."
+        default=None, description="Adapter options (only with method auto, lora, qlora or dora)."
     )
     dataset: DatasetSpec = Field(description="The training data.")
     training: TrainingSpec = Field(
@@ -486,9 +490,9 @@ class TrainingWorkload(ApiModel):
 
     @model_validator(mode="after")
     def _lora_only_with_adapters(self) -> TrainingWorkload:
-        if self.lora is not None and self.method not in ADAPTER_METHODS:
+        if self.lora is not None and self.method not in (*ADAPTER_METHODS, "auto"):
             raise ValueError(
-                f"lora is only allowed with method lora, qlora or dora, not {self.method}"
+                f"lora is only allowed with method auto, lora, qlora or dora, not {self.method}"
             )
         return self
 
@@ -621,6 +625,13 @@ class PlanStatus(ApiModel):
     """The layout the operator runs: what the planner chose, as numbers a person can check."""
 
     gpu_type: str = Field(max_length=64, description="GPU catalog key.")
+    method: Method | None = Field(
+        default=None,
+        description="The method trained: spec.method, or what method auto resolved to.",
+    )
+    method_reason: str | None = Field(
+        default=None, max_length=512, description="Why method auto chose it (absent otherwise)."
+    )
     gpu_product: str | None = Field(
         default=None,
         max_length=63,
