@@ -9,6 +9,9 @@ config fails in about a second with one line on stderr and exit code 64 (65 for
 a missing dataset). Any :class:`~trainwright_trainer.errors.TrainerError` during
 the run is reported the same way with its own code (see ``exitcodes.py``);
 anything else is a crash (a traceback, exit 1), which the operator retries.
+
+``python -m trainwright_trainer dataset-check --data FILE`` prints the dataset report
+as JSON (:mod:`trainwright_trainer.data.check`): the operator's pre-flight pod.
 """
 
 from __future__ import annotations
@@ -36,7 +39,37 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True, help="YAML or JSON TrainerConfig")
     _export_parser(commands.add_parser("export", help="merge and convert a trained model"))
+    _dataset_check_parser(
+        commands.add_parser(
+            "dataset-check", help="report on a dataset as JSON (the operator's pre-flight pod)"
+        )
+    )
     return parser
+
+
+def _dataset_check_parser(check: argparse.ArgumentParser) -> None:
+    from trainwright_trainer.config import DATA_FORMATS
+
+    check.add_argument("--data", required=True, help="the dataset file, as the trainer sees it")
+    check.add_argument("--format", choices=DATA_FORMATS, default="auto", help="row format")
+    check.add_argument("--seq-len", type=int, help="report rows this sequence length truncates")
+    check.add_argument("--tokenizer", help="the model's directory (else tokens are estimated)")
+    check.add_argument("--report", help="also write the compact report here (termination log)")
+
+
+def _run_dataset_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trainwright_trainer.data.check import check_dataset, write_report
+
+    report = check_dataset(
+        Path(args.data),
+        data_format=args.format,
+        seq_len=args.seq_len,
+        tokenizer_dir=args.tokenizer,
+    )
+    print(write_report(report, args.report))
+    return int(ExitCode.SUCCESS)
 
 
 def _export_parser(export: argparse.ArgumentParser) -> None:
@@ -170,6 +203,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "export":
             return _run_export(args)
+        if args.command == "dataset-check":
+            return _run_dataset_check(args)
         cfg = load_config(args.config)
         if args.command == "check":
             print(f"{args.config}: valid ({cfg.method}, {cfg.distributed.strategy})")

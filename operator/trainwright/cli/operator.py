@@ -21,6 +21,7 @@ from trainwright.operator.calibration_defaults import (
     STORE_NAME,
 )
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS, MAX_SAMPLES
+from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 
 _LIVENESS_URL = re.compile(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -103,6 +104,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(one TrainingJob opts out with the annotation trainwright.io/calibration: off)",
     )
     parser.add_argument(
+        "--no-dataset-check",
+        action="store_true",
+        help="plan TrainingJobs without first checking their dataset in a CPU pod (clusters "
+        "whose pods never run, such as kwok's; one TrainingJob opts in or out with the "
+        "annotation trainwright.io/dataset-check: on|off)",
+    )
+    parser.add_argument(
+        "--dataset-check-start",
+        type=float,
+        default=DEFAULT_START_SECONDS,
+        metavar="SECONDS",
+        help="skip the dataset check when its pod has not started this long after its Job "
+        f"was created (default {DEFAULT_START_SECONDS:g})",
+    )
+    parser.add_argument(
         "--calibration-namespace",
         metavar="NS",
         default=os.environ.get(POD_NAMESPACE_ENV) or "default",
@@ -178,6 +194,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--calibration-steady must be 0 to 86400 seconds, got {args.calibration_steady:g}"
         )
+    if not 10 <= args.dataset_check_start <= 86400:
+        raise UsageError(
+            f"--dataset-check-start must be 10 to 86400 seconds, got {args.dataset_check_start:g}"
+        )
     if not _DNS_SUBDOMAIN.match(args.calibration_namespace):
         raise UsageError(
             f"--calibration-namespace must be a namespace name, got {args.calibration_namespace!r}"
@@ -217,6 +237,8 @@ def run_operator(args: argparse.Namespace) -> int:
             tuning=Tuning(workers=args.workers, api_connections=max(args.workers * 2, 8)),
             trainer_image=args.trainer_image,
             peering=peering,
+            dataset_check=not args.no_dataset_check,
+            dataset_check_start=args.dataset_check_start,
             calibration=CalibrationSettings(
                 enabled=not args.no_calibration,
                 namespace=args.calibration_namespace,

@@ -21,6 +21,7 @@ from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.progress import fetch_progress
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
+from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 
 
 class KeyedLocks:
@@ -91,6 +92,12 @@ class OperatorContext:
     progress_endpoint: tuple[str, int] | None = None
     # (namespace, name, uid) of the Succeeded TrainingJobs this process has recorded.
     calibration_recorded: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    # Check each TrainingJob's dataset in a CPU pod before planning
+    # (trainwright.operator.dataset_check; `trainwright operator` turns it on unless
+    # --no-dataset-check), and how long its pod may take to start before the check is
+    # skipped (--dataset-check-start, seconds).
+    dataset_check: bool = False
+    dataset_check_start: float = DEFAULT_START_SECONDS
 
 
 def context_from_memo(memo: Any) -> OperatorContext:

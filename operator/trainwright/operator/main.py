@@ -27,6 +27,7 @@ from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
+from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 from trainwright.resources.names import MANAGED_BY_SELECTOR
 
 # kopf keeps its bookkeeping in annotations under our own prefix; the CRDs'
@@ -115,10 +116,14 @@ def run(
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
     peering: Peering | None = None,
     calibration: CalibrationSettings | None = None,
+    dataset_check: bool = True,
+    dataset_check_start: float = DEFAULT_START_SECONDS,
 ) -> None:
     """Run the operator until interrupted; ``metrics_port`` 0 disables ``/metrics``.
 
-    ``trainer_image`` runs TrainingJobs whose ``spec.image`` is unset. Without
+    ``trainer_image`` runs TrainingJobs whose ``spec.image`` is unset; ``dataset_check``
+    reads each one's dataset in a CPU pod before planning (trainwright.operator.dataset_check).
+    Without
     ``peering`` the operator runs standalone; with it, replicas that share the
     peering object's name pause all but the one of highest priority (a standby).
     """
@@ -147,6 +152,8 @@ def run(
         calibration_store=store,
         throughput_window=calibration.throughput_window,
         progress_endpoint=calibration.progress_endpoint,
+        dataset_check=dataset_check,
+        dataset_check_start=dataset_check_start,
     )
     ready = threading.Event()
     stopped = threading.Event()

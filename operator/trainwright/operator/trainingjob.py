@@ -22,9 +22,11 @@ import kopf
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import checkpoint_interval as checkpoints
+from trainwright.operator import dataset_check
 from trainwright.operator import lifecycle
 from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
+from trainwright.operator.dataset_check import CHECK_LABEL
 from trainwright.operator.inventory import build_inventory
 from trainwright.operator.lifecycle import Action, JobState
 from trainwright.operator.planning import plan_trainingjob
@@ -232,6 +234,17 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.job_signatures[key] = signature
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={CHECK_LABEL: kopf.PRESENT})
+def on_dataset_check_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A dataset check Job finished: its TrainingJob reads the report, then plans or fails."""
+    owner = owner_name(body)
+    namespace = body.get("metadata", {}).get("namespace")
+    if owner is None or namespace is None or type == "DELETED":
+        return
+    if lifecycle.job_state(body) in (JobState.SUCCEEDED, JobState.FAILED):
+        reconcile(context_from_memo(memo), str(namespace), owner)
+
+
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 def on_trainer_pod_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A trainer pod's status changed: if it cannot start, its TrainingJob says why
@@ -322,6 +335,8 @@ class _Reconcile:
         elif self._terminal_and_final():
             self._record_metrics()
             return
+        if not self.status.get("plan") and not self._dataset_ready(job):
+            return
         plan = self._ensure_plan(job)
         if plan is None:
             return
@@ -394,14 +409,50 @@ class _Reconcile:
 
     # Plan ----------------------------------------------------------------------------------
 
+    def _dataset_ready(self, job: TrainingJob) -> bool:
+        """Whether planning may go on: the dataset check passed, was skipped or is off.
+
+        While the check's CPU pod runs the job stays Pending; a dataset the trainer would
+        refuse ends it Failed (DataError) before any trainer Job exists
+        (trainwright.operator.dataset_check).
+        """
+        outcome = dataset_check.run_check(
+            self.context, job, self.status, generation=self.generation, create=self._create
+        )
+        if outcome is None or outcome.status == self.status.get("dataset"):
+            return outcome is None or outcome.state in (dataset_check.PASSED, dataset_check.SKIPPED)
+        extra: dict[str, Any] = {"dataset": outcome.status}
+        checked = dataset_check.condition(outcome)
+        if outcome.state == dataset_check.FAILED:
+            message = dataset_check.data_error_message(job, outcome.status)
+            extra |= {
+                "message": message,
+                "specDigest": self.digest,
+                "completionTime": utc_timestamp(self.context.now()),
+            }
+            self._write(
+                Phase.FAILED,
+                [
+                    checked,
+                    (ConditionType.PLANNED, False, "DataError", message),
+                    (ConditionType.FAILED, True, "DataError", message),
+                ],
+                extra=extra,
+            )
+            return False
+        self._write(Phase.PENDING, [checked], extra=extra | {"message": outcome.message})
+        return outcome.state != dataset_check.CHECKING
+
     def _ensure_plan(self, job: TrainingJob) -> PlanStatus | None:
         stored = self.status.get("plan")
         if stored:
             return PlanStatus.model_validate(stored)
         # A plan is checked against what the cluster can hold, not what is free
         # now (busy GPUs only make the pods wait), so the pods need not be listed.
+        # The dataset check's token count, when it measured one, sizes duration and cost.
+        planning, measured = dataset_check.planning_job(job, self.status)
         outcome = plan_trainingjob(
-            job,
+            planning,
             build_inventory(self.kube.nodes(), None),
             calibration=calibration_for(self.context.calibration_store, job),
         )
@@ -416,7 +467,7 @@ class _Reconcile:
             "service": service_name(job.name),
             "job": trainer_job_name(job.name, attempt, nodes=plan.nodes),
         }
-        message = outcome.message
+        message = outcome.message if measured is None else f"{outcome.message} {measured}"
         if self.replanned:
             message = f"Re-planned for the edited spec: {message}"
         conditions: list[tuple[str, bool | None, str, str]] = [
@@ -638,7 +689,7 @@ class _Reconcile:
         fraction = min(1.0, OOM_HEADROOM * plan.memory_per_gpu_bytes / max(capacity, 1))
         inventory = build_inventory(self.kube.nodes(), None)
         outcome = plan_trainingjob(
-            job,
+            dataset_check.planning_job(job, self.status)[0],
             inventory,
             memory_fraction=fraction,
             calibration=calibration_for(self.context.calibration_store, job),

@@ -103,7 +103,7 @@ def exit_code_rank(code: int) -> int:
 
 
 # Planning failures a spec edit can cure; a run that failed stays failed.
-PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity"})
+PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "DataError"})
 # Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
 OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
 
@@ -137,6 +137,14 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
         *_t((NEW,), _F, "a spec field is invalid", _C.PLANNED, False, "InvalidSpec"),
         *_t((NEW,), _F, "no layout fits in GPU memory", _C.PLANNED, False, "DoesNotFit"),
         *_t((NEW,), _F, "the cluster lacks the nodes", _C.PLANNED, False, "InsufficientCapacity"),
+        *_t(
+            (NEW,),
+            _F,
+            "the dataset check's pod finds rows the trainer would refuse (before any GPU)",
+            _C.PLANNED,
+            False,
+            "DataError",
+        ),
         *_t((_P,), _P, "the Job's pods are not ready yet", _C.RUNNING, False, "WaitingForPods"),
         *_t(
             (_P,),
