@@ -19,14 +19,13 @@ from typing import Any
 
 import kopf
 
+import trainwright.operator.dataset_check as dataset_check
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import checkpoint_interval as checkpoints
-from trainwright.operator import dataset_check
 from trainwright.operator import lifecycle
 from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
-from trainwright.operator.dataset_check import CHECK_LABEL
 from trainwright.operator.inventory import build_inventory
 from trainwright.operator.lifecycle import Action, JobState
 from trainwright.operator.planning import plan_trainingjob
@@ -234,7 +233,7 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.job_signatures[key] = signature
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={CHECK_LABEL: kopf.PRESENT})
+@kopf.on.event("batch", "v1", "jobs", labels={dataset_check.CHECK_LABEL: kopf.PRESENT})
 def on_dataset_check_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A dataset check Job finished: its TrainingJob reads the report, then plans or fails."""
     owner = owner_name(body)
