@@ -17,6 +17,7 @@ import kopf
 import pytest
 from kubernetes import client
 
+from trainwright.operator.admission import GangGate
 from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
@@ -74,13 +75,30 @@ class World:
                 (type_, reason, message)
             ),
         )
+        # The gang gate's passes run when a test says (admit), not on a thread.
+        self.context.gang_gate = GangGate(
+            self.kube,
+            lambda namespace, name: reconcile(self.context, namespace, name, full=False),
+            background=False,
+        )
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    async def reconcile(self, name: str, *, full: bool = True) -> dict[str, Any]:
+    async def reconcile(
+        self, name: str, *, full: bool = True, admit: bool = True
+    ) -> dict[str, Any]:
+        """Reconcile, then (``admit``) run a gang-gate pass as the operator's thread would."""
         await asyncio.to_thread(reconcile, self.context, NS, name, full=full)
+        if admit:
+            await self.admit()
         return await self.status(name)
+
+    async def admit(self) -> None:
+        gate = self.context.gang_gate
+        assert gate is not None
+        if gate.waiting():
+            await asyncio.to_thread(gate.run_pass)
 
     async def status(self, name: str) -> dict[str, Any]:
         body = await self.call(self.kube.get_custom, "trainingjobs", NS, name)
@@ -300,12 +318,15 @@ async def test_raising_max_restarts_after_the_failed_job_was_removed_runs_it_aga
     done = await world.reconcile("ft", full=False)
     del world.server.objects["batch/v1/jobs", NS, "ft-a0"]  # e.g. by ttlSecondsAfterFinished
     world.server.objects[TJ, NS, "ft"] = _edited("ft", 2, done, maxRestarts=1)
-    status = await world.reconcile("ft")
-    assert status["phase"] == "Planned"
+    status = await world.reconcile("ft", admit=False)
+    assert status["phase"] == "Queued"  # its Job created again, suspended until the gang fits
     assert _condition(status, "Failed")["reason"] == "MaxRestartsRaised"
     assert _condition(status, "Failed")["status"] == "False"
     assert status["message"].startswith("spec.maxRestarts raised to 1: ")
     assert "completionTime" not in status
+    status = await world.reconcile("ft")
+    assert status["phase"] == "Planned"
+    assert _condition(status, "Failed")["reason"] == "MaxRestartsRaised"
     assert (await world.need("Job", "ft-a0")).get("status") in (None, {})
 
 

@@ -78,7 +78,9 @@ def test_the_job_runs_one_pod_per_node_and_never_retries_a_pod_itself() -> None:
     assert spec["completions"] == spec["parallelism"] == 2
     assert spec["backoffLimit"] == 0
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
-    assert spec["suspend"] is False
+    # Created suspended: the gang gate (or Kueue) releases all of it at once.
+    assert spec["suspend"] is True
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in job["metadata"]["labels"])
 
 
 def test_permanent_and_replan_exit_codes_fail_the_job_at_known_rule_indexes() -> None:

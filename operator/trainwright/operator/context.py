@@ -16,6 +16,7 @@ from typing import Any, cast
 import kopf
 
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
+from trainwright.operator.admission import GangGate
 from trainwright.operator.calibration_store import CalibrationStore
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
@@ -78,6 +79,9 @@ class OperatorContext:
     job_signatures: dict[tuple[str, str], tuple[str, int, bool]] = dataclasses.field(
         default_factory=dict
     )
+    # Releases queue-less trainer Jobs whose whole gang fits (admission.GangGate; made by
+    # the TrainingJob controller on first use, with its reconcile as the callback).
+    gang_gate: GangGate | None = None
     # (namespace, CapacityPlan name) -> (its forecast spec, the last ForecastResult), so a
     # refresh refits the chosen models instead of searching again (forecast.update).
     forecasts: dict[tuple[str, str], tuple[str, Any]] = dataclasses.field(default_factory=dict)

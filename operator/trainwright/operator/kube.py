@@ -18,6 +18,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from trainwright.resources.queueing import KUEUE_GROUP, KUEUE_VERSION
+
 GROUP = "trainwright.io"
 VERSION = "v1alpha1"
 
@@ -46,6 +48,10 @@ _CHILD_PATHS = {
     "Job": ("/apis/batch/v1", "jobs"),
     # Read only: the claims a TrainingJob names must exist (trainwright.operator.waiting).
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
+    # Kueue (spec.queue, trainwright.operator.admission): the LocalQueue is checked at
+    # planning; a trainer Job's Workload is read, and deactivated while spec.suspend.
+    "LocalQueue": (f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}", "localqueues"),
+    "Workload": (f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}", "workloads"),
 }
 
 
@@ -213,6 +219,22 @@ class Kube:
         except ApiException as exc:
             if not _is_status(exc, 404):
                 raise
+
+    def merge_patch_child(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> Body | None:
+        """Merge-patch a child (a Workload's spec.active); None if it is gone."""
+        try:
+            return self.request(
+                "PATCH",
+                self._child_path(kind, namespace, name),
+                body=patch,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if _is_status(exc, 404):
+                return None
+            raise
 
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         self.request(

@@ -26,6 +26,8 @@ class Phase(enum.StrEnum):
 
     PENDING = "Pending"
     PLANNED = "Planned"
+    # Admitted by neither Kueue (spec.queue) nor the operator's own gang check yet.
+    QUEUED = "Queued"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -38,6 +40,8 @@ class Phase(enum.StrEnum):
 
 class ConditionType(enum.StrEnum):
     PLANNED = "Planned"
+    # The whole gang may start: Kueue admitted its Workload, or its pods fit on free GPUs.
+    ADMITTED = "Admitted"
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+import trainwright.operator.admission as admission
 import trainwright.operator.dataset_check as dataset_check
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
@@ -68,6 +70,10 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 OOM_HEADROOM = 0.85
 # How often an unfinished TrainingJob is re-checked without any event (seconds).
 RESYNC_SECONDS = 300.0
+# How often a TrainingJob queued in Kueue re-reads its Workload (seconds).
+QUEUED_REFRESH_SECONDS = 15.0
+# Job states whose pods free their devices: the gang gate looks again.
+_FREEING = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.SUSPENDED.value)
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +213,41 @@ def on_trainingjob_deleted(namespace: str | None, name: str, memo: Any, **_: Any
     context = context_from_memo(memo)
     context.metrics.forget_trainingjob(namespace or "default", name)
     context.locks.discard(namespace or "default", name)
+    if context.gang_gate is not None:
+        context.gang_gate.forget(namespace or "default", name, deleted=True)
+        context.gang_gate.kick()  # its pods' devices are freed
+
+
+def _queued_in_kueue(status: Any, spec: Any, **_: Any) -> bool:
+    return bool(status.get("phase") == Phase.QUEUED and spec.get("queue"))
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=QUEUED_REFRESH_SECONDS,
+    initial_delay=QUEUED_REFRESH_SECONDS,
+    when=_queued_in_kueue,
+)
+def refresh_queued_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """While Kueue holds it, Queued follows its Workload's message (the quota it waits for):
+    a Workload's changes fire no event of the Job."""
+    reconcile(context_from_memo(memo), namespace or "default", name, full=False)
+
+
+_GATE_LOCK = threading.Lock()
+
+
+def gang_gate(context: OperatorContext) -> admission.GangGate:
+    """The context's gang gate, made on first use with the reconcile as its callback."""
+    with _GATE_LOCK:
+        if context.gang_gate is None:
+            context.gang_gate = admission.GangGate(
+                context.kube,
+                lambda namespace, name: reconcile(context, namespace, name, full=False),
+            )
+        return context.gang_gate
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
@@ -227,6 +268,8 @@ def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         return
     job = None if type == "DELETED" else copy.deepcopy(dict(body))
     reconcile(context, key[0], owner, full=False, job=job)
+    if context.gang_gate is not None and (type == "DELETED" or signature[0] in _FREEING):
+        context.gang_gate.kick()  # its pods leave their devices: a waiting gang may fit
     if type == "DELETED":
         context.job_signatures.pop(key, None)
     else:
@@ -446,6 +489,11 @@ class _Reconcile:
         stored = self.status.get("plan")
         if stored:
             return PlanStatus.model_validate(stored)
+        if job.spec.queue is not None:
+            missing = admission.missing_queue_message(self.kube, self.namespace, job.spec.queue)
+            if missing is not None:
+                self._fail_planning(admission.QUEUE_NOT_FOUND, missing, plan=None)
+                return None
         # A plan is checked against what the cluster can hold, not what is free
         # now (busy GPUs only make the pods wait), so the pods need not be listed.
         # The dataset check's token count, when it measured one, sizes duration and cost.
@@ -578,6 +626,12 @@ class _Reconcile:
         state = lifecycle.job_state(trainer)
         if state in (JobState.WAITING, JobState.RUNNING, JobState.SUSPENDED):
             state = self._sync_suspend(job, trainer, state)
+        if state is JobState.SUSPENDED and not job.spec.suspend:
+            if self._queued(job, plan, trainer):  # neither Kueue nor the gang gate let it go yet
+                return
+            state = JobState.WAITING
+        elif self.context.gang_gate is not None:
+            self.context.gang_gate.forget(self.namespace, self.name)
         if state is JobState.FAILED:
             self._after_failure(job, plan, attempt, trainer)
             return
@@ -585,12 +639,68 @@ class _Reconcile:
         self._write(phase, conditions, extra=extra)
 
     def _sync_suspend(self, job: TrainingJob, trainer: dict[str, Any], state: JobState) -> JobState:
-        wanted = job.spec.suspend
-        if bool((trainer.get("spec") or {}).get("suspend")) != wanted:
-            self.kube.set_job_suspend(self.namespace, trainer["metadata"]["name"], wanted)
-        if wanted:
-            return JobState.SUSPENDED
-        return JobState.WAITING if state is JobState.SUSPENDED else state
+        """spec.suspend: true stops the Job; false never unsuspends it here: Kueue
+        (spec.queue) or the gang gate releases a suspended Job once its gang fits."""
+        if not job.spec.suspend:
+            return state
+        if job.spec.queue is not None:
+            # Kueue would restart a Job suspended under an admitted Workload: deactivate it.
+            workload = admission.find_workload(self.kube, self.namespace, trainer)
+            if workload is not None:
+                admission.set_workload_active(self.kube, self.namespace, workload, False)
+        if not (trainer.get("spec") or {}).get("suspend"):
+            self.kube.set_job_suspend(self.namespace, trainer["metadata"]["name"], True)
+        return JobState.SUSPENDED
+
+    def _queued(self, job: TrainingJob, plan: PlanStatus, trainer: dict[str, Any]) -> bool:
+        """Phase Queued while the suspended Job waits for Kueue or for free devices.
+
+        False when the gang may start (Kueue admitted it, or the gate released it and the
+        Job's unsuspension is on its way): the caller reports it as waiting for pods.
+        """
+        job_name = str(trainer["metadata"]["name"])
+        if job.spec.queue is not None:
+            workload = admission.find_workload(self.kube, self.namespace, trainer)
+            if workload is not None:  # deactivated while spec.suspend was true
+                admission.set_workload_active(self.kube, self.namespace, workload, True)
+            verdict = admission.kueue_verdict(workload, queue=job.spec.queue, job_name=job_name)
+        else:
+            gang = admission.Gang(
+                self.namespace,
+                self.name,
+                job_name,
+                plan.gpu_type,
+                plan.nodes,
+                plan.gpus_per_node,
+                str(self.body["metadata"].get("creationTimestamp") or ""),
+            )
+            verdict = gang_gate(self.context).wait(gang) or admission.Verdict(
+                False,
+                admission.WAITING_FOR_CAPACITY,
+                f"Waiting for the gang check: {plan.nodes} pod(s) x {plan.gpus_per_node} "
+                f"{plan.gpu_type} must all fit on free devices before the Job starts.",
+            )
+        if verdict.admitted:
+            return False
+        conditions: list[tuple[str, bool | None, str, str]] = [
+            (ConditionType.RUNNING, False, verdict.reason, verdict.message)
+        ]
+        if self._has_condition(ConditionType.SUSPENDED):
+            conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
+        conditions.append((ConditionType.ADMITTED, False, verdict.reason, verdict.message))
+        extra: dict[str, Any] = {"message": verdict.message}
+        if self.resumed:  # a Failed run given more restarts, its new attempt queued
+            conditions, extra = self._resumed(
+                conditions, extra, f"{self.resumed}: {verdict.message}"
+            )
+        preempted = verdict.reason in (admission.PREEMPTED, admission.EVICTED)
+        self._write(
+            Phase.QUEUED,
+            conditions,
+            extra=extra,
+            event_type="Warning" if preempted else None,
+        )
+        return True
 
     def _report(
         self, state: JobState, plan: PlanStatus, trainer: dict[str, Any]
@@ -627,10 +737,21 @@ class _Reconcile:
                 conditions = [(ConditionType.RUNNING, False, *kept)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
+        if state in (JobState.WAITING, JobState.RUNNING):  # first: the last one is announced
+            conditions.insert(0, self._admitted_condition(plan))
         extra["message"] = message
         if self.resumed:  # the failed Job was already gone: its attempt was created again
             conditions, extra = self._resumed(conditions, extra, f"{self.resumed}: {message}")
         return lifecycle.phase_for_job_state(state), conditions, extra
+
+    def _admitted_condition(self, plan: PlanStatus) -> tuple[str, bool | None, str, str]:
+        queue = (self.body.get("spec") or {}).get("queue")
+        message = (
+            f"Kueue admitted the whole gang in LocalQueue {queue}."
+            if queue
+            else f"All {plan.nodes} trainer pod(s) fit on free {plan.gpu_type}; the gang started."
+        )
+        return ConditionType.ADMITTED, True, admission.ADMITTED, message
 
     def _resumed(
         self,

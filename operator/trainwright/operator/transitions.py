@@ -102,8 +102,18 @@ def exit_code_rank(code: int) -> int:
     return 3 if rule is CRASH_RULE else 2
 
 
+# Gang admission (trainwright.operator.admission): the Admitted condition's reasons.
+WAITING_FOR_ADMISSION = "WaitingForAdmission"  # spec.queue: Kueue has not admitted it
+WAITING_FOR_CAPACITY = "WaitingForCapacity"  # no queue: the gang does not fit on free GPUs
+ADMITTED = "Admitted"
+PREEMPTED = "Preempted"  # Kueue suspended a running gang for a higher priority
+EVICTED = "Evicted"  # Kueue suspended it for another reason (PodsReady timeout, ...)
+QUEUE_NOT_FOUND = "QueueNotFound"  # a planning failure: spec.queue names no LocalQueue
+
 # Planning failures a spec edit can cure; a run that failed stays failed.
-PLANNING_REASONS = frozenset({"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "DataError"})
+PLANNING_REASONS = frozenset(
+    {"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "DataError", QUEUE_NOT_FOUND}
+)
 # Run failures that only ran out of restarts: raising spec.maxRestarts resumes the run.
 OUT_OF_RESTARTS_REASONS = frozenset({"BackoffLimitExceeded", "NeedsReplan"})
 
@@ -128,6 +138,7 @@ def _t(
 
 
 _P, _R, _S, _F, _D = Phase.PLANNED, Phase.RUNNING, Phase.SUSPENDED, Phase.FAILED, Phase.SUCCEEDED
+_Q = Phase.QUEUED
 _C = ConditionType
 _ACTIVE = (_P.value, _R.value)
 
@@ -163,6 +174,58 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
             "MissingReference",
         ),
         *_t((_P,), _R, "the Job's pods are ready", _C.RUNNING, True, "PodsReady"),
+        # Gang admission (trainwright.operator.admission): the Job is created suspended.
+        *_t(
+            (NEW,),
+            _F,
+            "the LocalQueue spec.queue names does not exist",
+            _C.PLANNED,
+            False,
+            QUEUE_NOT_FOUND,
+        ),
+        *_t(
+            (_P, _S),
+            _Q,
+            "spec.queue: Kueue has not admitted the gang's Workload yet",
+            _C.ADMITTED,
+            False,
+            WAITING_FOR_ADMISSION,
+        ),
+        *_t(
+            (_P, _S),
+            _Q,
+            "no spec.queue: the gang's pods do not all fit on free GPUs of the planned type",
+            _C.ADMITTED,
+            False,
+            WAITING_FOR_CAPACITY,
+        ),
+        *_t(
+            (_Q,),
+            _P,
+            "Kueue admitted the Workload, or all the gang's pods fit on free GPUs",
+            _C.ADMITTED,
+            True,
+            ADMITTED,
+        ),
+        *_t(
+            (_R, _P),
+            _Q,
+            "Kueue preempted the gang for a higher priority: it resumes from its checkpoint "
+            "when admitted again, spec.maxRestarts untouched",
+            _C.ADMITTED,
+            False,
+            PREEMPTED,
+        ),
+        *_t(
+            (_R, _P),
+            _Q,
+            "Kueue evicted the gang (its pods not ready in time, the queue stopped, the "
+            "Workload deactivated): it resumes from its checkpoint, spec.maxRestarts untouched",
+            _C.ADMITTED,
+            False,
+            EVICTED,
+        ),
+        *_t((_Q,), _S, "spec.suspend: true", _C.SUSPENDED, True, "Suspended"),
         *_t(_ACTIVE, _D, "the Job completed", _C.SUCCEEDED, True, "Completed"),
         *_t(_ACTIVE, _S, "spec.suspend: true", _C.SUSPENDED, True, "Suspended"),
         *_t((_S,), _P, "spec.suspend: false", _C.SUSPENDED, False, "Resumed"),

@@ -220,7 +220,11 @@ def epochs_for_dataset(profile: Profile, dataset_tokens: int | None) -> Choice:
     base = int(profile.epochs.value)
     if dataset_tokens is None:
         return profile.epochs
-    size = f"{dataset_tokens / 1e6:.3g}M tokens"
+    size = (
+        f"{dataset_tokens / 1e6:.3g}M tokens"
+        if dataset_tokens >= 1e5
+        else f"{dataset_tokens:,} tokens"
+    )
     if dataset_tokens < SMALL_DATASET_TOKENS:
         epochs = min(MAX_EPOCHS, base + 1)
         return Choice(

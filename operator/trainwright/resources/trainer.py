@@ -51,6 +51,7 @@ from trainwright.resources.names import (
     service_name,
     trainer_job_name,
 )
+from trainwright.resources.queueing import queue_labels
 from trainwright.resources.security import container_security_context, pod_security_context
 from trainwright.resources.storage import Mounts
 from trainwright.vocabulary import Method, MethodChoice
@@ -346,6 +347,7 @@ def trainer_job(
     paths = _layout(job, mounts)
     name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
     labels = common_labels(job.name, component="trainer") | {ATTEMPT_LABEL: str(attempt)}
+    job_labels = labels | queue_labels(job.spec)
     config_text = render_trainer_config(trainer_config(job, plan)) + launch_script()
     pod_labels = dict(job.spec.pod_labels) | labels
     pod_annotations = dict(job.spec.pod_annotations) | {
@@ -357,7 +359,7 @@ def trainer_job(
         "metadata": {
             "name": name,
             "namespace": job.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "annotations": {"trainwright.io/gpu-type": plan.gpu_type},
         },
         "spec": {
@@ -365,7 +367,9 @@ def trainer_job(
             "completions": plan.nodes,
             "parallelism": plan.nodes,
             "backoffLimit": 0,
-            "suspend": job.spec.suspend,
+            # Always created suspended: Kueue (spec.queue) or the operator's gang check
+            # releases the whole gang at once (trainwright.resources.queueing).
+            "suspend": True,
             "podFailurePolicy": _pod_failure_policy(),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},

@@ -55,7 +55,12 @@ PlannedStrategy = vocabulary.Strategy
 Precision = TrainingPrecision
 GradientCheckpointing = Literal["auto", "on", "off"]
 DatasetFormat = Literal["auto", "alpaca", "sharegpt", "chat", "prompt_completion", "text"]
-TrainingPhase = Literal["Pending", "Planned", "Running", "Succeeded", "Failed", "Suspended"]
+TrainingPhase = Literal[
+    "Pending", "Planned", "Queued", "Running", "Succeeded", "Failed", "Suspended"
+]
+# A Kubernetes object name of one DNS label (a LocalQueue, a WorkloadPriorityClass).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL_MAX_LENGTH = 63
 
 # A GPU catalog key (H100-SXM, A100-80GB-SXM, L4, ...) or "auto". The catalog lives
 # in the planner and grows; the operator reports an unknown key as a condition.
@@ -445,6 +450,11 @@ _LORA_RULE = rule(
 _METHOD_IMMUTABLE_RULE = rule(
     "self.method == oldSelf.method", "method is immutable", field_path=".method"
 )
+_PRIORITY_NEEDS_QUEUE_RULE = rule(
+    "!has(self.priorityClass) || has(self.queue)",
+    "priorityClass is only allowed with queue (it names a Kueue WorkloadPriorityClass)",
+    field_path=".priorityClass",
+)
 
 
 class TrainingWorkload(ApiModel):
@@ -501,7 +511,15 @@ class TrainingJobSpec(TrainingWorkload):
     """A TrainingJob's desired state."""
 
     model_config = ConfigDict(
-        json_schema_extra=k8s(**{"x-kubernetes-validations": [_LORA_RULE, _METHOD_IMMUTABLE_RULE]})
+        json_schema_extra=k8s(
+            **{
+                "x-kubernetes-validations": [
+                    _LORA_RULE,
+                    _METHOD_IMMUTABLE_RULE,
+                    _PRIORITY_NEEDS_QUEUE_RULE,
+                ]
+            }
+        )
     )
 
     image: str | None = Field(
@@ -533,6 +551,25 @@ class TrainingJobSpec(TrainingWorkload):
     )
     max_restarts: int = Field(
         default=3, ge=0, le=100, description="Whole-gang restarts after retryable failures."
+    )
+    queue: str | None = Field(
+        default=None,
+        max_length=DNS_LABEL_MAX_LENGTH,
+        pattern=DNS_LABEL_PATTERN,
+        description=(
+            "A Kueue LocalQueue in the job's namespace: Kueue admits the whole gang or none of "
+            "it, under the queue's quota. Unset: the operator starts the gang only when all "
+            "its pods fit on free GPUs of the planned type (docs/queues.md)."
+        ),
+    )
+    priority_class: str | None = Field(
+        default=None,
+        max_length=DNS_LABEL_MAX_LENGTH,
+        pattern=DNS_LABEL_PATTERN,
+        description=(
+            "A Kueue WorkloadPriorityClass (with queue only): orders the queue, and a higher "
+            "priority may preempt a lower one, which resumes from its checkpoint later."
+        ),
     )
     tolerations: list[Toleration] = Field(
         default_factory=list,
@@ -574,6 +611,14 @@ class TrainingJobSpec(TrainingWorkload):
             "no privilege escalation, drop ALL, seccomp RuntimeDefault)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _priority_only_with_a_queue(self) -> TrainingJobSpec:
+        if self.priority_class is not None and self.queue is None:
+            raise ValueError(
+                "priorityClass is only allowed with queue (it names a Kueue WorkloadPriorityClass)"
+            )
+        return self
 
 
 class PlanAlternative(ApiModel):
@@ -817,7 +862,7 @@ class TrainingJobStatus(ApiModel):
     )
     phase: TrainingPhase = Field(
         default="Pending",
-        description="Pending, Planned, Running, Succeeded, Failed or Suspended.",
+        description="Pending, Planned, Queued, Running, Succeeded, Failed or Suspended.",
     )
     conditions: list[Condition] = conditions_field()
     plan: PlanStatus | None = Field(default=None, description="The chosen plan.")

@@ -1,0 +1,156 @@
+"""``trainwright init``: without a terminal (flags + --yes) and answered in a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import yaml
+
+from trainwright.api.v1alpha1 import TrainingJob
+from trainwright.cli import main
+from trainwright_trainer.data.inspect import inspect_dataset
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "trainer"
+GOOD = DATA / "alpaca.jsonl"
+BROKEN = DATA / "bad_alpaca.jsonl"
+
+
+def _flags(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "init", "--yes", "--use-case", "chatbot", "--dataset", str(GOOD),
+        "--model", "llama-3.1-8b", "--gpus", "H100-SXM:1", "-n", "ml",
+        "--manifest", str(tmp_path / "job.yaml"), *extra,
+    ]  # fmt: skip
+
+
+def test_flags_and_yes_write_a_valid_manifest_and_print_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*_flags(tmp_path), "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    body = yaml.safe_load((tmp_path / "job.yaml").read_text())
+    job = TrainingJob.from_body(body)
+    tokens = inspect_dataset(GOOD, seq_len=2048)["tokens"]["total"]
+
+    assert body == document["manifest"] and job.namespace == "ml"
+    assert job.name == "llama-3-1-8b-chatbot"
+    assert (job.spec.profile, job.spec.method, job.spec.cloud) == ("chatbot", "auto", "aws")
+    assert job.spec.dataset.uri == "pvc://datasets/alpaca.jsonl"
+    assert (job.spec.dataset.format, job.spec.dataset.tokens) == ("alpaca", tokens)
+    assert (job.spec.resources.gpu_type, job.spec.resources.gpus) == ("H100-SXM", 1)
+    plan = document["plan"]
+    assert (plan["gpu"], plan["num_gpus"], plan["method"], plan["fits"]) == (
+        "H100-SXM", 1, "lora", True,
+    )  # fmt: skip
+    assert document["carbon"]["kg_co2e"] > 0 and document["carbon"]["zone"]
+    alternatives = {(a["gpu"], a["num_gpus"]) for a in document["alternatives"]}
+    assert 2 <= len(alternatives) <= 3 and ("H100-SXM", 1) not in alternatives
+    assert document["dataset"]["rows"] == 20 and document["written"] == str(tmp_path / "job.yaml")
+
+
+def test_an_existing_manifest_is_kept_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "job.yaml"
+    target.write_text("mine\n")
+
+    assert main([*_flags(tmp_path), "-o", "json"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"trainwright: error: --manifest {target} exists; pass --force to overwrite it\n"
+    )
+    assert target.read_text() == "mine\n"
+    assert main([*_flags(tmp_path), "--force", "-o", "json"]) == 0
+    assert yaml.safe_load(target.read_text())["kind"] == "TrainingJob"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--dataset", None], "--dataset is required with --yes (or run init on a terminal)"),
+        (["--dataset", str(BROKEN)], f"--dataset {BROKEN}: the trainer would refuse it (4 bad"),
+        (["--model", "llama-9"], "--model: unknown model 'llama-9'"),
+        (["--use-case", "poetry"], "--use-case 'poetry' is not one of chatbot, code,"),
+        (["--gpus", "H100-SXM:0"], "--gpus 'H100-SXM:0': the count must be a positive integer"),
+    ],
+)
+def test_a_bad_or_missing_flag_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: list[str | None], message: str
+) -> None:
+    argv = _flags(tmp_path)
+    index = argv.index(str(change[0]))
+    if change[1] is None:
+        del argv[index : index + 2]
+    else:
+        argv[index + 1] = change[1]
+
+    assert main([*argv, "-o", "json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1].startswith(f"trainwright: error: {message}")
+    assert not (tmp_path / "job.yaml").exists()
+
+
+def test_apply_without_a_cluster_and_questions_without_a_terminal_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    assert main([*_flags(tmp_path), "--apply", "-o", "json"]) == 2
+    assert "trainwright: error: --apply needs a cluster" in capsys.readouterr().err
+    assert main(["init", "--use-case", "qa"]) == 2  # pytest's stdin is no terminal
+    assert "init asks its questions on a terminal" in capsys.readouterr().err
+
+
+def test_init_answered_in_a_pseudo_terminal_asks_again_after_wrong_answers(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "COLUMNS": "200", "KUBECONFIG": str(tmp_path / "absent")}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "trainwright.cli", "init", "--manifest", "run.yaml", "--name", "support-bot"],
+        cwd=str(tmp_path),
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect(r"1\. chatbot: .*Use case \(number or name\): ")
+    child.sendline("poetry")
+    child.expect(r"'poetry' is not one of .*Use case \(number or name\): ")
+    child.sendline("4")  # qa
+    child.expect(r"Dataset file .*: ")
+    child.sendline(str(tmp_path / "missing.jsonl"))
+    child.expect(r"missing\.jsonl does not exist.*Dataset file .*: ")
+    child.sendline(str(BROKEN))
+    child.expect(r"row 23: invalid JSON.*the trainer would refuse it.*Dataset file .*: ")
+    child.sendline(str(GOOD))
+    child.expect(r"alpaca rows: 20 valid of 20.*preview:.*row 1: .*capital of France")
+    child.expect(r"Base model .*: ")
+    child.sendline("llama-3.1-8bb")
+    child.expect(r"unknown model 'llama-3.1-8bb'; did you mean llama-3.1-8b.*Base model .*: ")
+    child.sendline("llama-3.1-8b")
+    child.expect(r"GPUs .* \[auto\]: ")
+    child.sendline("A100-80GB-SXM:2")
+    child.expect(r"Plan: llama-3.1-8b lora on 2x A100-80GB-SXM")
+    child.expect(r"carbon .* kg CO2e")
+    child.expect(r"Alternatives:")
+    child.expect(r"Write run\.yaml\? \[Y/n\]: ")
+    child.sendline("y")
+    child.expect(r"wrote run\.yaml")
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0
+    job = TrainingJob.from_body(yaml.safe_load((tmp_path / "run.yaml").read_text()))
+    assert (job.name, job.spec.profile, job.spec.model.name) == (
+        "support-bot",
+        "qa",
+        "llama-3.1-8b",
+    )
+    assert (job.spec.resources.gpu_type, job.spec.resources.gpus) == ("A100-80GB-SXM", 2)
+    assert job.spec.dataset.uri == "pvc://datasets/alpaca.jsonl"
