@@ -57,12 +57,21 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_cluster(work_dir: Path) -> Iterator[Path]:
-    """cluster.sh in ``work_dir/cluster`` (which it owns and clears) with the bench inventory."""
+def private_cluster(work_dir: Path, groups: list[dict[str, Any]] | None = None) -> Iterator[Path]:
+    """cluster.sh in ``work_dir/cluster`` (which it owns and clears), kwok nodes only, with
+    ``groups`` (default: the bench inventory) as its GPU nodes."""
     inventory = work_dir / "bench-inventory.yaml"
-    inventory.write_text(yaml.safe_dump(BENCH_INVENTORY), encoding="utf-8")
+    inventory.write_text(yaml.safe_dump(groups or BENCH_INVENTORY), encoding="utf-8")
     state_dir = work_dir / "cluster"
-    env = {**os.environ, "CLUSTER_DIR": str(state_dir), "TRAINWRIGHT_INVENTORY": str(inventory)}
+    env = {
+        **os.environ,
+        "CLUSTER_DIR": str(state_dir),
+        "TRAINWRIGHT_INVENTORY": str(inventory),
+        # The benchmarks measure the operator on the control plane: kwok nodes only, no
+        # containerd node and no Kueue in the way of the Jobs.
+        "REAL_NODE": "0",
+        "KUEUE": "0",
+    }
     started = subprocess.run(
         ["bash", str(CLUSTER_SCRIPT), "up"], env=env, capture_output=True, text=True, check=False
     )
