@@ -2,6 +2,7 @@
 # Builds (or reuses) the local cluster's binaries from the Go module proxy:
 #   control plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
 #   real node      kubelet, kube-proxy (the same k8s.io v1.34.4 module set), coredns
+#   queues         Kueue's controller manager and its manifests (hack/k8s/kueue/build.sh)
 #
 # Binaries go to $TRAINWRIGHT_CACHE/k8s/<k8s version>/bin; the Go module and build caches
 # live under $TRAINWRIGHT_CACHE/go so CI and later clones reuse them. Only the binaries
@@ -34,6 +35,12 @@ works() {
 	*) "$bin/$b" --version >/dev/null 2>&1 ;;
 	esac
 }
+
+# Kueue (run beside the control plane, hack/k8s/cluster.sh) has its own version and cache
+# dir: hack/k8s/kueue/build.sh builds or reuses it; KUEUE=0 skips it.
+if [ "${KUEUE:-1}" != 0 ]; then
+	bash "$here/kueue/build.sh"
+fi
 
 # Check them in parallel: each is a large static binary, serially this is ~0.5 s.
 missing=()

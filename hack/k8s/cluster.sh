@@ -13,6 +13,9 @@
 #   TRAINWRIGHT_CACHE      where hack/k8s/build.sh put the binaries (default ~/.cache/trainwright)
 #   K8S_BIN                the binary dir itself, overriding the cache layout
 #   REAL_NODE              1 (default): also start the real node (root, images built); 0: kwok only
+#   KUEUE                  1 (default): also run Kueue (built by hack/k8s/kueue/build.sh) as a
+#                          process on loopback, its webhooks registered, with the queues of
+#                          hack/k8s/kueue/queues.yaml (docs/queues.md); 0: no Kueue
 set -euo pipefail
 
 K8S_VERSION=v1.34.4
@@ -25,6 +28,10 @@ inventory=${TRAINWRIGHT_INVENTORY:-$here/inventory.yaml}
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 ready_timeout_s=${CLUSTER_READY_TIMEOUT_S:-120}
 real_node=${REAL_NODE:-1}
+kueue=${KUEUE:-1}
+kueue_dir=$cache/kueue/$(cat "$here/kueue/VERSION")
+# Where Kueue v0.17 reads the metrics and the visibility server's tls.crt and tls.key.
+kueue_cert_mounts=(/etc/kueue/metrics/certs /visibility)
 # Services and pods use the shared address space (RFC 6598), so no cluster address is
 # mistaken for, or sent to, a private network; DNS is 100.64.0.10 (hack/k8s/node.sh).
 service_cidr=100.64.0.0/16
@@ -105,7 +112,7 @@ any_running() {
 stop_all() {
 	local name pid pids=() names=()
 	if [ -d "$state/node" ]; then bash "$here/node.sh" down || true; fi
-	for name in operator "${components[@]}"; do
+	for name in operator kueue "${components[@]}"; do
 		if alive "$name"; then
 			pids+=("$(cat "$state/$name.pid")")
 			names+=("$name")
@@ -125,7 +132,7 @@ stop_all() {
 			fi
 		done
 	fi
-	for name in operator "${components[@]}"; do
+	for name in operator kueue "${components[@]}"; do
 		rm -f "$state/$name.pid"
 	done
 }
@@ -145,6 +152,7 @@ all_alive() {
 	for c in "${components[@]}"; do
 		alive "$c" || return 1
 	done
+	[ "$kueue" != 1 ] || alive kueue
 }
 
 usage_hint() {
@@ -154,6 +162,81 @@ cluster: up ($(kubectl_ get nodes -l type=kwok --no-headers 2>/dev/null | wc -l)
   $bin/kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count,trainwright.io/real-node
 logs: $state/*.log    stop: make cluster-down  (or hack/k8s/cluster.sh down)
 EOF
+	if [ "$kueue" = 1 ]; then
+		echo "Kueue: LocalQueues team-a, team-b (namespace default) -> ClusterQueue trainwright; docs/queues.md"
+	fi
+}
+
+# Kueue runs as a process on loopback like the control plane: its webhook serves with a
+# certificate signed by the cluster's CA, and the webhook configurations and the CRDs'
+# conversion webhooks point at https://127.0.0.1:<port> (hack/k8s/kueue/render.py).
+start_kueue() {
+	local out=$state/kueue webhook_port metrics_port visibility_port
+	mkdir -p "$out/certs"
+	openssl req -newkey rsa:2048 -nodes -subj /CN=kueue-webhook \
+		-keyout "$out/certs/tls.key" -out "$out/certs/tls.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\n' "$host_ip" >"$out/certs/san.ext"
+	openssl x509 -req -in "$out/certs/tls.csr" -CA "$state/pki/ca.crt" -CAkey "$state/pki/ca.key" \
+		-CAcreateserial -days 30 -extfile "$out/certs/san.ext" -out "$out/certs/tls.crt" 2>/dev/null
+	chmod 600 "$out/certs/tls.key"
+	webhook_port=$(free_port)
+	kueue_health_port=$(free_port)
+	metrics_port=$(free_port)
+	visibility_port=$(free_port)
+	"$python" "$here/kueue/render.py" "$kueue_dir" "$out" "$state/pki/ca.crt" \
+		"$webhook_port" "$kueue_health_port" "$metrics_port"
+	# Kueue checks its CRDs when it starts, so they go first; server-side apply because
+	# the Workload CRD is too large for the last-applied annotation.
+	kubectl_ apply --server-side -f "$out/crds.yaml" >/dev/null
+	kubectl_ wait --for condition=Established --timeout "${ready_timeout_s}s" -f "$out/crds.yaml" >/dev/null ||
+		die "Kueue's CRDs were not established within ${ready_timeout_s}s"
+	kubectl_ create namespace kueue-system >/dev/null
+	# Without internal cert management Kueue reads its metrics and visibility server
+	# certificates from fixed paths (a pod's Secret mounts); a private mount namespace binds
+	# this cluster's certificate there, so clusters side by side do not share one. The
+	# mount points are empty directories, made once.
+	mkdir -p "${kueue_cert_mounts[@]}"
+	local binds="" dir
+	for dir in "${kueue_cert_mounts[@]}"; do
+		binds+="mount --bind '$out/certs' '$dir' && "
+	done
+	unshare --mount --propagation private -- sh -c "${binds}exec \"\$0\" \"\$@\"" \
+		"$kueue_dir/bin/kueue" --config "$out/config.yaml" \
+		--kubeconfig "$state/kubeconfig" --visibility-server-port "$visibility_port" \
+		>"$state/kueue.log" 2>&1 &
+	echo $! >"$state/kueue.pid"
+}
+
+# A Job that names a LocalQueue and is created running comes back suspended: the API
+# server called Kueue's mutating webhook (a server-side dry run, nothing is stored).
+kueue_webhook_answers() {
+	local suspended
+	suspended=$(kubectl_ create --dry-run=server -o jsonpath='{.spec.suspend}' -f - 2>/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: kueue-webhook-probe, namespace: default, labels: {kueue.x-k8s.io/queue-name: team-a}}
+spec:
+  suspend: false
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: probe, image: probe}]
+EOF
+	)
+	[ "$suspended" = true ]
+}
+
+finish_kueue() {
+	kueue_ready() { curl -fs --max-time 2 "http://127.0.0.1:$kueue_health_port/readyz" -o /dev/null; }
+	wait_for "Kueue to be ready (/readyz)" kueue kueue_ready
+	kubectl_ apply -f "$state/kueue/webhooks.yaml" >/dev/null
+	wait_for "Kueue's webhook to suspend a queued Job" kueue kueue_webhook_answers
+	kubectl_ apply -f "$here/kueue/queues.yaml" >/dev/null
+	cluster_queue_active() {
+		[ "$(kubectl_ get clusterqueues.kueue.x-k8s.io trainwright \
+			-o jsonpath='{.status.conditions[?(@.type=="Active")].status}' 2>/dev/null)" = True ]
+	}
+	wait_for "ClusterQueue trainwright to be Active" kueue cluster_queue_active
 }
 
 write_pki() {
@@ -207,6 +290,12 @@ cmd_up() {
 	for b in "${components[@]}" kubectl; do
 		[ -x "$bin/$b" ] || die "$bin/$b is missing; run 'make k8s-bin' (hack/k8s/build.sh) first."
 	done
+	if [ "$kueue" = 1 ]; then
+		[ -x "$kueue_dir/bin/kueue" ] ||
+			die "$kueue_dir/bin/kueue is missing; run 'make k8s-bin' (hack/k8s/build.sh) first, or set KUEUE=0."
+		[ "$(id -u)" = 0 ] ||
+			die "Kueue runs in a private mount namespace, which needs root; run as root or set KUEUE=0."
+	fi
 	command -v openssl >/dev/null || die "openssl is missing; run 'make system-deps'."
 	python=$(pick_python)
 	[ -r "$inventory" ] || die "cannot read the inventory file $inventory (TRAINWRIGHT_INVENTORY)."
@@ -295,6 +384,10 @@ cmd_up() {
 
 	default_sa() { kubectl_ get serviceaccount default -n default -o name >/dev/null 2>&1; }
 	wait_for "the default ServiceAccount (controller-manager)" kube-controller-manager default_sa
+	if [ "$kueue" = 1 ]; then
+		log "starting Kueue $(cat "$here/kueue/VERSION")"
+		start_kueue
+	fi
 
 	log "registering fake GPU nodes from $inventory"
 	echo "$nodes_json" | kubectl_ apply -f - >/dev/null
@@ -309,6 +402,10 @@ cmd_up() {
 	for b in kube-scheduler kube-controller-manager; do
 		alive "$b" || die "$b exited; see $state/$b.log"
 	done
+	if [ "$kueue" = 1 ]; then
+		finish_kueue
+		log "Kueue ready: ClusterQueue trainwright, LocalQueues default/team-a and default/team-b"
+	fi
 	if [ "$real_node" = 1 ]; then
 		bash "$here/node.sh" up
 	fi

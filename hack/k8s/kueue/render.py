@@ -1,0 +1,141 @@
+"""Render what the local control plane needs to run Kueue as a process on loopback.
+
+Usage: python3 hack/k8s/kueue/render.py KUEUE_DIR OUT_DIR CA_CRT WEBHOOK_PORT HEALTH_PORT METRICS_PORT
+
+KUEUE_DIR is the cache hack/k8s/kueue/build.sh fills (crd/ and webhook/ copied from the
+Kueue module's config/components). Writes into OUT_DIR:
+  config.yaml    hack/k8s/kueue/config.yaml with the webhook, health and metrics addresses
+  crds.yaml      Kueue's CRDs; those its kustomization gives a conversion webhook get one
+                 at https://127.0.0.1:WEBHOOK_PORT/convert, trusting CA_CRT
+  webhooks.yaml  Kueue's Mutating/ValidatingWebhookConfigurations with clientConfig.url
+                 instead of a Service, keeping the webhooks of Kueue's own kinds and of the
+                 integrations the config enables (a webhook of a disabled integration would
+                 intercept every Pod or Deployment for nothing)
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+KUEUE_GROUP = "kueue.x-k8s.io"
+# The CRDs are ~40,000 lines of YAML: libyaml reads them in a second, pure Python in ten.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# Kueue integration (Configuration.integrations.frameworks) -> (API group, resource) of
+# the objects its webhooks admit.
+FRAMEWORK_RESOURCES = {
+    "batch/job": ("batch", "jobs"),
+    "jobset.x-k8s.io/jobset": ("jobset.x-k8s.io", "jobsets"),
+    "pod": ("", "pods"),
+}
+
+
+def render_config(
+    template: dict[str, Any], webhook_port: int, health: int, metrics: int, cert_dir: Path
+) -> dict[str, Any]:
+    config = dict(template)
+    config["webhook"] = {"host": "127.0.0.1", "port": webhook_port, "certDir": str(cert_dir)}
+    config["health"] = {"healthProbeBindAddress": f"127.0.0.1:{health}"}
+    config["metrics"] = {"bindAddress": f"127.0.0.1:{metrics}"}
+    return config
+
+
+def enabled_resources(config: dict[str, Any]) -> set[tuple[str, str]]:
+    resources = set()
+    for framework in config["integrations"]["frameworks"]:
+        if framework not in FRAMEWORK_RESOURCES:
+            raise SystemExit(
+                f"render.py: integration {framework!r} in hack/k8s/kueue/config.yaml has no "
+                f"webhook mapping; known: {', '.join(sorted(FRAMEWORK_RESOURCES))}."
+            )
+        resources.add(FRAMEWORK_RESOURCES[framework])
+    return resources
+
+
+def kept_webhook(webhook: dict[str, Any], resources: set[tuple[str, str]]) -> bool:
+    for rule in webhook.get("rules", []):
+        for group in rule["apiGroups"]:
+            if group == KUEUE_GROUP:
+                return True
+            if any((group, resource) in resources for resource in rule["resources"]):
+                return True
+    return False
+
+
+def render_webhooks(
+    manifests: list[dict[str, Any]], url: str, ca_bundle: str, resources: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    rendered = []
+    for config in manifests:
+        webhooks = []
+        for webhook in config["webhooks"]:
+            if not kept_webhook(webhook, resources):
+                continue
+            path = webhook["clientConfig"]["service"]["path"]
+            webhook["clientConfig"] = {"url": url + path, "caBundle": ca_bundle}
+            webhooks.append(webhook)
+        config["metadata"]["name"] = "kueue-" + config["metadata"]["name"]
+        config["webhooks"] = webhooks
+        rendered.append(config)
+    return rendered
+
+
+def conversion_crds(crd_dir: Path) -> set[str]:
+    """The CRDs Kueue's kustomization patches with a conversion webhook."""
+    kustomization = yaml.load((crd_dir / "kustomization.yaml").read_text(encoding="utf-8"), LOADER)
+    names = set()
+    for patch in kustomization.get("patches", []):
+        document = yaml.load((crd_dir / patch["path"]).read_text(encoding="utf-8"), LOADER)
+        if document.get("spec", {}).get("conversion", {}).get("strategy") == "Webhook":
+            names.add(document["metadata"]["name"])
+    return names
+
+
+def render_crds(crd_dir: Path, url: str, ca_bundle: str) -> list[dict[str, Any]]:
+    converted = conversion_crds(crd_dir)
+    crds = []
+    for path in sorted((crd_dir / "bases").glob("*.yaml")):
+        crd = yaml.load(path.read_text(encoding="utf-8"), LOADER)
+        if crd["metadata"]["name"] in converted:
+            crd["spec"]["conversion"] = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": {"url": url + "/convert", "caBundle": ca_bundle},
+                    "conversionReviewVersions": ["v1"],
+                },
+            }
+        crds.append(crd)
+    return crds
+
+
+def dump(path: Path, documents: list[dict[str, Any]]) -> None:
+    path.write_text(yaml.dump_all(documents, Dumper=DUMPER, sort_keys=False), encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 6:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    kueue_dir, out_dir, ca_crt = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    webhook_port, health_port, metrics_port = (int(port) for port in argv[3:6])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    template = yaml.safe_load((HERE / "config.yaml").read_text(encoding="utf-8"))
+    config = render_config(template, webhook_port, health_port, metrics_port, out_dir / "certs")
+    dump(out_dir / "config.yaml", [config])
+    url = f"https://127.0.0.1:{webhook_port}"
+    ca_bundle = base64.b64encode(ca_crt.read_bytes()).decode()
+    dump(out_dir / "crds.yaml", render_crds(kueue_dir / "crd", url, ca_bundle))
+    manifests = list(yaml.load_all((kueue_dir / "webhook" / "manifests.yaml").read_text(), LOADER))
+    webhooks = render_webhooks(manifests, url, ca_bundle, enabled_resources(config))
+    dump(out_dir / "webhooks.yaml", webhooks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
