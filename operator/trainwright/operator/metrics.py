@@ -127,6 +127,31 @@ class OperatorMetrics:
             per_job,
             registry=self.registry,
         )
+        # status.usage (trainwright.operator.usage): what a run has used so far.
+        self.usage_gpu_seconds = Gauge(
+            "trainwright_trainingjob_gpu_seconds",
+            "GPU-seconds a TrainingJob's trainer pods have held while Running, all attempts.",
+            per_job,
+            registry=self.registry,
+        )
+        self.usage_cost_usd = Gauge(
+            "trainwright_trainingjob_cost_usd",
+            "US dollars a TrainingJob has spent so far at its plan's price.",
+            per_job,
+            registry=self.registry,
+        )
+        self.usage_energy_joules = Gauge(
+            "trainwright_trainingjob_energy_joules",
+            "Facility energy a TrainingJob has used so far (GPU energy x PUE), joules.",
+            [*per_job, "source"],
+            registry=self.registry,
+        )
+        self.usage_co2e_kilograms = Gauge(
+            "trainwright_trainingjob_co2e_kilograms",
+            "Emissions of a TrainingJob so far, kg CO2e (location-based grid intensity).",
+            [*per_job, "zone"],
+            registry=self.registry,
+        )
         per_plan = ["namespace", "capacityplan"]
         self.capacityplan_gpus = Gauge(
             "trainwright_capacityplan_gpus",
@@ -230,6 +255,22 @@ class OperatorMetrics:
         if started:
             when = datetime.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
             self.trainingjob_start_time.labels(*job).set(when.timestamp())
+        self.set_usage(namespace, name, status.get("usage"))
+
+    def set_usage(self, namespace: str, name: str, usage: Mapping[str, Any] | None) -> None:
+        """GPU-seconds, dollars, energy and CO2e from ``status.usage``."""
+        if not usage:
+            return
+        job = (namespace, name)
+        self.usage_gpu_seconds.labels(*job).set(float(usage.get("gpuHours") or 0) * 3600)
+        if usage.get("costUsd") is not None:
+            self.usage_cost_usd.labels(*job).set(float(usage["costUsd"]))
+        _remove_matching(self.usage_energy_joules, namespace=namespace, trainingjob=name)
+        joules = float(usage.get("energyKwh") or 0) * 3.6e6
+        self.usage_energy_joules.labels(*job, str(usage.get("energySource") or "")).set(joules)
+        _remove_matching(self.usage_co2e_kilograms, namespace=namespace, trainingjob=name)
+        kg = float(usage.get("kgCo2e") or 0)
+        self.usage_co2e_kilograms.labels(*job, str(usage.get("zone") or "")).set(kg)
 
     def set_capacityplan(
         self,
@@ -279,6 +320,10 @@ class OperatorMetrics:
             self.requested_gpus,
             self.trainingjob_restarts,
             self.trainingjob_start_time,
+            self.usage_gpu_seconds,
+            self.usage_cost_usd,
+            self.usage_energy_joules,
+            self.usage_co2e_kilograms,
         ):
             _remove_matching(per_job, namespace=namespace, trainingjob=name)
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from trainwright.api.plans import plan_status_from, training_request_from
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import PlanAlternative, TrainingWorkload
+from trainwright.api.v1alpha1.usage import CarbonSpec, plan_carbon_from
 from trainwright.operator.inventory import Inventory
 from trainwright.planner.calibration import Calibration
+from trainwright.planner.carbon import training_plan_carbon
 from trainwright.planner.errors import InfeasibleError, PlannerError
 from trainwright.planner.lookup import model_from_hf_config
 from trainwright.planner.specs import ModelSpec
@@ -114,7 +116,8 @@ def plan_trainingjob(
                 option.gpu, nodes=option.nodes, gpus_per_node=option.gpus_per_node
             ).fits_cluster
         ):
-            return PlanOutcome(_to_status(option, inventory, top), "Planned", describe(option))
+            status = _with_carbon(_to_status(option, inventory, top), option, job)
+            return PlanOutcome(status, "Planned", describe(option))
     check = inventory.check(top.gpu, nodes=top.nodes, gpus_per_node=top.gpus_per_node)
     return PlanOutcome(_to_status(top, inventory), "InsufficientCapacity", check.message)
 
@@ -231,3 +234,19 @@ def _to_status(
             "recommendations": alternatives[:MAX_ALTERNATIVES],
         }
     )
+
+
+def _with_carbon(status: PlanStatus, plan: TrainingPlan, job: TrainingJob) -> PlanStatus:
+    """``status.plan.carbon``: the whole run's energy and CO2e where ``spec.carbon`` (or the
+    region of ``spec.cloud``'s prices) says; none without a planned duration."""
+    carbon = job.spec.carbon or CarbonSpec()
+    try:
+        estimate = training_plan_carbon(
+            plan,
+            location=carbon.region,
+            g_co2e_per_kwh=carbon.grid_intensity_g_co2e_per_kwh,
+            pue=carbon.pue,
+        )
+    except PlannerError:  # a device without a TDP in the catalog: the plan stands without it
+        return status
+    return status.model_copy(update={"carbon": plan_carbon_from(estimate)})

@@ -12,6 +12,8 @@ With held-out data the trainer also reports the eval loss and perplexity, the be
 checkpoint's step, whether the run stopped early, and ``overfitting`` (train loss
 falling while eval loss rises for several evaluations); :func:`overfitting_condition`
 turns the last into the ``Overfitting`` condition with a sentence of advice.
+The last step's MFU and the energy all ranks' GPUs drew feed ``status.usage``
+(:mod:`trainwright.operator.usage`).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def progress_status(
             early_stopped=_flag(document.get("early_stopped")),
             peak_memory_bytes=_count(document.get("peak_memory_bytes")),
             gpu_utilization=_finite(document.get("gpu_utilization")),
+            mfu=_finite(document.get("mfu")),
+            gpu_energy_joules=_finite(document.get("gpu_energy_joules")),
             updated_time=updated,
         )
     except ValidationError as exc:

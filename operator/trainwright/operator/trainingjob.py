@@ -50,6 +50,7 @@ from trainwright.operator.status import (
 )
 from trainwright.operator.throughput import throughput_patch
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS
+from trainwright.operator.usage import usage_patch
 from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
 from trainwright.resources import (
     JOB_LABEL,
@@ -176,8 +177,10 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
                 now=context.now(),
                 window=context.throughput_window,
             )
+        patch |= usage_patch(current[3], current[0], progress, now=context.now())
         if patch:
             context.kube.patch_status(PLURAL, namespace, name, patch)
+            context.metrics.set_usage(namespace, name, patch.get("usage"))
     if "throughput" in patch:
         body = current[3] | {"status": current[0] | patch}
         record_from_status(context.calibration_store, body, now=context.now())

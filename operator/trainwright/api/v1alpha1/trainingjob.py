@@ -35,6 +35,7 @@ from trainwright.api.v1alpha1.common import (
     rule,
 )
 from trainwright.api.v1alpha1.security import ContainerSecurityOverrides, PodSecurityOverrides
+from trainwright.api.v1alpha1.usage import CarbonSpec, PlanCarbon, UsageStatus
 from trainwright.vocabulary import (
     ADAPTER_METHODS,
     Cloud,
@@ -542,6 +543,10 @@ class TrainingJobSpec(TrainingWorkload):
         default=None,
         description="Export the trained model when the job succeeds (a ModelExport <name>-export).",
     )
+    carbon: CarbonSpec | None = Field(
+        default=None,
+        description="Grid region, intensity or PUE for status.usage's energy and CO2e.",
+    )
     evaluation: EvaluationSpec | None = Field(
         default=None,
         description="Evaluation, early stopping and sample generations on the held-out data.",
@@ -720,6 +725,9 @@ class PlanStatus(ApiModel):
         default=None,
         description="What the cluster's calibration store did to this plan (absent when off).",
     )
+    carbon: PlanCarbon | None = Field(
+        default=None, description="The whole run's energy and emissions, as planned."
+    )
     checkpoint_interval: CheckpointIntervalStatus | None = Field(
         default=None,
         description="checkpoint.intervalSteps: auto: the interval this attempt uses and why.",
@@ -774,6 +782,14 @@ class ProgressStatus(ApiModel):
     )
     gpu_utilization: float | None = Field(
         default=None, ge=0, le=1, description="Rank 0's GPU utilisation (NVML, 0..1)."
+    )
+    mfu: float | None = Field(
+        default=None, ge=0, description="Model FLOPs utilisation of the last step (GPUs only)."
+    )
+    gpu_energy_joules: float | None = Field(
+        default=None,
+        ge=0,
+        description="Energy all ranks' GPUs drew in this attempt (NVML; none unless all measure).",
     )
     updated_time: dt.datetime | None = Field(default=None, description="When this was reported.")
 
@@ -867,6 +883,9 @@ class TrainingJobStatus(ApiModel):
     conditions: list[Condition] = conditions_field()
     plan: PlanStatus | None = Field(default=None, description="The chosen plan.")
     progress: ProgressStatus | None = Field(default=None, description="Training progress.")
+    usage: UsageStatus | None = Field(
+        default=None, description="GPU-hours, cost, energy and CO2e so far, all attempts."
+    )
     throughput: list[ThroughputSample] = Field(
         default_factory=list,
         max_length=64,
