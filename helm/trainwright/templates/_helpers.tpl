@@ -76,6 +76,11 @@ app.kubernetes.io/component: operator
 {{- if .Values.operator.verbose }}
 - --verbose
 {{- end }}
+{{- if .Values.operator.datasetCheck.enabled }}
+- --dataset-check-start={{ .Values.operator.datasetCheck.startSeconds }}
+{{- else }}
+- --no-dataset-check
+{{- end }}
 {{- range .Values.operator.extraArgs }}
 - {{ . }}
 {{- end }}
