@@ -56,6 +56,9 @@ class OperatorProcess:
                 "--all-namespaces",
                 "--metrics-port",
                 str(self.metrics_port),
+                # kwok's fake pods never run the dataset check's pod; a test that wants it
+                # annotates its TrainingJob trainwright.io/dataset-check: "on".
+                "--no-dataset-check",
             ],
             env=self.kube.env,
             stdout=log,

@@ -822,7 +822,7 @@ class DatasetBadRow(ApiModel):
 
 
 class DatasetCheckStatus(ApiModel):
-    """What the dataset check pod found before any GPU was requested (docs/datasets.md)."""
+    """What the dataset check pod found before any GPU was requested (docs/trainer-data.md)."""
 
     state: DatasetCheckState = Field(
         description="Checking (its pod runs), Passed, Failed (the job ends DataError) or Skipped."
