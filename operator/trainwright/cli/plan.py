@@ -239,6 +239,25 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="F",
         help="share of each GPU's memory a plan may fill (0-1; default 1): leave headroom",
     )
+    carbon = parser.add_argument_group('energy and carbon (the plan\'s "carbon" key)')
+    carbon.add_argument(
+        "--region",
+        metavar="R",
+        help="cloud region (us-east-1, gcp:europe-west4) or grid zone (FR, US-CAMX) the run "
+        "draws power from (default: the region --cloud's prices are quoted for)",
+    )
+    carbon.add_argument(
+        "--grid-intensity",
+        type=positive_float("--grid-intensity"),
+        metavar="G",
+        help="your own grid intensity in gCO2e/kWh, in place of the table's",
+    )
+    carbon.add_argument(
+        "--pue",
+        type=positive_float("--pue"),
+        metavar="P",
+        help="data-centre PUE, at least 1 (default: the provider's reported one)",
+    )
     parser.set_defaults(handler=run_training)
 
 
@@ -408,6 +427,7 @@ def run_training(args: argparse.Namespace) -> int:
     _apply_profile(args.profile, fields)
     plan = _run(lambda: plan_training(TrainingRequest(**fields)))
     document = plan.to_contract()
+    document["carbon"] = _carbon(plan, args)
     if args.profile is not None:
         document["profile"] = profile_document(
             args.profile, plan, dataset_tokens=args.dataset_tokens if not epochs_given else None
@@ -420,6 +440,21 @@ def run_training(args: argparse.Namespace) -> int:
             f"{plan.memory.capacity_bytes / 2**30:.1f} GiB"
         )
     return 0
+
+
+def _carbon(plan: TrainingPlan, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The whole run's energy and CO2e (trainwright.planner.carbon); None without a duration."""
+    from trainwright.planner import PlannerError
+    from trainwright.planner.carbon import training_plan_carbon
+
+    try:
+        estimate = training_plan_carbon(
+            plan, location=args.region, g_co2e_per_kwh=args.grid_intensity, pue=args.pue
+        )
+    except PlannerError as exc:
+        flag = "--pue" if "pue" in str(exc) else "--region"
+        raise UsageError(f"{flag}: {exc}") from None
+    return estimate.model_dump(mode="json") if estimate is not None else None
 
 
 def run_inference(args: argparse.Namespace) -> int:
@@ -564,6 +599,7 @@ def render_training(plan: dict[str, Any]) -> str:
         f"cost: {_money(cost['usd_per_hour'])}/h on {cost['cloud']}{_as_of(cost)}, "
         f"total {_money(cost['total_usd'])}"
     )
+    lines += _carbon_lines(plan.get("carbon"))
     if plan["recommendations"]:
         lines.append("alternatives (best first):")
         alternatives = [
@@ -587,6 +623,17 @@ def render_training(plan: dict[str, Any]) -> str:
     lines += [f"warning: {warning}" for warning in plan["warnings"]]
     lines += _profile_lines(plan.get("profile"))
     return "\n".join(lines) + "\n"
+
+
+def _carbon_lines(carbon: dict[str, Any] | None) -> list[str]:
+    if not carbon:
+        return []
+    return [
+        f"carbon: {carbon['kg_co2e']:.3g} kg CO2e, {carbon['energy_kwh']:.3g} kWh "
+        f"({carbon['gpu_hours']:.3g} GPU-hours at ~{carbon['gpu_watts']:.0f} W, PUE "
+        f"{carbon['pue']:g}) at {carbon['g_co2e_per_kwh']:.0f} g/kWh in {carbon['zone']} "
+        f"({carbon['intensity_source']}, {carbon['intensity_year']})"
+    ]
 
 
 def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
