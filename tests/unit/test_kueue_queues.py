@@ -237,6 +237,10 @@ def test_webhooks_are_those_of_kueues_kinds_and_jobs_at_the_loopback_url(rendere
     assert ("batch", "jobs") in resources
     assert {group for group, _ in resources} == {"batch", "kueue.x-k8s.io"}
     assert all(w["clientConfig"]["url"].startswith("https://127.0.0.1:40001/") for w in webhooks)
+    for job_webhook in (w for w in webhooks if w["name"] in ("mjob.kb.io", "vjob.kb.io")):
+        assert job_webhook["objectSelector"] == {
+            "matchExpressions": [{"key": "kueue.x-k8s.io/queue-name", "operator": "Exists"}]
+        }
     assert ca_bundle.startswith(b"-----BEGIN CERTIFICATE-----")
 
 

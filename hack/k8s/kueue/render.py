@@ -24,6 +24,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 KUEUE_GROUP = "kueue.x-k8s.io"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # The CRDs are ~40,000 lines of YAML: libyaml reads them in a second, pure Python in ten.
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -58,27 +59,42 @@ def enabled_resources(config: dict[str, Any]) -> set[tuple[str, str]]:
     return resources
 
 
-def kept_webhook(webhook: dict[str, Any], resources: set[tuple[str, str]]) -> bool:
+def webhook_kind(webhook: dict[str, Any], resources: set[tuple[str, str]]) -> str | None:
+    """ "kueue" for a webhook of Kueue's own kinds, "integration" for one of an enabled
+    integration's objects, None for the rest."""
     for rule in webhook.get("rules", []):
         for group in rule["apiGroups"]:
             if group == KUEUE_GROUP:
-                return True
+                return "kueue"
             if any((group, resource) in resources for resource in rule["resources"]):
-                return True
-    return False
+                return "integration"
+    return None
 
 
 def render_webhooks(
-    manifests: list[dict[str, Any]], url: str, ca_bundle: str, resources: set[tuple[str, str]]
+    manifests: list[dict[str, Any]],
+    url: str,
+    ca_bundle: str,
+    resources: set[tuple[str, str]],
+    only_queued: bool,
 ) -> list[dict[str, Any]]:
+    """The webhook configurations pointing at url; with only_queued (the configuration's
+    manageJobsWithoutQueueName: false) an integration's webhooks see only objects that name
+    a queue, old or new (the API server matches objectSelector against both on UPDATE), so
+    the operator's plain Jobs never wait on Kueue, nor fail if it is down."""
     rendered = []
     for config in manifests:
         webhooks = []
         for webhook in config["webhooks"]:
-            if not kept_webhook(webhook, resources):
+            kind = webhook_kind(webhook, resources)
+            if kind is None:
                 continue
             path = webhook["clientConfig"]["service"]["path"]
             webhook["clientConfig"] = {"url": url + path, "caBundle": ca_bundle}
+            if kind == "integration" and only_queued:
+                webhook["objectSelector"] = {
+                    "matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]
+                }
             webhooks.append(webhook)
         config["metadata"]["name"] = "kueue-" + config["metadata"]["name"]
         config["webhooks"] = webhooks
@@ -132,7 +148,8 @@ def main(argv: list[str]) -> int:
     ca_bundle = base64.b64encode(ca_crt.read_bytes()).decode()
     dump(out_dir / "crds.yaml", render_crds(kueue_dir / "crd", url, ca_bundle))
     manifests = list(yaml.load_all((kueue_dir / "webhook" / "manifests.yaml").read_text(), LOADER))
-    webhooks = render_webhooks(manifests, url, ca_bundle, enabled_resources(config))
+    only_queued = config.get("manageJobsWithoutQueueName") is False
+    webhooks = render_webhooks(manifests, url, ca_bundle, enabled_resources(config), only_queued)
     dump(out_dir / "webhooks.yaml", webhooks)
     return 0
 
