@@ -41,6 +41,8 @@ NAMESPACED_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create", "list"},
     ("", "persistentvolumeclaims"): {"get"},
+    ("kueue.x-k8s.io", "localqueues"): {"get"},
+    ("kueue.x-k8s.io", "workloads"): {"list", "patch"},
 }
 # With operator.watchNamespaces, the release's own namespace holds the calibration store.
 CALIBRATION_RULES = {("", "configmaps"): {"get", "create", "patch"}}

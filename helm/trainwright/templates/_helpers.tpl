@@ -124,6 +124,14 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]
+# Kueue (spec.queue): the LocalQueue is checked at planning; a trainer Job's Workload says
+# why it waits (read) and is deactivated while spec.suspend is true (patch).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, patch]
 {{- end }}
 {{- define "trainwright.peeringRules" -}}
 # kopf peering: the replicas of a standby see each other here.
