@@ -272,8 +272,9 @@ class Operator:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(TRAINWRIGHT), "operator", "--all-namespaces", "--metrics-port",
-                 str(self.port)],
+                # kwok's pods never run, so the dataset check pod could not either.
+                [str(TRAINWRIGHT), "operator", "--all-namespaces", "--no-dataset-check",
+                 "--metrics-port", str(self.port)],
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -282,6 +283,12 @@ class Operator:
     def rss_mib(self) -> float:
         assert self.process is not None
         return peak_rss_bytes(self.process.pid) / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the operator process has used (/proc/PID/stat)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -403,7 +410,8 @@ def scale_phase(
     custom = client.CustomObjectsApi(api_client)
     core.create_namespace({"metadata": {"name": SCALE_NS}})
     planned, created = watch_plans(custom, SCALE_NS), watch_trainer_jobs(batch, SCALE_NS)
-    requests_before = sum(operator.request_counts().values())
+    requests_before = operator.request_counts()
+    cpu_before = operator.cpu_seconds()
     patches_before = apiserver_trainingjob_patches(api_client)
     begin = time.time()
     sent = apply_all(
@@ -418,7 +426,12 @@ def scale_phase(
     all_jobs_s = max(created.seen.values(), default=begin) - begin
     to_plan = latencies(sent, planned.seen)
     ratio = all_jobs_s / reference_s if reference_s else float("inf")
-    requests = sum(operator.request_counts().values()) - requests_before
+    by_verb = {
+        verb: count - requests_before.get(verb, 0)
+        for verb, count in operator.request_counts().items()
+    }
+    requests = sum(by_verb.values())
+    cpu_s = operator.cpu_seconds() - cpu_before
     patches = apiserver_trainingjob_patches(api_client) - patches_before
     events = events_posted(core, SCALE_NS)
     rss = operator.rss_mib()
@@ -427,11 +440,15 @@ def scale_phase(
     report.say(f"  trainer Jobs: {len(created.seen)} of {jobs}, all within {all_jobs_s:.1f} s")
     report.say(f"  apply -> trainer Job: {spread(latencies(sent, created.seen))}")
     report.say(f"  vs plain Jobs bound ({reference_s:.1f} s): x{ratio:.2f}")
-    report.say(f"  operator peak RSS (VmHWM): {rss:.0f} MiB")
+    report.say(f"  operator peak RSS (VmHWM): {rss:.0f} MiB; CPU {cpu_s:.0f} s")
     report.say(
         f"  API requests per TrainingJob: {(requests + patches + events) / jobs:.2f} "
         f"(operator client {requests / jobs:.2f}, kopf patches {patches / jobs:.2f}, "
         f"events {events / jobs:.2f})"
+    )
+    report.say(
+        "  operator client by verb: "
+        + ", ".join(f"{verb} {count / jobs:.2f}" for verb, count in sorted(by_verb.items()))
     )
     report.check(len(planned.seen) == jobs, f"every TrainingJob planned ({len(planned.seen)})")
     report.check(len(created.seen) == jobs, f"every trainer Job created ({len(created.seen)})")
