@@ -36,6 +36,11 @@ USE_CASES: tuple[str, ...] = get_args(UseCase)
 # planner sizes a TrainingJob's logits memory with it.
 LOSS_CHUNK_TOKENS = 1024
 
+# The trainer's per-step and per-evaluation log in its checkpoint directory
+# (trainwright_trainer.train); the exporter reads a run's final losses from it for the
+# model card, and the ModelExport controller points the exporter at it.
+TRAIN_LOG_NAME = "train_log.jsonl"
+
 # Optimizers the trainer runs.
 Optimizer = Literal["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)

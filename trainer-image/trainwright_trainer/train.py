@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainwright.vocabulary import TRAIN_LOG_NAME
 from trainwright_trainer.checkpoint import CheckpointManager, step_dir_name
 from trainwright_trainer.config import DataConfig, TrainerConfig
 from trainwright_trainer.distributed import (
@@ -101,7 +102,6 @@ __all__ = ["Recipe", "lr_at_step", "run_training"]
 log = logging.getLogger("trainwright_trainer")
 
 IGNORE_INDEX = -100
-TRAIN_LOG_NAME = "train_log.jsonl"
 
 
 def lr_at_step(

@@ -55,6 +55,7 @@ from trainwright.resources.export import (
     model_params,
     next_version,
     parse_summary,
+    training_checkpoint_uri,
     training_output_uri,
 )
 from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES
@@ -318,6 +319,8 @@ class _Reconcile:
             source_weight=1.0 if spec.source.weight is None else spec.source.weight,
             params=model_params(base),
             lineage={k: v for k, v in lineage.items() if v is not None},
+            # The run's train_log.jsonl: the card's losses wherever the output went.
+            checkpoint_uri=training_checkpoint_uri(job) if job is not None else None,
         )
 
     def _model_name(self, export: ModelExport, job: TrainingJob | None) -> str:

@@ -36,6 +36,7 @@ from trainwright.resources.names import MANAGED_BY, dns_label, label_value
 from trainwright.resources.security import container_security_context, pod_security_context
 from trainwright.resources.storage import PVC_SCHEME, Mounts
 from trainwright.resources.trainer import hugging_face_repo
+from trainwright.vocabulary import TRAIN_LOG_NAME
 from trainwright_trainer.exitcodes import PERMANENT_EXIT_CODES
 from trainwright_trainer.export.config import TERMINATION_LOG_ENV, ExportConfig
 
@@ -50,6 +51,7 @@ __all__ = [
     "export_memory_bytes",
     "next_version",
     "parse_summary",
+    "training_checkpoint_uri",
     "training_output_uri",
 ]
 
@@ -103,6 +105,18 @@ def training_output_uri(job: TrainingJob) -> str | None:
     return None
 
 
+def training_checkpoint_uri(job: TrainingJob) -> str | None:
+    """A TrainingJob's checkpoint directory (its ``train_log.jsonl``), as the trainer pod
+    lays it out (:func:`trainwright.resources.trainer.trainer_config`); None when it lives
+    only in the pod's emptyDir."""
+    spec = job.spec
+    if spec.checkpoint is not None and spec.checkpoint.pvc is not None:
+        return f"{PVC_SCHEME}{spec.checkpoint.pvc}/{job.name}"
+    if spec.checkpoint is not None and spec.checkpoint.uri is not None:
+        return spec.checkpoint.uri.rstrip("/")
+    return None
+
+
 def model_location(model: ModelRef) -> str:
     """A model's weights: its URI, the directory of its config.json, or its hub repository."""
     if model.uri is not None:
@@ -142,6 +156,8 @@ class ExportInputs:
     source_weight: float = 1.0
     params: int | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    # The run's checkpoint directory: its train_log.jsonl gives the card its losses.
+    checkpoint_uri: str | None = None
 
 
 def _output_path(uri: str) -> tuple[str | None, str]:
@@ -176,6 +192,8 @@ def export_config(export: ModelExport, inputs: ExportInputs) -> ExportConfig:
         data["source"] = source
     if inputs.base_uri is not None:
         data["base"] = mounts.resolve(inputs.base_uri)
+    if inputs.checkpoint_uri is not None:
+        data["trainLog"] = f"{mounts.resolve(inputs.checkpoint_uri)}/{TRAIN_LOG_NAME}"
     if spec.ollama is not None and spec.ollama.system_prompt is not None:
         data["ollama"] = {"systemPrompt": spec.ollama.system_prompt}
     return ExportConfig.model_validate(data)
@@ -201,7 +219,8 @@ def export_configmap(export: ModelExport, inputs: ExportInputs) -> dict[str, Any
 
 def _volumes(export: ModelExport, inputs: ExportInputs) -> tuple[list[Any], list[Any]]:
     mounts = Mounts()
-    for uri in (inputs.source_uri, inputs.base_uri, *(u for u, _ in inputs.extra_sources)):
+    extra = (u for u, _ in inputs.extra_sources)
+    for uri in (inputs.source_uri, inputs.base_uri, inputs.checkpoint_uri, *extra):
         if uri is not None:
             mounts.resolve(uri)
     volumes = mounts.volumes()

@@ -30,19 +30,38 @@ def base_license(base_dir: Path) -> tuple[str | None, str | None]:
 
 
 def final_losses(train_log: Path | None) -> dict[str, Any]:
-    """The last train (and eval, if logged) loss in the trainer's ``train_log.jsonl``."""
-    result: dict[str, Any] = {"train_loss": None, "train_step": None, "eval_loss": None}
+    """The last train loss and the last evaluation in the trainer's ``train_log.jsonl``.
+
+    A step's record has ``step`` and ``loss`` (None for a skipped step); an evaluation's has
+    ``event: eval``, ``at_step``, ``eval_loss``, ``eval_perplexity`` and ``best_step`` (the
+    best evaluation so far, whose checkpoint an early-stopped run exports).
+    """
+    result: dict[str, Any] = dict.fromkeys(
+        ("train_loss", "train_step", "eval_loss", "eval_perplexity", "eval_step"), None
+    )
+    result |= {"best_eval_step": None, "best_eval_loss": None}
     if train_log is None or not train_log.is_file():
         return result
+    evals: dict[int, float] = {}
     for line in train_log.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if "loss" in record and "step" in record:
+        if record.get("loss") is not None and "step" in record:
             result["train_loss"], result["train_step"] = float(record["loss"]), int(record["step"])
-        if "eval_loss" in record:
-            result["eval_loss"] = float(record["eval_loss"])
+        if record.get("eval_loss") is not None:
+            step = int(record.get("at_step") or 0)
+            evals[step] = float(record["eval_loss"])
+            perplexity = record.get("eval_perplexity")
+            result |= {
+                "eval_loss": evals[step],
+                "eval_step": step,
+                "eval_perplexity": float(perplexity) if perplexity is not None else None,
+                "best_eval_step": record.get("best_step"),
+            }
+    best = result["best_eval_step"]
+    result["best_eval_loss"] = evals.get(best) if isinstance(best, int) else None
     return result
 
 
@@ -52,6 +71,14 @@ def _value(value: Any, missing: str = "not recorded") -> str:
     if isinstance(value, float):
         return f"{value:.5g}"
     return str(value)
+
+
+def _best_row(facts: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The best evaluation, when it is not the last one (an early-stopped run exports it)."""
+    best, loss = facts.get("best_eval_step"), facts.get("best_eval_loss")
+    if best is None or loss is None or best == facts.get("eval_step"):
+        return []
+    return [("Best eval loss", f"{loss:.5g} (step {best})")]
 
 
 def model_card(facts: dict[str, Any]) -> str:
@@ -69,6 +96,9 @@ def model_card(facts: dict[str, Any]) -> str:
         ("Final train loss", facts.get("train_loss")),
         ("Step of that loss", facts.get("train_step")),
         ("Final eval loss", _value(facts.get("eval_loss"), "not measured")),
+        ("Eval perplexity", _value(facts.get("eval_perplexity"), "not measured")),
+        ("Step of that evaluation", _value(facts.get("eval_step"), "not measured")),
+        *_best_row(facts),
         ("TrainingJob", facts.get("training_job")),
         ("Attempt", facts.get("attempt")),
         ("Checkpoint step", facts.get("checkpoint_step")),

@@ -98,6 +98,14 @@ class ExportConfig(_Section):
         alias="trainerConfig",
         description="The trainer's config file (method, LoRA settings) for a checkpoint source.",
     )
+    train_log: str | None = Field(
+        default=None,
+        alias="trainLog",
+        description=(
+            "The run's train_log.jsonl (in its checkpoint directory): the model card's final "
+            "train and eval loss when the source is an output saved elsewhere."
+        ),
+    )
     formats: tuple[ExportFormat, ...] = Field(default=("safetensors",), min_length=1)
     quantization: GgufQuantization = Field(default=DEFAULT_QUANTIZATION)
     output: str = Field(min_length=1, description="Export directory; must hold no export yet.")

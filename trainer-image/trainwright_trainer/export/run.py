@@ -272,7 +272,8 @@ def _lineage(cfg: ExportConfig, source: Any, merge: Any) -> dict[str, Any]:
     if len(source.adapters) > 1:
         hyper = {"weights": [w for _, w in source.adapters], "combination": cfg.combination}
     lineage = cfg.lineage
-    losses = final_losses(source.train_log)
+    named_log = Path(cfg.train_log) if cfg.train_log else None
+    losses = final_losses(named_log if named_log and named_log.is_file() else source.train_log)
     return {
         "model_name": lineage.model_name,
         "version": lineage.version,

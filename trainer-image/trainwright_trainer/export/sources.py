@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
+from trainwright.vocabulary import TRAIN_LOG_NAME as TRAIN_LOG
 from trainwright_trainer.errors import ConfigError
 
 __all__ = ["AdapterSpec", "ModelSource", "resolve_source"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TRAIN_LOG = "train_log.jsonl"
 _ADAPTER_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_magnitude_vector)"
     r"(?:\.default)?(?:\.weight)?$"
