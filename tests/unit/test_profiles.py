@@ -1,4 +1,8 @@
-"""Use-case profiles: every one renders a valid trainer config and a plan; user fields win."""
+"""Use-case profiles: every one renders a valid trainer config and a plan; user fields win.
+
+The rules that depend on the run: the learning rate follows the effective batch
+(square-root rule), epochs follow the dataset's size, and method auto picks QLoRA only
+when 16-bit LoRA does not fit."""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from trainwright.api.plans import training_request_from
+from trainwright.api.plans import plan_status_from, training_request_from
 from trainwright.api.profiles import with_profile
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.cli import main
-from trainwright.planner.profiles import PROFILES
-from trainwright.planner.training import plan_training
+from trainwright.planner.profiles import PROFILES, epochs_for_dataset, scaled_learning_rate
+from trainwright.planner.training import TrainingRequest, plan_training
 from trainwright.resources.trainer import render_trainer_config, trainer_config
 from trainwright.vocabulary import USE_CASES
 from trainwright_trainer.config import parse_config
@@ -118,3 +122,129 @@ def test_plan_training_with_a_profile_shows_its_defaults_and_flags_win(
         main(["plan", "training", "--model", "llama-3.1-8b", "--method", "lora", "--profile", "x"])
     assert bad.value.code == 2
     assert "--profile: invalid choice: 'x'" in capsys.readouterr().err
+
+
+def _plan(num_gpus: int, micro_batch: int, accumulation: int, **extra: Any) -> PlanStatus:
+    return PlanStatus(
+        gpu_type="H100-SXM",
+        num_gpus=num_gpus,
+        nodes=1,
+        gpus_per_node=num_gpus,
+        strategy="ddp",
+        micro_batch_size=micro_batch,
+        gradient_accumulation_steps=accumulation,
+        memory_per_gpu_bytes=40_000_000_000,
+        tokens_per_second=50_000.0,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("batch", "rate"),
+    [(16, 1e-4), (64, 2e-4), (4, 5e-5), (1, 2.5e-5), (32, 1.41e-4), (4096, 4e-4)],
+)
+def test_the_learning_rate_scales_with_the_square_root_of_the_batch(
+    batch: int, rate: float
+) -> None:
+    choice = scaled_learning_rate(PROFILES["code"], batch)
+
+    assert choice.value == pytest.approx(rate)
+    if batch != 16:
+        assert "square-root rule" in choice.reason and f"sqrt({batch}/16)" in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("profile", "tokens", "epochs"),
+    [
+        ("chatbot", 500_000, 4),
+        ("chatbot", 10_000_000, 3),
+        ("chatbot", 500_000_000, 1),
+        ("qa", 1_999_999, 4),
+        ("code", 2_000_000, 2),
+        ("domain-adaptation", 300_000, 2),
+        ("creative-writing", 100_000_000, 1),
+        ("summarization", None, 2),
+    ],
+)
+def test_epochs_follow_the_dataset_size(profile: str, tokens: int | None, epochs: int) -> None:
+    assert epochs_for_dataset(PROFILES[profile], tokens).value == epochs
+
+
+def test_the_trainer_config_carries_the_rate_for_the_plans_batch_and_user_fields_win() -> None:
+    job = _job(profile="code", dataset={"uri": "pvc://d/t.jsonl", "tokens": 800_000})
+    config = parse_config(
+        yaml.safe_load(render_trainer_config(trainer_config(job, _plan(8, 4, 2))))
+    )
+    mine = _job(
+        profile="code",
+        dataset={"uri": "pvc://d/t.jsonl", "tokens": 800_000},
+        training={"learningRate": 3e-5, "epochs": 1},
+    )
+    mine_config = trainer_config(mine, _plan(8, 4, 2))
+
+    assert config.training.learning_rate == pytest.approx(2e-4)  # 1e-4 x sqrt(64 / 16)
+    assert config.training.epochs == 3  # code's 2, one more for 0.8M tokens
+    assert with_profile(job.spec).training.epochs == 3
+    assert (mine_config.training.learning_rate, mine_config.training.epochs) == (3e-5, 1)
+    assert trainer_config(_job(), _plan(8, 4, 2)).training.learning_rate == 2e-4  # no profile
+
+
+def test_method_auto_picks_qlora_only_when_16_bit_lora_does_not_fit() -> None:
+    big = plan_training(
+        TrainingRequest(model="llama-3.1-70b", method="auto", gpu="H100-SXM", num_gpus=1)
+    )
+    searched = plan_training(
+        TrainingRequest(
+            model="llama-3.1-70b", method="auto", gpu_candidates=["H100-SXM"], max_gpus=1
+        )
+    )
+    small = plan_training(
+        TrainingRequest(model="llama-3.1-8b", method="auto", gpu="H100-SXM", num_gpus=1)
+    )
+
+    assert (big.method, big.fits) == ("qlora", True)
+    assert big.method_reason is not None and "141.7 GiB per GPU" in big.method_reason
+    assert searched.method == "qlora" and searched.num_gpus == 1
+    assert searched.method_reason is not None and "fits no plan" in searched.method_reason
+    assert (small.method, small.fits) == ("lora", True)
+    assert small.method_reason == "method auto: 16-bit LoRA fits 1x H100-SXM, so no 4-bit base"
+
+
+def test_a_job_with_method_auto_trains_the_method_its_plan_resolved() -> None:
+    job = _job(
+        model={"name": "llama-3.1-70b"},
+        method="auto",
+        profile="chatbot",
+        resources={"gpuType": "H100-SXM", "gpus": 1},
+    )
+    status = plan_status_from(plan_training(training_request_from(job.spec)))
+    text = render_trainer_config(trainer_config(job, status))
+    config = parse_config(yaml.safe_load(text))
+
+    assert status.method == "qlora" and status.method_reason is not None
+    assert config.method == "qlora"
+    assert config.lora is not None and config.lora.rank == PROFILES["chatbot"].lora_rank.value
+    with pytest.raises(ValueError, match=r"status\.plan\.method"):
+        trainer_config(job, _plan(1, 1, 1))
+
+
+def test_plan_training_shows_the_resolved_rate_epochs_and_method(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["plan", "training", "--model", "llama-3.1-70b", "--method", "auto", "--gpu"]
+    argv += ["H100-SXM", "--gpus", "1", "--profile", "qa", "--dataset-tokens", "500000"]
+    assert main([*argv, "-o", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert main([*argv, "-o", "table"]) == 0
+    table = capsys.readouterr().out
+
+    batch = plan["micro_batch"] * plan["gradient_accumulation"]
+    defaults = plan["profile"]["defaults"]
+    assert plan["method"] == "qlora" and plan["method_reason"].startswith("method auto: QLoRA")
+    assert plan["profile"]["effective_batch_sequences"] == batch
+    assert defaults["learning_rate"]["value"] == scaled_learning_rate(PROFILES["qa"], batch).value
+    assert defaults["epochs"]["value"] == 4 and "small dataset" in defaults["epochs"]["reason"]
+    assert plan["duration_seconds"] == pytest.approx(
+        500_000 * 4 / plan["throughput"]["tokens_per_second"], rel=0.01
+    )
+    assert plan["method_reason"] in table
