@@ -96,11 +96,11 @@ def test_a_16_gpu_gang_waits_with_8_free_and_later_gangs_of_its_type_wait_behind
     assert (wide.admitted, wide.reason) == (False, "WaitingForCapacity")
     assert wide.message == (
         "Waiting for free H100-SXM: the gang needs 2 pod(s) x 8 H100-SXM (16 devices) at "
-        "once; 8 are free now, room for 1 such pod(s). Position 1 in the H100-SXM queue."
+        "once; 8 are free now, room for 1 such pod(s). First in the H100-SXM queue."
     )
     later = verdicts[(NS, "small-later")]
     assert not later.admitted  # it would fit, but a wider gang came first (no starvation)
-    assert "Position 2 in the H100-SXM queue, behind 1 job(s)" in later.message
+    assert "earlier jobs waiting for H100-SXM start first" in later.message
     assert verdicts[(NS, "l4")].admitted  # another device type is another queue
 
 

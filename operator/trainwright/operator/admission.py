@@ -178,29 +178,36 @@ class Gang:
         return self.namespace, self.name
 
 
-def capacity_verdict(
-    gang: Gang, free_per_node: Sequence[int], position: int, ahead: int
-) -> Verdict:
-    """The Admitted condition of a gang the gate holds back (or releases)."""
-    free = sum(free_per_node)
-    holding = sum(devices // gang.devices_per_pod for devices in free_per_node)
+def capacity_verdict(gang: Gang, free_per_node: Sequence[int], ahead: int) -> Verdict:
+    """The Admitted condition of a gang the gate holds back (or releases).
+
+    Only the first waiting gang of a type names the free devices; the ones behind it
+    say so and nothing that changes with every pass, so that a thousand waiting jobs
+    are not rewritten each time one of them starts.
+    """
     need = (
         f"the gang needs {gang.pods} pod(s) x {gang.devices_per_pod} {gang.gpu_type} "
         f"({gang.devices} devices) at once"
     )
-    if ahead == 0 and place(free_per_node, gang.pods, gang.devices_per_pod) is not None:
+    if ahead:
+        return Verdict(
+            False,
+            WAITING_FOR_CAPACITY,
+            f"Waiting for free {gang.gpu_type}: {need}; earlier jobs waiting for "
+            f"{gang.gpu_type} start first (first come, first served).",
+        )
+    if place(free_per_node, gang.pods, gang.devices_per_pod) is not None:
         return Verdict(
             True, ADMITTED, f"All {gang.pods} trainer pod(s) fit on free {gang.gpu_type}."
         )
-    text = (
+    free = sum(free_per_node)
+    holding = sum(devices // gang.devices_per_pod for devices in free_per_node)
+    return Verdict(
+        False,
+        WAITING_FOR_CAPACITY,
         f"Waiting for free {gang.gpu_type}: {need}; {free} are free now, room for {holding} "
-        f"such pod(s)."
+        f"such pod(s). First in the {gang.gpu_type} queue.",
     )
-    if ahead:
-        text += f" Position {position} in the {gang.gpu_type} queue, behind {ahead} job(s)."
-    else:
-        text += f" Position {position} in the {gang.gpu_type} queue."
-    return Verdict(False, WAITING_FOR_CAPACITY, text)
 
 
 def _pod_product(pod: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -253,7 +260,7 @@ def decide(
     for gang in sorted(waiting, key=lambda g: (g.created, g.namespace, g.name)):
         ahead = queued.get(gang.gpu_type, 0)
         pool = remaining.get(gang.gpu_type, [])
-        verdict = capacity_verdict(gang, pool, ahead + 1, ahead)
+        verdict = capacity_verdict(gang, pool, ahead)
         verdicts[gang.key] = verdict
         if verdict.admitted:
             remaining[gang.gpu_type] = place(pool, gang.pods, gang.devices_per_pod) or []
