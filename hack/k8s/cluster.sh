@@ -175,7 +175,9 @@ start_kueue() {
 	mkdir -p "$out/certs"
 	openssl req -newkey rsa:2048 -nodes -subj /CN=kueue-webhook \
 		-keyout "$out/certs/tls.key" -out "$out/certs/tls.csr" 2>/dev/null
-	printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\n' "$host_ip" >"$out/certs/san.ext"
+	# The visibility server is reached through its Service's name (the aggregation layer).
+	printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost,DNS:kueue-visibility-server.kueue-system.svc\n' \
+		"$host_ip" >"$out/certs/san.ext"
 	openssl x509 -req -in "$out/certs/tls.csr" -CA "$state/pki/ca.crt" -CAkey "$state/pki/ca.key" \
 		-CAcreateserial -days 30 -extfile "$out/certs/san.ext" -out "$out/certs/tls.crt" 2>/dev/null
 	chmod 600 "$out/certs/tls.key"
@@ -183,8 +185,8 @@ start_kueue() {
 	kueue_health_port=$(free_port)
 	metrics_port=$(free_port)
 	visibility_port=$(free_port)
-	"$python" "$here/kueue/render.py" "$kueue_dir" "$out" "$state/pki/ca.crt" \
-		"$webhook_port" "$kueue_health_port" "$metrics_port"
+	"$python" "$here/kueue/render.py" "$kueue_dir" "$out" "$state/pki/ca.crt" "$host_ip" \
+		"$webhook_port" "$kueue_health_port" "$metrics_port" "$visibility_port"
 	# Kueue checks its CRDs when it starts, so they go first; server-side apply because
 	# the Workload CRD is too large for the last-applied annotation.
 	kubectl_ apply --server-side -f "$out/crds.yaml" >/dev/null
@@ -237,6 +239,13 @@ finish_kueue() {
 			-o jsonpath='{.status.conditions[?(@.type=="Active")].status}' 2>/dev/null)" = True ]
 	}
 	wait_for "ClusterQueue trainwright to be Active" kueue cluster_queue_active
+	kubectl_ apply -f "$state/kueue/visibility.yaml" >/dev/null 2>&1
+	visibility_available() {
+		[ "$(kubectl_ get apiservice v1beta2.visibility.kueue.x-k8s.io \
+			-o jsonpath='{.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" = True ]
+	}
+	wait_for "Kueue's visibility API (APIService v1beta2.visibility.kueue.x-k8s.io) to be Available" \
+		kueue visibility_available
 }
 
 write_pki() {
@@ -255,6 +264,14 @@ write_pki() {
 		-keyout "$pki/apiserver-kubelet-client.key" -out "$pki/apiserver-kubelet-client.csr" 2>/dev/null
 	openssl x509 -req -in "$pki/apiserver-kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
 		-CAcreateserial -days 30 -out "$pki/apiserver-kubelet-client.crt" 2>/dev/null
+	# The aggregation layer's front proxy (Kueue's visibility API): its own CA, so no other
+	# client certificate can pass for it.
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=trainwright-front-proxy-ca \
+		-keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj /CN=front-proxy-client \
+		-keyout "$pki/front-proxy-client.key" -out "$pki/front-proxy-client.csr" 2>/dev/null
+	openssl x509 -req -in "$pki/front-proxy-client.csr" -CA "$pki/front-proxy-ca.crt" \
+		-CAkey "$pki/front-proxy-ca.key" -CAcreateserial -days 30 -out "$pki/front-proxy-client.crt" 2>/dev/null
 	openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 	openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 	# One static admin token (group system:masters); the cluster listens on loopback only.
@@ -343,6 +360,8 @@ cmd_up() {
 	# The default admission plugins of 1.34 stay on (NamespaceLifecycle,
 	# ServiceAccount, ResourceQuota, ...); the controller-manager below creates the
 	# default ServiceAccounts. CEL validation of CRDs is on by default in 1.34.
+	# Aggregated APIs (Kueue's visibility API) are dialled at their Endpoints' address
+	# (--enable-aggregator-routing): there is no kube-proxy without the real node.
 	start kube-apiserver \
 		--etcd-servers "http://127.0.0.1:$etcd_port" \
 		--bind-address 0.0.0.0 --secure-port "$api_port" --advertise-address "$host_ip" \
@@ -357,6 +376,13 @@ cmd_up() {
 		--service-account-key-file "$pki/sa.pub" \
 		--service-account-signing-key-file "$pki/sa.key" \
 		--service-cluster-ip-range "$service_cidr" \
+		--requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+		--requestheader-allowed-names front-proxy-client \
+		--requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+		--requestheader-extra-headers-prefix X-Remote-Extra- \
+		--proxy-client-cert-file "$pki/front-proxy-client.crt" \
+		--proxy-client-key-file "$pki/front-proxy-client.key" \
+		--enable-aggregator-routing=true \
 		--allow-privileged=true --profiling=false \
 		--cert-dir "$state/certs"
 	wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready

@@ -1,6 +1,7 @@
 """The real Kueue of the local control plane (hack/k8s/kueue/, docs/queues.md) admits a
 suspended gang Job whole while its quota allows, keeps the next one suspended saying which
-quota it waits for, and its webhooks really mutate and validate Jobs.
+quota it waits for (and its place in the queue, through Kueue's visibility API), and its
+webhooks really mutate and validate Jobs.
 
 Each test builds its own ClusterQueue (no cohort, so it borrows from no one) over the
 cluster's ResourceFlavors, so no other test's Jobs share its quota.
@@ -219,6 +220,17 @@ def test_a_gang_is_admitted_whole_and_the_next_waits_suspended_for_quota(
         f"insufficient unused quota for {GPU_RESOURCE} in flavor {L4_FLAVOUR}, 8 more needed"
         in reserved["message"]
     )
+    pending = json.loads(
+        kube.kubectl(
+            "get",
+            "--raw",
+            f"/apis/visibility.{KUEUE_GROUP}/v1beta2/namespaces/{namespace}"
+            f"/localqueues/{local_queue}/pendingworkloads",
+        ).stdout
+    )
+    (queued,) = pending["items"]
+    assert queued["metadata"]["ownerReferences"][0]["name"] == "second"
+    assert queued["positionInLocalQueue"] == 0
     time.sleep(2)  # the Job controller would have created pods by now had it been released
     assert batch.read_namespaced_job("second", namespace).spec.suspend is True
     assert job_pods(kube, namespace, "second") == []

@@ -213,7 +213,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("kueue")
     ca = out / "ca.crt"
     ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot checked here\n")
-    assert render.main([str(kueue_dir), str(out), str(ca), "40001", "40002", "40003"]) == 0
+    args = [str(kueue_dir), str(out), str(ca), "192.0.2.7", "40001", "40002", "40003", "40004"]
+    assert render.main(args) == 0
     return out
 
 
@@ -263,3 +264,30 @@ def test_conversion_webhooks_and_config_point_at_the_process(rendered: Path) -> 
     assert config["health"]["healthProbeBindAddress"] == "127.0.0.1:40002"
     assert config["manageJobsWithoutQueueName"] is False
     assert config["internalCertManagement"] == {"enable": False}
+
+
+def test_the_visibility_api_is_served_through_a_service_at_the_host_process(rendered: Path) -> None:
+    documents = list(yaml.safe_load_all((rendered / "visibility.yaml").read_text()))
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], []).append(document)
+    (service,) = by_kind["Service"]
+    (endpoints,) = by_kind["Endpoints"]
+    (subset,) = endpoints["subsets"]
+
+    assert "selector" not in service["spec"]
+    assert service["spec"]["ports"][0]["targetPort"] == 40004
+    assert subset["addresses"] == [{"ip": "192.0.2.7"}]
+    assert subset["ports"][0]["port"] == 40004
+    assert sorted(a["metadata"]["name"] for a in by_kind["APIService"]) == [
+        "v1beta1.visibility.kueue.x-k8s.io",
+        "v1beta2.visibility.kueue.x-k8s.io",
+    ]
+    for apiservice in by_kind["APIService"]:
+        assert apiservice["spec"]["service"] == {
+            "name": service["metadata"]["name"],
+            "namespace": "kueue-system",
+            "port": 443,
+        }
+        assert "insecureSkipTLSVerify" not in apiservice["spec"]
+        assert apiservice["spec"]["caBundle"]

@@ -4,6 +4,7 @@
 #   $TRAINWRIGHT_CACHE/kueue/<version>/bin/kueue          the controller manager
 #   $TRAINWRIGHT_CACHE/kueue/<version>/crd/               config/components/crd of the module
 #   $TRAINWRIGHT_CACHE/kueue/<version>/webhook/           config/components/webhook of the module
+#   $TRAINWRIGHT_CACHE/kueue/<version>/visibility/        config/components/visibility (APIServices)
 # The manifests come from the module's own source tree in the Go module cache, so the
 # cluster never downloads anything when it starts. Called by hack/k8s/build.sh
 # (`make k8s-bin`); with everything present it prints "reusing ..." and exits.
@@ -20,6 +21,7 @@ dest=$cache/kueue/$KUEUE_VERSION
 
 if [ "${K8S_BUILD_FORCE:-0}" != 1 ] && [ -x "$dest/bin/kueue" ] &&
 	[ -s "$dest/crd/bases/kueue.x-k8s.io_workloads.yaml" ] && [ -s "$dest/webhook/manifests.yaml" ] &&
+	[ -s "$dest/visibility/apiservice_v1beta2.yaml" ] &&
 	"$dest/bin/kueue" --help >/dev/null 2>&1; then
 	echo "reusing Kueue $KUEUE_VERSION in $dest"
 	exit 0
@@ -69,7 +71,8 @@ fi
 mkdir -p "$stage/out/bin"
 mv "$stage/bin/kueue" "$stage/out/bin/kueue"
 # Module files are read-only in the cache; copies are made writable so a rebuild can replace them.
-cp -r "$module_dir/config/components/crd" "$module_dir/config/components/webhook" "$stage/out/"
+cp -r "$module_dir/config/components/crd" "$module_dir/config/components/webhook" \
+	"$module_dir/config/components/visibility" "$stage/out/"
 chmod -R u+w "$stage/out"
 rm -rf "$dest"
 mv "$stage/out" "$dest"

@@ -1,9 +1,10 @@
 """Render what the local control plane needs to run Kueue as a process on loopback.
 
-Usage: python3 hack/k8s/kueue/render.py KUEUE_DIR OUT_DIR CA_CRT WEBHOOK_PORT HEALTH_PORT METRICS_PORT
+Usage: python3 hack/k8s/kueue/render.py KUEUE_DIR OUT_DIR CA_CRT HOST_IP WEBHOOK_PORT HEALTH_PORT
+                                        METRICS_PORT VISIBILITY_PORT
 
-KUEUE_DIR is the cache hack/k8s/kueue/build.sh fills (crd/ and webhook/ copied from the
-Kueue module's config/components). Writes into OUT_DIR:
+KUEUE_DIR is the cache hack/k8s/kueue/build.sh fills (crd/, webhook/ and visibility/
+copied from the Kueue module's config/components). Writes into OUT_DIR:
   config.yaml    hack/k8s/kueue/config.yaml with the webhook, health and metrics addresses
   crds.yaml      Kueue's CRDs; those its kustomization gives a conversion webhook get one
                  at https://127.0.0.1:WEBHOOK_PORT/convert, trusting CA_CRT
@@ -11,6 +12,10 @@ Kueue module's config/components). Writes into OUT_DIR:
                  instead of a Service, keeping the webhooks of Kueue's own kinds and of the
                  integrations the config enables (a webhook of a disabled integration would
                  intercept every Pod or Deployment for nothing)
+  visibility.yaml  Kueue's visibility APIServices (pending workloads and their positions,
+                 served through the API server's aggregation layer) behind a Service
+                 without selector whose Endpoints are HOST_IP:VISIBILITY_PORT, the
+                 visibility server Kueue runs on this machine
 """
 
 from __future__ import annotations
@@ -130,16 +135,47 @@ def render_crds(crd_dir: Path, url: str, ca_bundle: str) -> list[dict[str, Any]]
     return crds
 
 
+VISIBILITY_SERVICE = "kueue-visibility-server"
+
+
+def render_visibility(
+    visibility_dir: Path, namespace: str, host_ip: str, port: int, ca_bundle: str
+) -> list[dict[str, Any]]:
+    """A Service, its Endpoints and Kueue's APIServices pointing at it, trusting CA_CRT."""
+    meta = {"name": VISIBILITY_SERVICE, "namespace": namespace}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+    }
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": meta,
+        "subsets": [{"addresses": [{"ip": host_ip}], "ports": [{"name": "https", "port": port}]}],
+    }
+    apiservices = []
+    for path in sorted(visibility_dir.glob("apiservice_*.yaml")):
+        apiservice = yaml.load(path.read_text(encoding="utf-8"), LOADER)
+        spec = apiservice["spec"]
+        spec.pop("insecureSkipTLSVerify", None)
+        spec["caBundle"] = ca_bundle
+        spec["service"] = {"name": VISIBILITY_SERVICE, "namespace": namespace, "port": 443}
+        apiservices.append(apiservice)
+    return [service, endpoints, *apiservices]
+
+
 def dump(path: Path, documents: list[dict[str, Any]]) -> None:
     path.write_text(yaml.dump_all(documents, Dumper=DUMPER, sort_keys=False), encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 6:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+    if len(argv) != 8:
+        print("\n".join(__doc__.strip().splitlines()[2:4]), file=sys.stderr)
         return 2
-    kueue_dir, out_dir, ca_crt = Path(argv[0]), Path(argv[1]), Path(argv[2])
-    webhook_port, health_port, metrics_port = (int(port) for port in argv[3:6])
+    kueue_dir, out_dir, ca_crt, host_ip = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
+    webhook_port, health_port, metrics_port, visibility_port = (int(port) for port in argv[4:8])
     out_dir.mkdir(parents=True, exist_ok=True)
     template = yaml.safe_load((HERE / "config.yaml").read_text(encoding="utf-8"))
     config = render_config(template, webhook_port, health_port, metrics_port, out_dir / "certs")
@@ -151,6 +187,10 @@ def main(argv: list[str]) -> int:
     only_queued = config.get("manageJobsWithoutQueueName") is False
     webhooks = render_webhooks(manifests, url, ca_bundle, enabled_resources(config), only_queued)
     dump(out_dir / "webhooks.yaml", webhooks)
+    visibility = render_visibility(
+        kueue_dir / "visibility", config["namespace"], host_ip, visibility_port, ca_bundle
+    )
+    dump(out_dir / "visibility.yaml", visibility)
     return 0
 
 
