@@ -141,6 +141,11 @@ def test_a_broken_training_job_fails_exactly_the_rule_that_names_its_field(
     assert failures("TrainingJob", lora_job(**spec_changes)) == [expected]
 
 
+def test_method_auto_with_adapter_options_and_a_profile_passes_every_rule() -> None:
+    body = lora_job(method="auto", profile="chatbot")
+    assert body["spec"]["lora"] and failures("TrainingJob", body) == []
+
+
 def test_changing_the_method_fails_the_transition_rule_but_creating_with_it_does_not() -> None:
     old = lora_job()
     new = lora_job(method="dora")
