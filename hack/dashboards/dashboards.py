@@ -331,8 +331,9 @@ def training_panels() -> list[tuple[str, list[PanelSpec]]]:
                 ),
                 PanelSpec(
                     "Cost: estimated against spent",
-                    "The plan's estimated total cost, and what the run has spent so far (its GPUs' "
-                    "price per hour times the hours since it started), US dollars.",
+                    "The plan's estimated total cost, and what the run has spent so far "
+                    "(status.usage.costUsd: the plan's price for the hours its pods ran, all "
+                    "attempts), US dollars.",
                     "currencyUSD",
                     (
                         Query(
@@ -340,9 +341,32 @@ def training_panels() -> list[tuple[str, list[PanelSpec]]]:
                             "{{name}} estimated",
                         ),
                         Query(
-                            f"max by ({by_job}) (trainwright_trainingjob_planned_usd_per_hour{{{JOB}}}) "
-                            f"* (time() - max by ({by_job}) (trainwright_trainingjob_start_timestamp_seconds{{{JOB}}})) / 3600",
+                            f"max by ({by_job}) (trainwright_trainingjob_cost_usd{{{JOB}}})",
                             "{{trainingjob}} spent",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "Energy used so far",
+                    "Facility energy of the run so far (status.usage.energyKwh): the GPUs' energy, "
+                    "measured through NVML or estimated from their TDP, times the PUE.",
+                    "joule",
+                    (
+                        Query(
+                            f"max by ({by_job}, source) (trainwright_trainingjob_energy_joules{{{JOB}}})",
+                            "{{trainingjob}} ({{source}})",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "Emissions so far",
+                    "kg CO2e of the energy so far at the grid's average intensity "
+                    "(status.usage.gCo2ePerKwh, location-based; spec.carbon overrides it).",
+                    "masskg",
+                    (
+                        Query(
+                            f"max by ({by_job}, zone) (trainwright_trainingjob_co2e_kilograms{{{JOB}}})",
+                            "{{trainingjob}} ({{zone}})",
                         ),
                     ),
                 ),

@@ -156,6 +156,7 @@ def operator_tick(operator: OperatorMetrics, tick: int, minutes: float, start: f
                 status["startTime"] = time.strftime(
                     "%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 5 * 60)
                 )
+                status["usage"] = _usage((minutes - 5) / 60)
             operator.set_trainingjob_status(NAMESPACE, TRAININGJOB, status)
     operator.observe_api_request("PATCH", 0.018 + 0.01 * (tick % 4))
     operator.observe_api_request("GET", 0.006 + 0.004 * (tick % 3))
@@ -184,6 +185,19 @@ def operator_tick(operator: OperatorMetrics, tick: int, minutes: float, start: f
             forecast={"peakRps": 18.4, "p80Rps": 21.2, "p95Rps": 23.6, "sizedForRps": 23.6},
             demand_rps=demand,
         )
+
+
+def _usage(hours: float) -> dict[str, Any]:
+    """status.usage of the run: 8 H100s measured at 620 W each, AWS PUE, us-east-1's grid."""
+    energy_kwh = 8 * 0.62 * hours * 1.15
+    return {
+        "gpuHours": 8 * hours,
+        "costUsd": PLAN["usdPerHour"] * hours,
+        "energyKwh": energy_kwh,
+        "energySource": "measured",
+        "kgCo2e": energy_kwh * 0.287,
+        "zone": "US-SRVC",
+    }
 
 
 def openmetrics(samples: list[Sample]) -> str:

@@ -34,7 +34,18 @@ from hack_dashboards import (
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "reference" / "grafana-dashboard.jsonschema.json"
 # Grafana's unit ids the panels use (pkg/valueformats: the linter's panel-units-rule list).
-VALID_UNITS = {"none", "short", "percentunit", "bytes", "s", "ops", "reqps", "currencyUSD"}
+VALID_UNITS = {
+    "none",
+    "short",
+    "percentunit",
+    "bytes",
+    "s",
+    "ops",
+    "reqps",
+    "currencyUSD",
+    "joule",
+    "masskg",
+}
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
 
 
