@@ -107,7 +107,7 @@ def test_apply_without_a_cluster_and_questions_without_a_terminal_exit_2(
     assert "init asks its questions on a terminal" in capsys.readouterr().err
 
 
-def test_init_answered_in_a_pseudo_terminal_asks_again_after_wrong_answers(
+def test_init_in_a_pseudo_terminal_asks_again_after_wrong_answers_and_an_unmet_budget(
     tmp_path: Path,
 ) -> None:
     env = {**os.environ, "COLUMNS": "200", "KUBECONFIG": str(tmp_path / "absent")}
@@ -135,6 +135,14 @@ def test_init_answered_in_a_pseudo_terminal_asks_again_after_wrong_answers(
     child.expect(r"unknown model 'llama-3.1-8bb'; did you mean llama-3.1-8b.*Base model .*: ")
     child.sendline("llama-3.1-8b")
     child.expect(r"GPUs .* \[auto\]: ")
+    child.sendline("auto")
+    child.expect(r"Budget in US dollars .*\[none\]: ")
+    child.sendline("cheap")
+    child.expect(r"'cheap' is not a number.*Budget in US dollars .*: ")
+    child.sendline("0.000001")
+    child.expect(r"Deadline in hours .*\[none\]: ")
+    child.sendline("")
+    child.expect(r"no plan costs at most .*; choose other GPUs or limits.*GPUs .* \[auto\]: ")
     child.sendline("A100-80GB-SXM:2")
     child.expect(r"Plan: llama-3.1-8b lora on 2x A100-80GB-SXM")
     child.expect(r"carbon .* kg CO2e")
