@@ -95,10 +95,14 @@ class World:
         return await self.status(name)
 
     async def admit(self) -> None:
+        """A gate pass; each Job it releases is reconciled, as its Job's event would."""
         gate = self.context.gang_gate
         assert gate is not None
         if gate.waiting():
-            await asyncio.to_thread(gate.run_pass)
+            verdicts = await asyncio.to_thread(gate.run_pass)
+            for (namespace, name), verdict in verdicts.items():
+                if verdict.admitted:
+                    await asyncio.to_thread(reconcile, self.context, namespace, name, full=False)
 
     async def status(self, name: str) -> dict[str, Any]:
         body = await self.call(self.kube.get_custom, "trainingjobs", NS, name)

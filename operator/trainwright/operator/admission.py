@@ -379,7 +379,8 @@ class GangGate:
                 with self._lock:
                     if self._waiting.get(gang.key) != gang:
                         continue  # forgotten meanwhile
-                    if self._verdicts.get(gang.key) != verdict:
+                    # A released gang's reconcile comes with its Job's event.
+                    if self._verdicts.get(gang.key) != verdict and not verdict.admitted:
                         changed.append(gang.key)
                     self._verdicts[gang.key] = verdict
                 if verdict.admitted:
