@@ -53,6 +53,24 @@ def test_flags_and_yes_write_a_valid_manifest_and_print_the_plan(
     assert document["dataset"]["rows"] == 20 and document["written"] == str(tmp_path / "job.yaml")
 
 
+def test_a_region_goes_to_spec_carbon_and_prices_the_carbon_on_its_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*_flags(tmp_path, "--region", "FR"), "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert main([*_flags(tmp_path, "--force"), "-o", "json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    carbon = document["carbon"]
+
+    assert document["manifest"]["spec"]["carbon"] == {"region": "FR"}
+    assert "carbon" not in default["manifest"]["spec"]
+    assert carbon["zone"] == "FR" and carbon["energy_kwh"] == default["carbon"]["energy_kwh"]
+    assert carbon["kg_co2e"] == pytest.approx(
+        carbon["energy_kwh"] * carbon["g_co2e_per_kwh"] / 1000
+    )
+    assert {a["carbon"]["zone"] for a in document["alternatives"]} == {"FR"}
+
+
 def test_an_existing_manifest_is_kept_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,6 +94,7 @@ def test_an_existing_manifest_is_kept_without_force(
         (["--model", "llama-9"], "--model: unknown model 'llama-9'"),
         (["--use-case", "poetry"], "--use-case 'poetry' is not one of chatbot, code,"),
         (["--gpus", "H100-SXM:0"], "--gpus 'H100-SXM:0': the count must be a positive integer"),
+        (["-n", "ml", "--region", "Mars"], "--region: unknown carbon region 'Mars'"),
     ],
 )
 def test_a_bad_or_missing_flag_exits_2_naming_it(
@@ -86,7 +105,7 @@ def test_a_bad_or_missing_flag_exits_2_naming_it(
     if change[1] is None:
         del argv[index : index + 2]
     else:
-        argv[index + 1] = change[1]
+        argv[index + 1 : index + 2] = change[1:]
 
     assert main([*argv, "-o", "json"]) == 2
     captured = capsys.readouterr()

@@ -31,6 +31,7 @@ from trainwright.cli._common import (
     format_table,
     positive_float,
 )
+from trainwright.cli.plan import _carbon
 from trainwright.vocabulary import CLOUDS, METHOD_CHOICES, USE_CASES
 
 if TYPE_CHECKING:
@@ -104,6 +105,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--method", choices=METHOD_CHOICES, default="auto")
     parser.add_argument("--cloud", choices=CLOUDS, default="aws", help="price list (default aws)")
+    parser.add_argument(
+        "--region",
+        metavar="R",
+        help="cloud region or grid zone for the carbon figures and spec.carbon.region "
+        "(default: the region --cloud's prices are quoted for)",
+    )
+    parser.add_argument(
+        "--grid-intensity",
+        type=positive_float("--grid-intensity"),
+        metavar="G",
+        help="your own grid intensity in gCO2e/kWh (spec.carbon)",
+    )
+    parser.add_argument(
+        "--pue", type=positive_float("--pue"), metavar="P", help="data-centre PUE (spec.carbon)"
+    )
     parser.add_argument("--name", help="the TrainingJob's name (default MODEL-USE-CASE)")
     parser.add_argument("-n", "--namespace", default="default", help="namespace (default default)")
     parser.add_argument(
@@ -290,6 +306,7 @@ def _guided(session: Session) -> dict[str, Any]:
     from trainwright.planner.profiles import get_profile
 
     args = session.args
+    _check_region(args.region)
     if session.interactive:
         session.say("What is the fine-tune for?")
         for number, name in enumerate(USE_CASES, start=1):
@@ -319,7 +336,7 @@ def _guided(session: Session) -> dict[str, Any]:
                 raise
             session.say(f"  {exc}; choose other GPUs or limits")
             args.gpus = args.max_cost_usd = args.deadline_hours = None
-    carbon = _carbon(plan)
+    carbon = _carbon(plan, args)
     alternatives = _alternatives(body, model, plan)
     _show_plan(session, use_case, dataset, plan, carbon, alternatives)
     destination = _deliver(session, body)
@@ -328,9 +345,23 @@ def _guided(session: Session) -> dict[str, Any]:
         "dataset": dataset.report,
         "plan": plan.to_contract(),
         "carbon": carbon,
-        "alternatives": [{**alt.to_contract(), "carbon": _carbon(alt)} for alt in alternatives],
+        "alternatives": [
+            {**alt.to_contract(), "carbon": _carbon(alt, args)} for alt in alternatives
+        ],
         **destination,
     }
+
+
+def _check_region(region: str | None) -> None:
+    """A --region the carbon table does not know fails before any question is asked."""
+    from trainwright.planner import PlannerError
+    from trainwright.planner.carbon import grid_intensity
+
+    if region is not None:
+        try:
+            grid_intensity(region)
+        except PlannerError as exc:
+            raise UsageError(f"--region: {exc}") from None
 
 
 def _accepted_dataset(session: Session, text: str, *, seq_len: int) -> Dataset:
@@ -440,6 +471,13 @@ def manifest(
     }
     if any(v is not None for v in limits.values()):
         spec["budget"] = {k: v for k, v in limits.items() if v is not None}
+    carbon = {
+        "region": args.region,
+        "gridIntensityGCo2ePerKwh": args.grid_intensity,
+        "pue": args.pue,
+    }
+    if any(v is not None for v in carbon.values()):
+        spec["carbon"] = {k: v for k, v in carbon.items() if v is not None}
     return {
         "apiVersion": "trainwright.io/v1alpha1",
         "kind": "TrainingJob",
@@ -500,18 +538,6 @@ def _alternatives(
     return others[:ALTERNATIVES_SHOWN]
 
 
-def _carbon(plan: TrainingPlan) -> dict[str, Any] | None:
-    """The whole run's energy and CO2e at the plan's cloud's default region (planner.carbon)."""
-    from trainwright.planner import PlannerError
-    from trainwright.planner.carbon import training_plan_carbon
-
-    try:
-        estimate = training_plan_carbon(plan)
-    except PlannerError:  # a GPU without a TDP in the catalog
-        return None
-    return None if estimate is None else estimate.model_dump(mode="json")
-
-
 def _show_plan(
     session: Session,
     use_case: str,
@@ -558,7 +584,7 @@ def _show_plan(
                     alt.num_gpus,
                     _hours(alt.duration_seconds),
                     _usd(alt.cost.total_usd),
-                    _kg(_carbon(alt)),
+                    _kg(_carbon(alt, session.args)),
                 )
                 for alt in alternatives
             ],
