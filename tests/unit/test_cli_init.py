@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 from pathlib import Path
 
+import kmock
 import pexpect
 import pytest
 import yaml
@@ -18,6 +20,7 @@ from trainwright_trainer.data.inspect import inspect_dataset
 DATA = Path(__file__).resolve().parents[1] / "data" / "trainer"
 GOOD = DATA / "alpaca.jsonl"
 BROKEN = DATA / "bad_alpaca.jsonl"
+TRAININGJOBS = "trainwright.io/v1alpha1/trainingjobs"
 
 
 def _flags(tmp_path: Path, *extra: str) -> list[str]:
@@ -181,3 +184,40 @@ def test_init_in_a_pseudo_terminal_asks_again_after_wrong_answers_and_an_unmet_b
     )
     assert (job.spec.resources.gpu_type, job.spec.resources.gpus) == ("A100-80GB-SXM", 2)
     assert job.spec.dataset.uri == "pvc://datasets/alpaca.jsonl"
+
+
+@pytest.mark.asyncio
+async def test_apply_creates_the_training_job_once(
+    tmp_path: Path,
+    kmock: kmock.KubernetesEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kmock.resources[TRAININGJOBS] = {"kind": "TrainingJob", "namespaced": True}
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "k", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    argv = [*_flags(tmp_path, "--apply"), "-o", "json"]
+
+    assert await asyncio.to_thread(main, argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    stored = kmock.objects[TRAININGJOBS, "ml", "llama-3-1-8b-chatbot"]
+    assert (document["applied"], document["written"]) == (True, None)
+    assert stored["spec"] == document["manifest"]["spec"]
+    assert not (tmp_path / "job.yaml").exists()
+    assert await asyncio.to_thread(main, argv) == 2
+    assert capsys.readouterr().err.endswith(
+        "trainwright: error: trainingjob ml/llama-3-1-8b-chatbot already exists; pass --name\n"
+    )
