@@ -115,6 +115,13 @@ class LoraConfig(_Section):
     init: Literal["default", "pissa"] = Field(
         default="default", description="Adapter initialisation: peft's default, or PiSSA."
     )
+    adapter_dtype: Literal["fp32", "compute"] = Field(
+        default="fp32",
+        description=(
+            "fp32: peft keeps the adapters (and casts their inputs) in fp32 over a bf16/fp16 "
+            "base; compute: adapters stored and run in the compute dtype, no casts."
+        ),
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -194,6 +201,21 @@ class TrainingConfig(_Section):
         ),
     )
     optimizer: Optimizer = "adamw"
+    input_embedding_grads: bool = Field(
+        default=False,
+        description=(
+            "Back-propagate into the frozen input embeddings' output under LoRA with gradient "
+            "checkpointing, as peft sets up for reentrant checkpointing; the trainer's "
+            "non-reentrant checkpointing does not need it."
+        ),
+    )
+    compile_layers: bool = Field(
+        default=False,
+        description="torch.compile each decoder layer; eager again (logged once) if compiling fails.",
+    )
+    compile_backend: str = Field(
+        default="inductor", min_length=1, description="torch.compile backend for compile_layers."
+    )
 
 
 class DistributedConfig(_Section):

@@ -42,6 +42,7 @@ import torch.distributed as dist
 
 from trainwright_trainer.config import TrainerConfig
 from trainwright_trainer.errors import ConfigError
+from trainwright_trainer.model import decoder_layers
 
 __all__ = [
     "DeepSpeedTrainEngine",
@@ -127,14 +128,6 @@ def _skip_deepspeed_shm_op() -> None:
 def destroy_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    # HF decoder-only models keep their blocks in a ModuleList named `layers` or `h`.
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h"):
-            return list(module)
-    return []
 
 
 class TrainEngine(abc.ABC):
@@ -251,7 +244,7 @@ class TorchTrainEngine(TrainEngine):
         if env.device.type == "cuda" and compute_dtype != torch.float32:
             mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
         kwargs: dict[str, Any] = {"mp_policy": mp} if mp is not None else {}
-        layers = _decoder_layers(model)
+        layers = decoder_layers(model)
         for layer in layers:
             fully_shard(layer, **kwargs)
         fully_shard(model, **kwargs)

@@ -29,11 +29,15 @@ from trainwright_trainer.config import TrainerConfig
 from trainwright_trainer.errors import ConfigError
 
 __all__ = [
+    "LayerCompiler",
     "ModelBundle",
     "build_model",
+    "compile_decoder_layers",
     "count_parameters",
+    "decoder_layers",
     "enable_gradient_checkpointing",
     "load_tokenizer",
+    "needs_input_embedding_grads",
     "resolve_dtype",
 ]
 
@@ -179,10 +183,15 @@ def build_model(cfg: TrainerConfig, device: torch.device) -> ModelBundle:
     # from_pretrained returns eval mode, which would silently disable (LoRA) dropout.
     model.train()
     model.config.use_cache = False
+    input_grads = needs_input_embedding_grads(cfg)
     if cfg.training.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, input_embedding_grads=input_grads)
     if cfg.method != "full":
         model = _apply_peft(cfg, model)
+        if not input_grads:
+            model.get_base_model().disable_input_require_grads()
+    if cfg.training.compile_layers:
+        compile_decoder_layers(model, cfg.training.compile_backend)
     params, trainable = count_parameters(model)
     text_config = getattr(model.config, "text_config", model.config)
     return ModelBundle(
@@ -219,13 +228,96 @@ def _apply_peft(cfg: TrainerConfig, model: Any) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, peft_config)
+        # autocast_adapter_dtype: peft's default keeps adapters in fp32 over a 16-bit base.
+        peft_model = get_peft_model(
+            model, peft_config, autocast_adapter_dtype=lora.adapter_dtype == "fp32"
+        )
     except ValueError as exc:
         raise ConfigError(f"lora.target_modules: {_first_line(exc)}") from None
+    return peft_model
 
 
-def enable_gradient_checkpointing(model: Any) -> None:
+def needs_input_embedding_grads(cfg: TrainerConfig) -> bool:
+    """Whether the frozen input embeddings' output must require grad.
+
+    transformers (on enabling checkpointing) and peft (on wrapping a checkpointed model)
+    hook the embeddings so their output requires grad: reentrant checkpointing needs
+    that to reach frozen-input layers. The trainer checkpoints non-reentrantly, so under
+    LoRA the hook only makes backward compute the first layer's input gradient (the dgrad
+    of its frozen matmuls) for nothing. QLoRA keeps peft's own set-up; full fine-tunes
+    train the embeddings anyway.
+    """
+    return cfg.method in ("full", "qlora") or cfg.training.input_embedding_grads
+
+
+def enable_gradient_checkpointing(model: Any, *, input_embedding_grads: bool = True) -> None:
     """Recompute activations in the backward pass (non-reentrant: works with frozen inputs)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False
+    if not input_embedding_grads:
+        base.disable_input_require_grads()
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder blocks: HF decoder-only models keep them in a ModuleList ``layers`` or ``h``."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h"):
+            return list(module)
+    return []
+
+
+class LayerCompiler:
+    """``torch.compile`` per decoder layer (torchtitan's granularity), eager once it fails.
+
+    One compiled region per block keeps compile time to one block's (the blocks share the
+    graph) and leaves the FSDP2/DDP hooks around each block untouched. Compiling fails
+    either when it is asked for (an unknown backend) or at a layer's first call (a backend
+    or tracing error); then every layer runs its eager forward from that call on, and the
+    failure is logged once. Out-of-memory errors are not compile failures: they propagate
+    to the OOM ladder.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.failure: str | None = None
+
+    def wrap(self, layer: torch.nn.Module) -> None:
+        eager = layer.forward
+        try:
+            compiled = torch.compile(eager, backend=self.backend)
+        except Exception as exc:  # torch raises several types for a bad backend
+            self._fall_back(exc)
+            return
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if self.failure is None:
+                try:
+                    return compiled(*args, **kwargs)
+                except torch.OutOfMemoryError:
+                    raise
+                except Exception as exc:  # dynamo and backends raise many types
+                    self._fall_back(exc)
+            return eager(*args, **kwargs)
+
+        layer.forward = forward
+
+    def _fall_back(self, exc: BaseException) -> None:
+        if self.failure is None:
+            # dynamo wraps a backend's error (BackendCompilerFailed): name the backend's own.
+            cause = getattr(exc, "inner_exception", None) or exc
+            self.failure = f"{type(cause).__name__}: {_first_line(cause)}"
+            log.warning(
+                "training.compile_layers: torch.compile (backend %s) failed, running the "
+                "layers eagerly: %s",
+                self.backend,
+                self.failure,
+            )
+
+
+def compile_decoder_layers(model: torch.nn.Module, backend: str) -> LayerCompiler:
+    """Compile each decoder layer's forward in place (names and state dict unchanged)."""
+    compiler = LayerCompiler(backend)
+    for layer in decoder_layers(model):
+        compiler.wrap(layer)
+    return compiler
