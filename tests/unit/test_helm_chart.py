@@ -47,7 +47,7 @@ NAMESPACED_RULES = {
 # With operator.watchNamespaces, the release's own namespace holds the calibration store.
 CALIBRATION_RULES = {("", "configmaps"): {"get", "create", "patch"}}
 CLUSTER_RULES = {
-    ("", "nodes"): {"list"},
+    ("", "nodes"): {"list", "watch"},
     ("", "pods"): {"list"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }

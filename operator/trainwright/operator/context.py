@@ -20,6 +20,7 @@ from trainwright.operator.admission import GangGate
 from trainwright.operator.calibration_store import CalibrationStore
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
+from trainwright.operator.node_failures import ClusterFailures
 from trainwright.operator.progress import fetch_progress
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
@@ -96,6 +97,8 @@ class OperatorContext:
     progress_endpoint: tuple[str, int] | None = None
     # (namespace, name, uid) of the Succeeded TrainingJobs this process has recorded.
     calibration_recorded: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    # GPU-node failures seen by the node watch (checkpoint.intervalSteps: auto's MTBF).
+    node_failures: ClusterFailures = dataclasses.field(default_factory=ClusterFailures)
     # Check each TrainingJob's dataset in a CPU pod before planning
     # (trainwright.operator.dataset_check; `trainwright operator` turns it on unless
     # --no-dataset-check), and how long its pod may take to start before the check is

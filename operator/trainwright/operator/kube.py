@@ -198,6 +198,15 @@ class Kube:
         )
         return list(listing.get("items") or [])
 
+    def list_pods_on_node(self, node: str, label_selector: str) -> list[Body]:
+        """The pods of every namespace bound to ``node`` that carry ``label_selector``."""
+        listing = self.request(
+            "GET",
+            "/api/v1/pods",
+            query={"labelSelector": label_selector, "fieldSelector": f"spec.nodeName={node}"},
+        )
+        return list(listing.get("items") or [])
+
     def list_events(self, namespace: str, pod_name: str) -> list[Body]:
         """The Events about one pod (the scheduler's and the kubelet's reasons)."""
         selector = f"involvedObject.kind=Pod,involvedObject.name={pod_name}"

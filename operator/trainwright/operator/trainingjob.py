@@ -25,11 +25,12 @@ import trainwright.operator.dataset_check as dataset_check
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import checkpoint_interval as checkpoints
-from trainwright.operator import lifecycle
+from trainwright.operator import lifecycle, node_failures
 from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
 from trainwright.operator.inventory import build_inventory
 from trainwright.operator.lifecycle import Action, JobState
+from trainwright.operator.node_failures import NodeFailure
 from trainwright.operator.planning import plan_trainingjob
 from trainwright.operator.progress import (
     COMPLETION_INDEX_LABEL,
@@ -49,7 +50,7 @@ from trainwright.operator.status import (
     utc_timestamp,
 )
 from trainwright.operator.throughput import throughput_patch
-from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS
+from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS, exit_rule
 from trainwright.operator.usage import usage_patch
 from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
 from trainwright.resources import (
@@ -293,8 +294,40 @@ def on_dataset_check_event(body: kopf.Body, type: str | None, memo: Any, **_: An
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 def on_trainer_pod_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A trainer pod's status changed: if it cannot start, its TrainingJob says why
-    (trainwright.operator.waiting) within seconds, with the pod's name."""
-    on_pod_event(context_from_memo(memo), body, type, plural=PLURAL, owner_of=owner_name)
+    (trainwright.operator.waiting) within seconds, with the pod's name; if the cluster evicted
+    or deleted it, the gang restarts (trainwright.operator.node_failures)."""
+    context = context_from_memo(memo)
+    failure = node_failures.pod_disruption(body, deleted=type == "DELETED")
+    if failure is not None and failure.job:
+        namespace = str(body.get("metadata", {}).get("namespace") or "default")
+        _restart_for(context, namespace, failure)
+    on_pod_event(context, body, type, plural=PLURAL, owner_of=owner_name)
+
+
+@kopf.on.event("", "v1", "nodes")
+def on_node_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A node went NotReady/Unknown or was deleted: every TrainingJob with a trainer pod on it
+    restarts its gang now, not after the taint manager's 5-minute eviction."""
+    context = context_from_memo(memo)
+    name = str(body.get("metadata", {}).get("name") or "")
+    reason = context.node_failures.observe(dict(body), deleted=type == "DELETED", now=context.now())
+    if reason is None or not name:
+        return
+    pods = context.kube.list_pods_on_node(name, JOB_LABEL)
+    for pod in node_failures.pods_on_node(pods, name):
+        metadata = pod.get("metadata") or {}
+        job_name = (metadata.get("labels") or {}).get(JOB_NAME_LABEL)
+        if job_name and not metadata.get("deletionTimestamp"):  # not an old attempt's
+            failure = NodeFailure(reason, name, str(metadata.get("name")), str(job_name))
+            _restart_for(context, str(metadata.get("namespace") or "default"), failure)
+
+
+def _restart_for(context: OperatorContext, namespace: str, failure: NodeFailure) -> None:
+    """Reconcile the TrainingJob whose trainer Job ``failure.job`` lost a pod."""
+    trainer = context.kube.get_child("Job", namespace, str(failure.job))
+    owner = None if trainer is None else owner_name(trainer)
+    if trainer is not None and owner is not None:
+        reconcile(context, namespace, owner, full=False, job=trainer, infrastructure=failure)
 
 
 def owner_name(job: Mapping[str, Any]) -> str | None:
@@ -318,6 +351,7 @@ def reconcile(
     full: bool = True,
     body: dict[str, Any] | None = None,
     job: dict[str, Any] | None = None,
+    infrastructure: NodeFailure | None = None,
 ) -> None:
     """Bring one TrainingJob and its children to where its spec and status say.
 
@@ -325,12 +359,13 @@ def reconcile(
     Job events skip that (they were created before the Job) and pass the Job
     they carry as ``job``. ``body`` skips reading the TrainingJob (a creation
     event's body, before any status exists); otherwise it is read afresh.
+    ``infrastructure``: a node or pod of the Job ``infrastructure.job`` was lost.
     """
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
         current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
-        _Reconcile(context, current, full=full, known_job=job).run()
+        _Reconcile(context, current, full=full, known_job=job, lost=infrastructure).run()
 
 
 class _Reconcile:
@@ -343,9 +378,11 @@ class _Reconcile:
         *,
         full: bool,
         known_job: dict[str, Any] | None = None,
+        lost: NodeFailure | None = None,
     ) -> None:
         self.context = context
         self.known_job = known_job
+        self.lost = lost  # an infrastructure failure the node or pod watch saw
         self.kube = context.kube
         self.body = body
         self.full = full
@@ -568,9 +605,7 @@ class _Reconcile:
         if self.fresh_plan:
             for manifest in manifests:
                 self._create(manifest)
-            return self._create(
-                trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
-            )
+            return self._create(self._trainer_job(job, plan, attempt))
         name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
         if self.known_job is not None and self.known_job["metadata"]["name"] == name:
             existing: dict[str, Any] | None = self.known_job
@@ -584,9 +619,13 @@ class _Reconcile:
             self._create(manifest)
         if existing is not None:
             return existing
-        return self._create(
-            trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
-        )
+        return self._create(self._trainer_job(job, plan, attempt))
+
+    def _trainer_job(self, job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
+        """This attempt's Job, kept off the nodes that failed this job twice."""
+        manifest = trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
+        avoided = node_failures.avoided_node_names(self.status)
+        return node_failures.with_avoided_nodes(manifest, avoided)
 
     def _create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         kopf.adopt(manifest, owner=as_body(self.body))
@@ -635,11 +674,21 @@ class _Reconcile:
             state = JobState.WAITING
         elif self.context.gang_gate is not None:
             self.context.gang_gate.forget(self.namespace, self.name)
+        if self.lost is not None and self._lost_from(trainer, state):
+            self._after_node_failure(job, plan, attempt, str(self.lost.job), self.lost)
+            return
         if state is JobState.FAILED:
             self._after_failure(job, plan, attempt, trainer)
             return
         phase, conditions, extra = self._report(state, plan, trainer)
         self._write(phase, conditions, extra=extra)
+
+    def _lost_from(self, trainer: dict[str, Any], state: JobState) -> bool:
+        """The lost node or pod belongs to this attempt, which is starting or running."""
+        if self.lost is None or self.lost.job != trainer["metadata"]["name"]:
+            return False
+        suspended = bool((trainer.get("spec") or {}).get("suspend"))
+        return state in (JobState.WAITING, JobState.RUNNING) and not suspended
 
     def _sync_suspend(self, job: TrainingJob, trainer: dict[str, Any], state: JobState) -> JobState:
         """spec.suspend: true stops the Job; false never unsuspends it here: Kueue
@@ -775,6 +824,11 @@ class _Reconcile:
         trainer_name = str(trainer["metadata"]["name"])
         pods = self.kube.list_pods(self.namespace, f"{JOB_NAME_LABEL}={trainer_name}")
         exit_code = lifecycle.failed_exit_code(pods)
+        if exit_rule(exit_code).action is Action.RESTART:  # a crash: did the cluster cause it?
+            lost = node_failures.failure_of_pods(pods, self.kube.nodes())
+            if lost is not None:
+                self._after_node_failure(job, plan, attempt, trainer_name, lost)
+                return
         decision = lifecycle.decide_after_failure(
             exit_code=exit_code,
             restarts=int(self.status.get("restarts") or 0),
@@ -794,7 +848,7 @@ class _Reconcile:
             conditions, extra = self._resumed(conditions, extra, resumed)
         if decision.action is Action.RESTART:
             # intervalSteps: auto: the next attempt saves at Young/Daly's measured interval.
-            tuned = checkpoints.for_next_attempt(job, plan, self.status, self.context.now())
+            tuned = checkpoints.for_next_attempt(job, plan, self.status, *self._failures())
             self._start_next_attempt(
                 job,
                 tuned or plan,
@@ -820,7 +874,7 @@ class _Reconcile:
         new = outcome.plan if outcome.reason == "Planned" else None
         if new is not None:
             new = checkpoints.for_next_attempt(
-                job, new, self.status, self.context.now()
+                job, new, self.status, *self._failures()
             ) or checkpoints.initial(job, new)
         if new is None or lifecycle.same_gpus_and_strategy(new, plan):
             # A plan no different from the failed one would fail the same way.
@@ -835,6 +889,33 @@ class _Reconcile:
             (ConditionType.PLANNED, True, "Replanned", f"After exit code 76: {outcome.message}")
         )
         self._start_next_attempt(job, new, attempt, trainer_name, conditions, extra, new_plan=True)
+
+    def _failures(self) -> tuple[Any, node_failures.FailureRecord]:
+        """Now, and the cluster's node failures (the MTBF of checkpoint.intervalSteps: auto)."""
+        now = self.context.now()
+        return now, self.context.node_failures.record(now)
+
+    def _after_node_failure(
+        self, job: TrainingJob, plan: PlanStatus, attempt: int, trainer_name: str, lost: NodeFailure
+    ) -> None:
+        """The cluster lost a node or a pod of this attempt: the whole gang restarts from its
+        checkpoint without using spec.maxRestarts, or the run fails past the bound."""
+        decision = node_failures.decide(self.status, lost, attempt=attempt, now=self.context.now())
+        extra = decision.status | {"message": decision.message}
+        if not decision.restart:
+            self._fail_run(decision.reason, decision.message, extra)
+            return
+        tuned = checkpoints.for_next_attempt(job, plan, self.status, *self._failures())
+        self._start_next_attempt(
+            job,
+            tuned or plan,
+            attempt,
+            trainer_name,
+            [(ConditionType.RUNNING, False, decision.reason, decision.message)],
+            extra,
+            new_plan=tuned is not None,
+            uses_restart=False,
+        )
 
     def _fail_run(self, reason: str, message: str, extra: dict[str, Any]) -> None:
         extra = extra | {"completionTime": utc_timestamp(self.context.now())}
@@ -857,8 +938,10 @@ class _Reconcile:
         extra: dict[str, Any],
         *,
         new_plan: bool = False,
+        uses_restart: bool = True,
     ) -> None:
         """Attempt N+1 on ``plan``, resuming from the checkpoint; the failed Job goes.
+        ``uses_restart``: counts against spec.maxRestarts (not after a node failure).
 
         Status names the next attempt before anything is deleted or created: if the
         operator dies in between, the next reconcile creates that attempt and deletes
@@ -870,7 +953,7 @@ class _Reconcile:
         next_attempt = attempt + 1
         next_name = trainer_job_name(job.name, next_attempt, nodes=plan.nodes)
         extra = extra | {
-            "restarts": int(self.status.get("restarts") or 0) + 1,
+            "restarts": int(self.status.get("restarts") or 0) + int(uses_restart),
             "attempt": next_attempt,
             "children": {**(self.status.get("children") or {}), "job": next_name},
         }
@@ -880,7 +963,7 @@ class _Reconcile:
         self.kube.delete_job(self.namespace, trainer_name)
         if new_plan:
             self._create(trainer_configmap(job, plan))
-        self._create(trainer_job(job, plan, next_attempt, default_image=self.context.trainer_image))
+        self._create(self._trainer_job(job, plan, next_attempt))
 
     # Status --------------------------------------------------------------------------------
 

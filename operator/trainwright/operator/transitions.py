@@ -110,6 +110,22 @@ PREEMPTED = "Preempted"  # Kueue suspended a running gang for a higher priority
 EVICTED = "Evicted"  # Kueue suspended it for another reason (PodsReady timeout, ...)
 QUEUE_NOT_FOUND = "QueueNotFound"  # a planning failure: spec.queue names no LocalQueue
 
+# Infrastructure failures (trainwright.operator.node_failures): a node holding a trainer pod
+# went NotReady/Unknown or was deleted, or a pod was evicted or deleted by someone else. The
+# whole gang restarts from the last checkpoint without using spec.maxRestarts
+# (status.infrastructureRestarts counts them), up to a bound: more than
+# MAX_INFRASTRUCTURE_RESTARTS within INFRASTRUCTURE_WINDOW_SECONDS is no longer bad luck (the
+# Llama 3 rate, one failure per ~50,000 GPU-hours, gives a 64-GPU job one per ~33 days) but a
+# cause a restart does not cure (a partition, the job crashing its own nodes), and each
+# restart costs a model reload and the steps since the last checkpoint.
+NODE_FAILURE = "NodeFailure"
+INFRASTRUCTURE_RESTARTS_EXCEEDED = "InfrastructureRestartsExceeded"
+MAX_INFRASTRUCTURE_RESTARTS = 5
+INFRASTRUCTURE_WINDOW_SECONDS = 3600.0
+# A node that failed the same job this many times is kept out of its later attempts
+# (required node anti-affinity on kubernetes.io/hostname).
+AVOID_NODE_AFTER_FAILURES = 2
+
 # Planning failures a spec edit can cure; a run that failed stays failed.
 PLANNING_REASONS = frozenset(
     {"InvalidSpec", "DoesNotFit", "InsufficientCapacity", "DataError", QUEUE_NOT_FOUND}
@@ -258,6 +274,24 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
             _C.FAILED,
             True,
             "NeedsReplan",
+        ),
+        *_t(
+            _ACTIVE,
+            _P,
+            "a node holding a trainer pod failed, or a pod was evicted or deleted: the gang "
+            "restarts from its checkpoint, spec.maxRestarts untouched",
+            _C.RUNNING,
+            False,
+            NODE_FAILURE,
+        ),
+        *_t(
+            _ACTIVE,
+            _F,
+            f"a node failure after {MAX_INFRASTRUCTURE_RESTARTS} infrastructure restarts within "
+            f"{INFRASTRUCTURE_WINDOW_SECONDS / 3600:g} h",
+            _C.FAILED,
+            True,
+            INFRASTRUCTURE_RESTARTS_EXCEEDED,
         ),
         *_t(
             (_F,),

@@ -668,6 +668,14 @@ class CheckpointIntervalStatus(ApiModel):
     mtbf_seconds: float | None = Field(
         default=None, ge=0, description="The job's mean time between failures, seconds."
     )
+    failures_observed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Node failures the operator observed in the cluster behind the MTBF.",
+    )
+    observed_gpu_hours: float | None = Field(
+        default=None, ge=0, description="GPU-hours of GPU nodes observed behind the MTBF."
+    )
     message: str = Field(max_length=1024, description="How the interval was chosen.")
 
 
@@ -870,6 +878,31 @@ class DatasetCheckStatus(ApiModel):
     checked_at: dt.datetime | None = Field(default=None, description="When the check finished.")
 
 
+class NodeFailureRecord(ApiModel):
+    """One infrastructure failure that restarted the gang (a node lost, a pod evicted)."""
+
+    node: str | None = Field(
+        default=None, max_length=NAME_MAX_LENGTH, description="The node, when one is to blame."
+    )
+    reason: str = Field(
+        max_length=64,
+        description=(
+            "NodeNotReady, NodeUnreachable, NodeDeleted, or the pod's own reason "
+            "(Evicted, NodeLost, DeletionByTaintManager, EvictionByEvictionAPI, PodDeleted...)."
+        ),
+    )
+    pod: str | None = Field(default=None, max_length=NAME_MAX_LENGTH, description="The pod.")
+    attempt: int = Field(ge=0, description="The attempt it ended.")
+    time: dt.datetime = Field(description="When the operator saw it.")
+
+
+class AvoidedNode(ApiModel):
+    """A node later attempts keep off (required node anti-affinity on its hostname)."""
+
+    node: str = Field(max_length=NAME_MAX_LENGTH, description="Node name (kubernetes.io/hostname).")
+    reason: str = Field(max_length=1024, description="Why, in a sentence.")
+
+
 class TrainingJobStatus(ApiModel):
     """What the operator observed and decided."""
 
@@ -892,6 +925,24 @@ class TrainingJobStatus(ApiModel):
         description="Recent tokens/s readings, oldest first (the ThroughputBelowPlan window).",
     )
     restarts: int = Field(default=0, ge=0, description="Whole-gang restarts so far.")
+    infrastructure_restarts: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Whole-gang restarts after a node failure or a pod evicted or deleted by someone "
+            "else; they do not count against spec.maxRestarts."
+        ),
+    )
+    node_failures: list[NodeFailureRecord] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The latest infrastructure failures of this job, oldest first.",
+    )
+    avoided_nodes: list[AvoidedNode] = Field(
+        default_factory=list,
+        max_length=LIST_MAX_ITEMS,
+        description="Nodes that failed this job twice; later attempts avoid them.",
+    )
     attempt: int = Field(default=0, ge=0, description="Attempt number of the current Job.")
     last_exit_code: int | None = Field(
         default=None, description="Exit code of the last failed trainer container."
