@@ -118,6 +118,11 @@ def test_every_example_passes_every_rule_on_create_and_on_an_unchanged_update(
             ".spec.lora: lora is only allowed with method auto, lora, qlora or dora",
         ),
         (
+            {"priorityClass": "high"},
+            ".spec.priorityClass: priorityClass is only allowed with queue (it names a Kueue "
+            "WorkloadPriorityClass)",
+        ),
+        (
             {"resources": {"gpusPerNode": 8}},
             ".spec.resources: resources.gpusPerNode needs a concrete resources.gpuType, not auto",
         ),
