@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes.config import kube_config
 
 from trainwright.api.v1alpha1 import TrainingJob
 from trainwright.cli import main
@@ -99,7 +100,9 @@ def test_a_file_of_another_kind_or_no_cluster_exits_2(
 ) -> None:
     other = tmp_path / "cm.yaml"
     other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    # The client reads $KUBECONFIG once, at import: point both at a file that is not there.
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "absent"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
     assert _compare(capsys, "-f", str(other))[2] == (

@@ -12,6 +12,7 @@ import kmock
 import pexpect
 import pytest
 import yaml
+from kubernetes.config import kube_config
 
 from trainwright.api.v1alpha1 import TrainingJob
 from trainwright.cli import main
@@ -21,6 +22,13 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "trainer"
 GOOD = DATA / "alpaca.jsonl"
 BROKEN = DATA / "bad_alpaca.jsonl"
 TRAININGJOBS = "trainwright.io/v1alpha1/trainingjobs"
+
+
+def _kubeconfig_at(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Point the kubernetes client at ``path`` (it reads $KUBECONFIG once, at import)."""
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
 
 def _flags(tmp_path: Path, *extra: str) -> list[str]:
@@ -120,8 +128,7 @@ def test_a_bad_or_missing_flag_exits_2_naming_it(
 def test_apply_without_a_cluster_and_questions_without_a_terminal_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    _kubeconfig_at(monkeypatch, tmp_path / "absent")
 
     assert main([*_flags(tmp_path), "--apply", "-o", "json"]) == 2
     assert "trainwright: error: --apply needs a cluster" in capsys.readouterr().err
@@ -207,8 +214,7 @@ async def test_apply_creates_the_training_job_once(
             }
         )
     )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    _kubeconfig_at(monkeypatch, kubeconfig)
     argv = [*_flags(tmp_path, "--apply"), "-o", "json"]
 
     assert await asyncio.to_thread(main, argv) == 0
