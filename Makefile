@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 system-deps: ## install Debian packages: prometheus, containerd, runc, CNI plugins, iptables, debootstrap
 	@bash hack/system-deps.sh
 
-k8s-bin: ## build (or reuse) the control plane, kwok, and the real node's kubelet, kube-proxy, CoreDNS
+k8s-bin: ## build (or reuse) the control plane, kwok, Kueue, and the real node's kubelet, kube-proxy, CoreDNS
 	@bash hack/k8s/build.sh
 
 images: install system-deps k8s-bin ## build (or reuse) the pause, operator and trainer images without Docker
