@@ -64,24 +64,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainwright_trainer.data.inspect import inspect_dataset
-    from trainwright_trainer.errors import DataError
-
     path = Path(args.file)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise UsageError(f"dataset file {path} {what}")
     tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
-    try:
-        report = inspect_dataset(
-            path, data_format=args.format, tokenizer=tokenizer, seq_len=args.seq_len
-        )
-    except DataError as exc:
-        raise UsageError(exc.message) from None
+    report = inspect_file(path, data_format=args.format, tokenizer=tokenizer, seq_len=args.seq_len)
     emit(report, args.output, _table)
     if not report["trainer_accepts"]:
         raise DatasetRefused(f"the trainer would refuse {path}; see the bad rows above")
     return 0
+
+
+def inspect_file(
+    path: Path,
+    *,
+    data_format: str = "auto",
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    named: str = "dataset file",
+) -> dict[str, Any]:
+    """The trainer's report on ``path``; a missing or unreadable file is a :class:`UsageError`
+    naming it as ``named`` (``trainwright init`` says ``--dataset``)."""
+    from trainwright_trainer.data.inspect import inspect_dataset
+    from trainwright_trainer.errors import DataError
+
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise UsageError(f"{named} {path} {what}")
+    try:
+        return inspect_dataset(path, data_format=data_format, tokenizer=tokenizer, seq_len=seq_len)
+    except DataError as exc:
+        raise UsageError(f"{named} {path}: {exc.message}") from None
 
 
 def _load_tokenizer(directory: str) -> Any:

@@ -228,19 +228,11 @@ def parse_use_case(text: str) -> str:
 
 
 def check_dataset(text: str, *, seq_len: int) -> Dataset:
-    """The file read the trainer's way (as ``dataset inspect``); refused files are errors."""
-    from trainwright_trainer.data.inspect import inspect_dataset
-    from trainwright_trainer.errors import DataError
+    """The file read the trainer's way, by ``dataset inspect``'s own code."""
+    from trainwright.cli.dataset import inspect_file
 
     path = Path(text).expanduser()
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise UsageError(f"--dataset {path} {what}")
-    try:
-        report = inspect_dataset(path, seq_len=seq_len)
-    except DataError as exc:
-        raise UsageError(f"--dataset {path}: {exc.message}") from None
-    return Dataset(path, report)
+    return Dataset(path, inspect_file(path, seq_len=seq_len, named="--dataset"))
 
 
 def parse_model(text: str) -> str | ModelSpec:
