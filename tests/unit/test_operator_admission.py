@@ -31,6 +31,7 @@ from trainwright.resources.queueing import (
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 KUEUE = "kueue.x-k8s.io/v1beta2"
+ONE_H100 = {"gpuType": "H100-SXM", "gpus": 8}
 
 
 def _gang(name: str, pods: int, *, created: str, gpu: str = "H100-SXM", per_pod: int = 8) -> Gang:
@@ -355,3 +356,16 @@ async def test_suspending_a_queued_job_deactivates_its_workload(world: World) ->
     assert stored["spec"]["active"] is True
     assert status["phase"] == "Queued"
     assert _condition(status, "Admitted")["reason"] == "WaitingForAdmission"  # not "Evicted"
+
+
+@pytest.mark.asyncio
+async def test_a_pass_survives_a_job_deleted_while_its_gang_waited(world: World) -> None:
+    for name in ("gone", "next"):
+        world.server.objects[TJ, NS, name] = _trainingjob(name, resources=ONE_H100)
+        await world.reconcile(name, admit=False)
+    del world.server.objects["batch/v1/jobs", NS, "gone-a0"]
+    await world.admit()  # releasing "gone" fails; "next" is still released
+    assert (await world.need("Job", "next-a0"))["spec"]["suspend"] is False
+    # The reconcile puts the missing Job back, suspended, and it waits again.
+    assert (await world.need("Job", "gone-a0"))["spec"]["suspend"] is True
+    assert (await world.status("gone"))["phase"] == "Queued"

@@ -384,7 +384,11 @@ class GangGate:
                         changed.append(gang.key)
                     self._verdicts[gang.key] = verdict
                 if verdict.admitted:
-                    self._release(gang)
+                    try:
+                        self._release(gang)
+                    except Exception:  # its Job deleted meanwhile: the next reconcile says
+                        logger.exception("releasing the Job of TrainingJob %s/%s failed", *gang.key)
+                        self.forget(*gang.key)
         for namespace, name in changed:
             try:
                 self._changed(namespace, name)
