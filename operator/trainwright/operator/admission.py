@@ -59,8 +59,9 @@ EVICTED_BY_DEACTIVATION = "Deactivated"
 RELEASE_GRACE_SECONDS = 30.0
 # The gate re-checks its waiting jobs at least this often (GPUs freed by other pods).
 GATE_INTERVAL_SECONDS = 10.0
-# Kicks within this window share one pass.
-GATE_DEBOUNCE_SECONDS = 0.3
+# Kicks within this window share one pass: a thousand TrainingJobs applied at once cost a
+# pass (a node and a pod listing) a second, not one per job.
+GATE_DEBOUNCE_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
 
