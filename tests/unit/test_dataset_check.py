@@ -360,6 +360,10 @@ async def test_an_s3_dataset_is_skipped_with_a_reason_and_planned_as_before(worl
     assert status["dataset"]["state"] == "Skipped"
     assert "s3://" in status["dataset"]["message"]
     assert _condition(status, "DatasetChecked")["reason"] == "Skipped"
+    assert "checkJob" not in status["dataset"]
+    writes = world.kube.status_writes
+    await world.reconcile("ft")
+    assert world.kube.status_writes == writes
 
 
 @pytest.mark.asyncio

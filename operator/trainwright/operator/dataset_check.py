@@ -247,7 +247,8 @@ def run_check(
             f"the check pod reads only pvc:// claims and paths in the image; the trainer "
             f"reads {scheme}:// itself, so spec.dataset.uri was not checked"
         )
-        return Outcome(SKIPPED, skipped(reason, now=now) | stamp | {"checkJob": None})
+        stamp.pop("checkJob")  # no Job is made for it
+        return Outcome(SKIPPED, skipped(reason, now=now) | stamp)
     check = context.kube.get_child("Job", job.namespace, name)
     if check is None:
         create(dataset_check_job(job, digest=digest, default_image=context.trainer_image))
