@@ -15,6 +15,11 @@ the cost per token) and random-word documents, then runs the real trainer
 Usage: ``python benchmarks/gpu_trainer_validation.py --out DIR [--steps 40]
 [--runs full:fsdp,lora:fsdp,lora:ddp,lora:fsdp:16]`` (a micro-batch too large for
 the GPU exercises the OOM ladder with real out-of-memory errors).
+
+A run's fourth field lists the trainer's speed options to turn on, joined by ``+``
+(see ``OPTIONS``), so one invocation measures LoRA before and after each of them,
+e.g. ``--runs full:fsdp,lora:fsdp,lora:fsdp:4:compile,lora:fsdp:4:compute+compile``.
+``--compile-backend`` picks torch.compile's backend for ``compile`` (inductor).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import random
 import socket
@@ -45,6 +51,20 @@ LLAMA_3_2_1B = {
     "rope_theta": 500000.0,
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": True,
+}
+
+
+# The speed options a run can name, as trainer-config overrides (section -> fields).
+OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    # torch.compile per decoder layer (training.compile_layers)
+    "compile": {"training": {"compile_layers": True}},
+    # LoRA adapters stored and run in bf16 instead of peft's fp32 (lora.adapter_dtype)
+    "compute": {"lora": {"adapter_dtype": "compute"}},
+    # gradient checkpointing; with it, "embedgrads" restores peft's embedding-output grads
+    "ckpt": {"training": {"gradient_checkpointing": True}},
+    "embedgrads": {"training": {"input_embedding_grads": True}},
+    # LoRA dropout 0.05 (runs use 0, which lets peft skip the dropout op)
+    "dropout": {"lora": {"dropout": 0.05}},
 }
 
 
@@ -91,12 +111,16 @@ def run_one(
     method = parts[0]
     strategy = parts[1] if len(parts) > 1 else "fsdp"
     micro = int(parts[2]) if len(parts) > 2 else args.micro_batch
+    options = [o for o in parts[3].split("+") if o] if len(parts) > 3 else []
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} in run {spec!r}; known: {sorted(OPTIONS)}")
     import torch
 
     from trainwright_trainer.config import parse_config
     from trainwright_trainer.train import Recipe
 
-    run_dir = work / f"run-{method}-{strategy}-{micro}"
+    run_dir = work / f"run-{method}-{strategy}-{micro}-{'-'.join(options) or 'plain'}"
     config: dict[str, Any] = {
         "model": {"path": str(model_dir), "dtype": "bf16"},
         "method": method,
@@ -126,6 +150,12 @@ def run_one(
     }
     if method != "full":
         config["lora"] = {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+    config["training"]["compile_backend"] = args.compile_backend
+    for option in options:
+        for section, values in OPTIONS[option].items():
+            if section == "lora" and method == "full":
+                continue
+            config[section] = {**config.get(section, {}), **values}
     os.environ.update(
         {
             "RANK": "0",
@@ -141,6 +171,8 @@ def run_one(
         torch.cuda.reset_peak_memory_stats()
     recipe = Recipe(parse_config(config))
     started = time.monotonic()
+    caught = _WarningsCaught()
+    logging.getLogger("trainwright_trainer.model").addHandler(caught)
     try:
         recipe.setup()
         code = int(recipe.train())
@@ -150,9 +182,11 @@ def run_one(
         oom_events = registry.get_sample_value("trainwright_oom_events_total")
         bundle = recipe.bundle
         flops_per_token = recipe.flops_per_token
+        compile_failure = _compile_failure(caught)
         peak = recipe.peak_flops
     finally:
         recipe.cleanup()
+        logging.getLogger("trainwright_trainer.model").removeHandler(caught)
     wall = time.monotonic() - started
     records = [
         json.loads(line)
@@ -173,6 +207,8 @@ def run_one(
     result = {
         "method": method,
         "strategy": strategy,
+        "options": options,
+        "compile_fallback": compile_failure,
         "precision": "bf16",
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
         "micro_batch": micro,
@@ -202,6 +238,21 @@ def run_one(
     return result
 
 
+class _WarningsCaught(logging.Handler):
+    """The trainer's model warnings during one run (a compile fallback says so there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _compile_failure(caught: _WarningsCaught) -> str | None:
+    return next((m for m in caught.messages if "compile_layers" in m), None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -212,7 +263,10 @@ def main() -> int:
     parser.add_argument(
         "--runs",
         default="full:fsdp,lora:fsdp",
-        help="comma-separated method:strategy[:micro_batch] runs",
+        help="comma-separated method:strategy[:micro_batch[:option+option]] runs",
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend for 'compile' runs"
     )
     parser.add_argument("--tiny", action="store_true", help="a tiny shape, to check on a CPU")
     args = parser.parse_args()
