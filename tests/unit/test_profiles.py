@@ -248,3 +248,18 @@ def test_plan_training_shows_the_resolved_rate_epochs_and_method(
         500_000 * 4 / plan["throughput"]["tokens_per_second"], rel=0.01
     )
     assert plan["method_reason"] in table
+
+
+def test_the_trainer_runs_the_epochs_planned_for_the_measured_dataset_size() -> None:
+    # The dataset check measures the tokens the spec left out; the plan is made from a
+    # copy that holds them, the trainer's config from the job as the user wrote it.
+    job = _job(profile="chatbot", dataset={"uri": "pvc://d/t.jsonl"})
+    measured = job.spec.model_copy(
+        update={"dataset": job.spec.dataset.model_copy(update={"tokens": 600_000})}
+    )
+    status = plan_status_from(plan_training(training_request_from(measured)))
+    config = trainer_config(job, status)
+
+    assert status.epochs == 4  # chatbot's 3, one more for 0.6M tokens
+    assert config.training.epochs == 4
+    assert trainer_config(job, _plan(8, 2, 1)).training.epochs == 3  # an older plan: the spec's

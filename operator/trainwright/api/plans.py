@@ -121,6 +121,8 @@ def plan_status_from(plan: TrainingPlan, *, now: dt.datetime | None = None) -> P
         gpu_type=plan.gpu,
         method=cast(Method, plan.method),
         method_reason=plan.method_reason,
+        # TrainingJobs plan whole epochs (spec.training.epochs is an integer).
+        epochs=max(1, round(plan.epochs)),
         gpu_product=gpu_product_label(plan.gpu),
         num_gpus=plan.num_gpus,
         nodes=plan.nodes,

@@ -206,6 +206,7 @@ class TrainingPlan(BaseModel):
     micro_batch: int
     gradient_accumulation: int
     seq_len: int
+    epochs: float = Field(default=1.0, description="passes over the dataset the duration is for")
     gradient_checkpointing: str
     tensor_parallel: int
     pipeline_parallel: int
@@ -709,6 +710,7 @@ def _to_plan(
         micro_batch=best.micro_batch,
         gradient_accumulation=best.gradient_accumulation,
         seq_len=request.seq_len,
+        epochs=request.epochs,
         gradient_checkpointing={"off": "off", "full": "on", "selective": "selective"}[
             setup.recompute
         ],

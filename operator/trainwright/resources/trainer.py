@@ -173,7 +173,9 @@ def trainer_config(job: TrainingJob, plan: PlanStatus) -> TrainerConfig:
             **_profile_data_options(profile),
         ),
         training=TrainingConfig(
-            epochs=training.epochs,
+            # What was planned: the profile's epochs follow the dataset size the plan saw
+            # (the dataset check's measured tokens, which the spec does not hold).
+            epochs=plan.epochs or training.epochs,
             max_steps=training.max_steps,
             micro_batch_size=plan.micro_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps,

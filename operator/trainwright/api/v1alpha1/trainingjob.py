@@ -690,6 +690,14 @@ class PlanStatus(ApiModel):
     method_reason: str | None = Field(
         default=None, max_length=512, description="Why method auto chose it (absent otherwise)."
     )
+    epochs: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Passes over the dataset the plan is for and the trainer runs: "
+            "spec.training.epochs, or the profile's for the dataset's size."
+        ),
+    )
     gpu_product: str | None = Field(
         default=None,
         max_length=63,
