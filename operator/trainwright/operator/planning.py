@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from trainwright.api.plans import plan_status_from, training_request_from
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import PlanAlternative, TrainingWorkload
 from trainwright.api.v1alpha1.usage import CarbonSpec, plan_carbon_from
-from trainwright.operator.inventory import Inventory
+from trainwright.operator.inventory import CapacityCheck, Inventory
 from trainwright.planner.calibration import Calibration
 from trainwright.planner.carbon import training_plan_carbon
 from trainwright.planner.errors import InfeasibleError, PlannerError
@@ -108,18 +109,63 @@ def plan_trainingjob(
     if not top.fits:
         return PlanOutcome(_to_status(top, inventory), "DoesNotFit", _does_not_fit(top, request))
     pinned_layout = job.spec.resources.gpus_per_node is not None
-    for option in [top, *top.recommendations]:
-        option = option if pinned_layout else _fit_node_width(option, request, inventory)
-        if (
-            option.fits
-            and inventory.check(
-                option.gpu, nodes=option.nodes, gpus_per_node=option.gpus_per_node
-            ).fits_cluster
-        ):
-            status = _with_carbon(_to_status(option, inventory, top), option, job)
-            return PlanOutcome(status, "Planned", describe(option))
+    widened = (
+        o if pinned_layout else _fit_node_width(o, request, inventory)
+        for o in [top, *top.recommendations]
+    )
+    # Lazily: the rest is re-planned only when the cheapest must wait (a deadline, busy GPUs).
+    fitting = (o for o in widened if o.fits and _check(inventory, o).fits_cluster)
+    cheapest = next(fitting, None)
+    if cheapest is not None:
+        option, why = _free_now_before_deadline(job, cheapest, fitting, inventory)
+        status = _with_carbon(_to_status(option, inventory, top), option, job)
+        return PlanOutcome(status, "Planned", why + describe(option))
     check = inventory.check(top.gpu, nodes=top.nodes, gpus_per_node=top.gpus_per_node)
     return PlanOutcome(_to_status(top, inventory), "InsufficientCapacity", check.message)
+
+
+def _free_now_before_deadline(
+    job: TrainingJob, cheapest: TrainingPlan, others: Iterator[TrainingPlan], inventory: Inventory
+) -> tuple[TrainingPlan, str]:
+    """The cheapest fitting plan, or with ``gpuType: auto`` and a deadline a GPU type free now.
+
+    A plan on busy GPUs starts when they free up, which nothing here can predict; with
+    ``budget.deadlineSeconds`` that wait may cost the deadline, so a later-ranked plan whose
+    GPUs are free now and that meets the deadline on its own is preferred, and the sentence
+    returned (before the plan's own) says which and why. Without a deadline, or when the
+    inventory counts no pods (free unknown), or when no free option meets it, the cheapest
+    plan stands and waits.
+    """
+    budget = job.spec.budget
+    deadline = budget.deadline_seconds if budget is not None else None
+    if job.spec.resources.gpu_type != "auto" or deadline is None or not inventory.pods_counted:
+        return cheapest, ""
+    if _check(inventory, cheapest).fits_now:
+        return cheapest, ""
+    for option in others:
+        on_time = option.duration_seconds is not None and option.duration_seconds <= deadline
+        if option.gpu != cheapest.gpu and on_time and _check(inventory, option).fits_now:
+            return option, _preferred_sentence(option, cheapest, inventory, deadline)
+    return cheapest, ""
+
+
+def _check(inventory: Inventory, plan: TrainingPlan) -> CapacityCheck:
+    return inventory.check(plan.gpu, nodes=plan.nodes, gpus_per_node=plan.gpus_per_node)
+
+
+def _preferred_sentence(
+    chosen: TrainingPlan, cheaper: TrainingPlan, inventory: Inventory, deadline: float
+) -> str:
+    pool = inventory.pools[cheaper.gpu]
+    price = ""
+    if chosen.cost.total_usd is not None and cheaper.cost.total_usd is not None:
+        price = f" (about ${cheaper.cost.total_usd:,.2f} against ${chosen.cost.total_usd:,.2f})"
+    return (
+        f"GPU type {chosen.gpu}, free now, over the cheaper {cheaper.num_gpus} x {cheaper.gpu}"
+        f"{price}: only {pool.free_gpus} of its {pool.allocatable_gpus} GPUs are free and "
+        f"nothing says when {cheaper.num_gpus} will be, so waiting for them could miss the "
+        f"{_duration_text(deadline)} deadline (spec.budget.deadlineSeconds). "
+    )
 
 
 def _fit_node_width(

@@ -28,7 +28,7 @@ from trainwright.operator import checkpoint_interval as checkpoints
 from trainwright.operator import lifecycle, node_failures
 from trainwright.operator.calibration_store import calibration_for, record_from_status
 from trainwright.operator.context import OperatorContext, as_body, context_from_memo
-from trainwright.operator.inventory import build_inventory
+from trainwright.operator.inventory import Inventory, build_inventory
 from trainwright.operator.lifecycle import Action, JobState
 from trainwright.operator.node_failures import NodeFailure
 from trainwright.operator.planning import plan_trainingjob
@@ -534,13 +534,13 @@ class _Reconcile:
             if missing is not None:
                 self._fail_planning(admission.QUEUE_NOT_FOUND, missing, plan=None)
                 return None
-        # A plan is checked against what the cluster can hold, not what is free
-        # now (busy GPUs only make the pods wait), so the pods need not be listed.
+        # A plan is checked against what the cluster can hold (busy GPUs only make the
+        # gang wait); with gpuType: auto and a deadline, also against what is free now.
         # The dataset check's token count, when it measured one, sizes duration and cost.
         planning, measured = dataset_check.planning_job(job, self.status)
         outcome = plan_trainingjob(
             planning,
-            build_inventory(self.kube.nodes(), None),
+            self._planning_inventory(job),
             calibration=calibration_for(self.context.calibration_store, job),
         )
         if outcome.plan is None or outcome.reason != "Planned":
@@ -578,6 +578,16 @@ class _Reconcile:
             extra |= {"lastExitCode": None, "completionTime": None}
         self._write(Phase.PLANNED, conditions, extra=extra)
         return plan
+
+    def _planning_inventory(self, job: TrainingJob) -> Inventory:
+        """The cluster's GPUs; free ones counted only where the plan may use them (a
+        GPU type free now over a cheaper busy one before a deadline), since that lists
+        every pod."""
+        budget = job.spec.budget
+        deadline = budget.deadline_seconds if budget is not None else None
+        if job.spec.resources.gpu_type == "auto" and deadline is not None:
+            return build_inventory(*self.kube.nodes_and_pods())
+        return build_inventory(self.kube.nodes(), None)
 
     def _fail_planning(self, reason: str, message: str, *, plan: PlanStatus | None) -> None:
         # The digest of the spec this failure is about: the next edit plans again.
