@@ -82,6 +82,33 @@ def test_a_region_goes_to_spec_carbon_and_prices_the_carbon_on_its_grid(
     assert {a["carbon"]["zone"] for a in document["alternatives"]} == {"FR"}
 
 
+def test_a_local_config_json_model_is_planned_and_named_by_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "tiny-llama"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 32000,
+                "max_position_embeddings": 2048, "tie_word_embeddings": True,
+            }
+        )
+    )  # fmt: skip
+    argv = _flags(tmp_path)
+    argv[argv.index("llama-3.1-8b")] = str(model_dir)
+
+    assert main([*argv, "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    job = TrainingJob.from_body(document["manifest"])
+
+    assert job.spec.model.config_path == str(model_dir / "config.json")
+    assert job.name == "tiny-llama-chatbot" and document["plan"]["model"] == "tiny-llama"
+    assert document["plan"]["fits"] and document["plan"]["num_gpus"] == 1
+
+
 def test_an_existing_manifest_is_kept_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

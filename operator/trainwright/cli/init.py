@@ -196,9 +196,13 @@ class Session:
                 self.say(f"  an answer is needed ({flag})")
                 continue
             try:
-                return parse(text)
+                value = parse(text)
             except UsageError as exc:
                 self.say(f"  {exc}")
+                continue
+            # Answered as if given as the flag (the manifest names a config path as typed).
+            setattr(self.args, flag.removeprefix("--").replace("-", "_"), text)
+            return value
 
     def confirm(self, question: str) -> None:
         """Raise :class:`Declined` unless the user says yes (``--yes`` says it for them)."""
@@ -441,7 +445,7 @@ def manifest(
     """The TrainingJob the answers describe (validated into the API model by :func:`_plan`)."""
     model_key = model if isinstance(model, str) else model.key
     name = args.name or _dns_name(f"{model_key}-{use_case}")
-    model_ref = {"name": model} if isinstance(model, str) else {"configPath": str(args.model)}
+    model_ref = {"name": model} if isinstance(model, str) else {"configPath": _config_path(args)}
     tokens = int(dataset.report["tokens"]["total"])
     spec: dict[str, Any] = {
         "model": model_ref,
@@ -476,6 +480,12 @@ def manifest(
         "metadata": {"name": name, "namespace": args.namespace},
         "spec": spec,
     }
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    """The config.json a --model path names (a directory means its config.json)."""
+    path = Path(str(args.model)).expanduser()
+    return str(path / "config.json" if path.is_dir() else path)
 
 
 def _dns_name(text: str) -> str:
