@@ -3,14 +3,13 @@ suspended gang Job whole while its quota allows, keeps the next one suspended sa
 quota it waits for (and its place in the queue, through Kueue's visibility API), and its
 webhooks really mutate and validate Jobs.
 
-Each test builds its own ClusterQueue (no cohort, so it borrows from no one) over the
-cluster's ResourceFlavors, so no other test's Jobs share its quota.
+The tests that fill a quota build their own ClusterQueue (e2e/kueue.py: create_queue), so
+no other test's Jobs share it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,11 +20,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster import FAKE_HOLD, GPU_PRODUCT_LABEL, GPU_RESOURCE, Kube, wait_until
+from e2e.kueue import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    QUEUE_LABEL,
+    SHIPPED_CLUSTER_QUEUE,
+    condition,
+    create_queue,
+    kueue_api,
+    pending_workloads,
+    workloads_of,
+)
 
-KUEUE_GROUP = "kueue.x-k8s.io"
-KUEUE_VERSION = "v1beta2"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 L4_PRODUCT = "NVIDIA-L4"
 L4_FLAVOUR = "nvidia-l4"  # hack/k8s/kueue/queues.yaml: the product lowercased
 SHIPPED_FLAVOURS = {
@@ -38,68 +44,15 @@ SHIPPED_FLAVOURS = {
 
 @pytest.fixture(scope="module")
 def kueue(kube: Kube) -> client.CustomObjectsApi:
-    """Kueue's API; skipped only where Kueue is switched off (KUEUE=0 or a cluster without it)."""
-    api = client.CustomObjectsApi(kube.api_client)
-    if os.environ.get("KUEUE") == "0":
-        pytest.skip("Kueue is disabled (KUEUE=0)")
-    try:
-        api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors")
-    except ApiException as error:
-        if error.status == 404 and not kube.private:
-            pytest.skip("the cluster named by TRAINWRIGHT_E2E_KUBECONFIG has no Kueue")
-        raise
-    return api
+    return kueue_api(kube)
 
 
 @pytest.fixture
 def local_queue(kube: Kube, kueue: client.CustomObjectsApi, namespace: str) -> Iterator[str]:
     """A LocalQueue over a ClusterQueue of this test alone: 8 L4 GPUs (two 2-pod gangs of 4
     GPUs per pod do not fit at once)."""
-    cluster_queue = f"cq-{namespace}"[:63]
-    kueue.create_cluster_custom_object(
-        KUEUE_GROUP,
-        KUEUE_VERSION,
-        "clusterqueues",
-        {
-            "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
-            "kind": "ClusterQueue",
-            "metadata": {"name": cluster_queue},
-            "spec": {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": namespace},
-                },
-                "resourceGroups": [
-                    {
-                        "coveredResources": [GPU_RESOURCE, "cpu", "memory"],
-                        "flavors": [
-                            {
-                                "name": L4_FLAVOUR,
-                                "resources": [
-                                    {"name": GPU_RESOURCE, "nominalQuota": 8},
-                                    {"name": "cpu", "nominalQuota": 16},
-                                    {"name": "memory", "nominalQuota": "64Gi"},
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    )
-    kueue.create_namespaced_custom_object(
-        KUEUE_GROUP,
-        KUEUE_VERSION,
-        namespace,
-        "localqueues",
-        {
-            "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
-            "kind": "LocalQueue",
-            "metadata": {"name": "team"},
-            "spec": {"clusterQueue": cluster_queue},
-        },
-    )
+    cluster_queue = create_queue(kueue, namespace, flavour=L4_FLAVOUR, gpus=8, local_queue="team")
     yield "team"
-    # Kueue removes it once the namespace's Workloads are gone with the namespace.
     kueue.delete_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues", cluster_queue)
 
 
@@ -136,25 +89,6 @@ def gang_job(name: str, queue: str, *, suspend: bool = True) -> dict[str, Any]:
     }
 
 
-def workloads_of(kueue: client.CustomObjectsApi, namespace: str, job_uid: str) -> list[Any]:
-    listed = kueue.list_namespaced_custom_object(
-        KUEUE_GROUP,
-        KUEUE_VERSION,
-        namespace,
-        "workloads",
-        label_selector=f"{JOB_UID_LABEL}={job_uid}",
-    )
-    return list(listed["items"])
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The condition of that type of a Kueue object; {} while it has none."""
-    for item in obj.get("status", {}).get("conditions", []):
-        if item["type"] == kind:
-            return dict(item)
-    return {}
-
-
 def job_pods(kube: Kube, namespace: str, job: str) -> list[client.V1Pod]:
     return list(kube.core_v1.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items)
 
@@ -176,7 +110,7 @@ def test_the_shipped_cluster_queue_is_active_over_a_flavour_per_device(
 ) -> None:
     flavours = kueue.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors")
     cluster_queue = kueue.get_cluster_custom_object(
-        KUEUE_GROUP, KUEUE_VERSION, "clusterqueues", "trainwright"
+        KUEUE_GROUP, KUEUE_VERSION, "clusterqueues", SHIPPED_CLUSTER_QUEUE
     )
     local_queues = kueue.list_namespaced_custom_object(
         KUEUE_GROUP, KUEUE_VERSION, "default", "localqueues"
@@ -220,15 +154,7 @@ def test_a_gang_is_admitted_whole_and_the_next_waits_suspended_for_quota(
         f"insufficient unused quota for {GPU_RESOURCE} in flavor {L4_FLAVOUR}, 8 more needed"
         in reserved["message"]
     )
-    pending = json.loads(
-        kube.kubectl(
-            "get",
-            "--raw",
-            f"/apis/visibility.{KUEUE_GROUP}/v1beta2/namespaces/{namespace}"
-            f"/localqueues/{local_queue}/pendingworkloads",
-        ).stdout
-    )
-    (queued,) = pending["items"]
+    (queued,) = pending_workloads(kube, namespace, local_queue)
     assert queued["metadata"]["ownerReferences"][0]["name"] == "second"
     assert queued["positionInLocalQueue"] == 0
     time.sleep(2)  # the Job controller would have created pods by now had it been released
