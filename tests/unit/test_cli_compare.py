@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import kmock
 import pytest
 import yaml
 from kubernetes.config import kube_config
@@ -111,3 +113,41 @@ def test_a_file_of_another_kind_or_no_cluster_exits_2(
     code, _, err = _compare(capsys, "run-a", "run-b")
     assert code == 2 and err.startswith("trainwright: error: no cluster credentials")
     assert err.count("\n") == 1
+
+
+@pytest.mark.asyncio
+async def test_jobs_are_read_from_the_cluster_by_name(
+    tmp_path: Path,
+    kmock: kmock.KubernetesEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    resource = "trainwright.io/v1alpha1/trainingjobs"
+    kmock.resources[resource] = {"kind": "TrainingJob", "namespaced": True}
+    for body in yaml.safe_load(RUNS.read_text())["items"]:
+        kmock.objects[resource, "ml", body["metadata"]["name"]] = body
+    kubeconfig = tmp_path / "kubeconfig"
+    server = str(kmock.url).rstrip("/")
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1", "kind": "Config", "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }
+        )
+    )  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    argv = ["compare", "lora-r64", "lora-r16", "-n", "ml", "-o", "json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    from_cluster = json.loads(capsys.readouterr().out)
+    assert main(["compare", "lora-r64", "lora-r16", "-f", str(RUNS), "-o", "json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+
+    assert from_cluster == from_file
+    assert await asyncio.to_thread(main, ["compare", "lora-r16", "gone", "-n", "ml"]) == 2
+    assert capsys.readouterr().err == "trainwright: error: trainingjob ml/gone not found\n"
