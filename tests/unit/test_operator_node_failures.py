@@ -291,3 +291,34 @@ async def test_pods_deleted_while_the_job_is_suspended_are_not_a_failure(world: 
     await world.call(lambda: on_trainer_pod_event(body=pod, type="DELETED", memo=_memo(world)))
     status = await world.status("ft")
     assert (status["attempt"], status.get("infrastructureRestarts", 0)) == (0, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_pod_the_taint_manager_deletes_restarts_the_gang_from_the_pod_watch(
+    world: World,
+) -> None:
+    await _running_job(world)
+    pod = _pod(
+        "ft-a0-1",
+        "ft-a0",
+        "h100-1",
+        conditions=[
+            {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}
+        ],
+    )
+    await world.call(lambda: on_trainer_pod_event(body=pod, type="MODIFIED", memo=_memo(world)))
+    status = await world.status("ft")
+    assert (status["restarts"], status["infrastructureRestarts"], status["attempt"]) == (0, 1, 1)
+    assert status["nodeFailures"][0]["reason"] == "DeletionByTaintManager"
+    assert _condition(status, "Running")["message"].startswith(
+        "Trainer pod ft-a0-1 on node h100-1 was stopped by the cluster (DeletionByTaintManager)"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_ready_node_event_restarts_nothing(world: World) -> None:
+    await _running_job(world)
+    _place_pods(world, "ft-a0")
+    status = await _node_goes_down(world, "h100-1", ready="True")
+    assert (status["attempt"], status.get("infrastructureRestarts", 0)) == (0, 0)
+    assert status["phase"] == "Running"
