@@ -98,6 +98,8 @@ class ModelBundle:
     trainable_params: int
     num_layers: int
     hidden_size: int
+    #: The per-layer compiler with ``training.compile_layers`` (its ``failure`` once it fell back).
+    compiler: LayerCompiler | None = None
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -190,8 +192,9 @@ def build_model(cfg: TrainerConfig, device: torch.device) -> ModelBundle:
         model = _apply_peft(cfg, model)
         if not input_grads:
             model.get_base_model().disable_input_require_grads()
+    compiler = None
     if cfg.training.compile_layers:
-        compile_decoder_layers(model, cfg.training.compile_backend)
+        compiler = compile_decoder_layers(model, cfg.training.compile_backend)
     params, trainable = count_parameters(model)
     text_config = getattr(model.config, "text_config", model.config)
     return ModelBundle(
@@ -202,6 +205,7 @@ def build_model(cfg: TrainerConfig, device: torch.device) -> ModelBundle:
         trainable_params=trainable,
         num_layers=int(text_config.num_hidden_layers),
         hidden_size=int(text_config.hidden_size),
+        compiler=compiler,
     )
 
 
