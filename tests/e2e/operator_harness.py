@@ -57,8 +57,10 @@ class OperatorProcess:
                 "--metrics-port",
                 str(self.metrics_port),
                 # kwok's fake pods never run the dataset check's pod; a test that wants it
-                # annotates its TrainingJob trainwright.io/dataset-check: "on".
+                # annotates its TrainingJob trainwright.io/dataset-check: "on". Its pod may
+                # wait as long as the real node's other pods for a cold image import.
                 "--no-dataset-check",
+                "--dataset-check-start=900",
             ],
             env=self.kube.env,
             stdout=log,
