@@ -369,3 +369,26 @@ async def test_a_pass_survives_a_job_deleted_while_its_gang_waited(world: World)
     # The reconcile puts the missing Job back, suspended, and it waits again.
     assert (await world.need("Job", "gone-a0"))["spec"]["suspend"] is True
     assert (await world.status("gone"))["phase"] == "Queued"
+
+
+@pytest.mark.asyncio
+async def test_a_node_event_looks_again_at_the_gangs_that_wait(world: World) -> None:
+    import kopf
+
+    from trainwright.operator.trainingjob import on_node_event
+
+    gate = world.context.gang_gate
+    assert gate is not None
+    kicks: list[str] = []
+    gate.kick = lambda: kicks.append("kick")  # type: ignore[method-assign]
+    node = {
+        "metadata": {"name": "h100-2"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    memo = kopf.Memo(context=world.context)
+    await world.call(lambda: on_node_event(body=kopf.Body(node), type="ADDED", memo=memo))
+    assert kicks == []  # nobody waits: nothing to do
+    gate.wait(_gang("ft", 2, created="t0"))
+    kicks.clear()
+    await world.call(lambda: on_node_event(body=kopf.Body(node), type="ADDED", memo=memo))
+    assert kicks == ["kick"]

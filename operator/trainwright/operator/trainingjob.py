@@ -309,6 +309,8 @@ def on_node_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> Non
     """A node went NotReady/Unknown or was deleted: every TrainingJob with a trainer pod on it
     restarts its gang now, not after the taint manager's 5-minute eviction."""
     context = context_from_memo(memo)
+    if context.gang_gate is not None and context.gang_gate.waiting():
+        context.gang_gate.kick()  # a node added, back, or gone: waiting gangs fit differently
     name = str(body.get("metadata", {}).get("name") or "")
     reason = context.node_failures.observe(dict(body), deleted=type == "DELETED", now=context.now())
     if reason is None or not name:
