@@ -197,3 +197,20 @@ def test_usage_is_exported_in_base_units() -> None:
     assert samples[("trainwright_trainingjob_co2e_kilograms", "FR")] == 0.25
     metrics.forget_trainingjob("ns", "ft")
     assert b'trainingjob="ft"' not in metrics.exposition()
+
+
+def test_changing_the_grid_does_not_restart_the_run() -> None:
+    from trainwright.api.v1alpha1.trainingjob import spec_digest
+
+    spec: dict[str, Any] = {
+        "model": {"name": "llama-3.1-8b"},
+        "method": "lora",
+        "dataset": {"uri": "pvc://d/a.jsonl"},
+    }
+
+    def digest(**extra: Any) -> str:
+        body = {"metadata": {"name": "j", "namespace": "n"}, "spec": spec | extra}
+        return spec_digest(TrainingJob.from_body(body).spec)
+
+    assert digest() == digest(carbon={"region": "FR", "pue": 1.3})
+    assert digest() != digest(cloud="gcp")  # the price list is a planning input

@@ -1009,10 +1009,12 @@ def spec_digest(spec: TrainingJobSpec) -> str:
     """A short digest of what the plan and the trainer pods are made from.
 
     ``suspend`` and ``maxRestarts`` are left out: they change how the operator drives
-    the run, not what runs; so is ``export``, which acts after the run.
+    the run, not what runs; so is ``export``, which acts after the run, and ``carbon``,
+    which only moves the usage accounting (read from the spec on each progress read; the
+    plan's whole-run estimate keeps the grid it was planned with).
     """
     inputs = spec.model_dump(
-        mode="json", by_alias=True, exclude={"suspend", "max_restarts", "export"}
+        mode="json", by_alias=True, exclude={"suspend", "max_restarts", "export", "carbon"}
     )
     encoded = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
