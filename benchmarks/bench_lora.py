@@ -11,12 +11,12 @@ linear layer but the head. Variants:
 
 - ``full``: full fine-tune (fp32 weights and AdamW states).
 - ``lora today``: the defaults before this change (``lora.dropout`` 0.05, fp32
-  adapters, peft's embedding-gradient hook kept, eager layers).
+  adapters, eager layers).
 - one row per option: ``lora.dropout: 0`` (peft then skips the dropout op and the
   dropped copy of each adapted layer's input), ``training.compile_layers`` (inductor),
-  and with gradient checkpointing on, ``training.input_embedding_grads`` true (today) vs
-  false; in bf16 (this CPU's AVX-512 BF16), ``lora.adapter_dtype`` fp32 (today) vs compute.
-- ``lora all``: every option that helps.
+  and in bf16 (this CPU's AVX-512 BF16) ``lora.adapter_dtype`` fp32 (today) vs compute.
+- ``lora all``: dropout 0 and compiled layers (fp32); ``lora all, bf16``: with
+  compute-dtype adapters too.
 - ``fsdp2 x2``: the same three of full, LoRA today and LoRA all, under FSDP2 on two
   gloo ranks launched by torchrun (``distributed.strategy: fsdp``).
 
@@ -60,13 +60,10 @@ HEADS = 8
 SEQ_LEN = 256
 MICRO_BATCH = 4
 
-TODAY: dict[str, Any] = {"lora": {"dropout": 0.05}, "training": {"input_embedding_grads": True}}
-ALL: dict[str, Any] = {
-    "lora": {"dropout": 0.0, "adapter_dtype": "fp32"},
-    "training": {"input_embedding_grads": False, "compile_layers": True},
-}
-GC = {"training": {"gradient_checkpointing": True}}
+TODAY: dict[str, Any] = {"lora": {"dropout": 0.05}}
+ALL: dict[str, Any] = {"lora": {"dropout": 0.0}, "training": {"compile_layers": True}}
 BF16 = {"model": {"dtype": "bf16"}}
+COMPUTE_ADAPTERS = {"lora": {"adapter_dtype": "compute"}}
 
 
 def _merge(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -83,20 +80,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], int]] = {
     "lora today": ("lora", TODAY, 1),
     "lora, dropout 0": ("lora", _merge(TODAY, {"lora": {"dropout": 0.0}}), 1),
     "lora, compiled layers": ("lora", _merge(TODAY, {"training": {"compile_layers": True}}), 1),
-    "full, checkpointing": ("full", GC, 1),
-    "lora today, checkpointing": ("lora", _merge(TODAY, GC), 1),
-    "lora, ckpt, no embed grads": (
-        "lora",
-        _merge(TODAY, GC, {"training": {"input_embedding_grads": False}}),
-        1,
-    ),
     "lora today, bf16": ("lora", _merge(TODAY, BF16), 1),
     "lora, bf16, compute adapters": (
         "lora",
-        _merge(TODAY, BF16, {"lora": {"adapter_dtype": "compute"}}),
+        _merge(TODAY, BF16, COMPUTE_ADAPTERS),
         1,
     ),
     "lora all": ("lora", ALL, 1),
+    "lora all, bf16": ("lora", _merge(ALL, BF16, COMPUTE_ADAPTERS), 1),
     "fsdp2 x2: full": ("full", {}, 2),
     "fsdp2 x2: lora today": ("lora", TODAY, 2),
     "fsdp2 x2: lora all": ("lora", ALL, 2),
@@ -250,8 +241,6 @@ def _print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
         base = results.get("fsdp2 x2: lora today" if name.startswith("fsdp2") else "lora today")
         if "bf16" in name:
             base = results.get("lora today, bf16")
-        elif "checkpointing" in name or "ckpt" in name:
-            base = results.get("lora today, checkpointing")
         speed = (
             f"{base['step_cpu_seconds'] / r['step_cpu_seconds']:.2f}x"
             if base and "error" not in base

@@ -60,9 +60,8 @@ OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "compile": {"training": {"compile_layers": True}},
     # LoRA adapters stored and run in bf16 instead of peft's fp32 (lora.adapter_dtype)
     "compute": {"lora": {"adapter_dtype": "compute"}},
-    # gradient checkpointing; with it, "embedgrads" restores peft's embedding-output grads
+    # gradient checkpointing
     "ckpt": {"training": {"gradient_checkpointing": True}},
-    "embedgrads": {"training": {"input_embedding_grads": True}},
     # LoRA dropout 0.05 (runs use 0, which lets peft skip the dropout op)
     "dropout": {"lora": {"dropout": 0.05}},
 }

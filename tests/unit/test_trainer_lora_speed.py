@@ -1,9 +1,8 @@
 """The trainer's speed options compute what the plain loop computes, and compile falls back.
 
-Each option (``lora.adapter_dtype``, ``training.input_embedding_grads``,
-``training.compile_layers``) must leave the loss and the adapters' gradients as they are
-without it, within the precision of the dtype: a speed-up that changes the training is a
-bug. Their speed is measured by ``benchmarks/bench_lora.py``, not here.
+Each option (``lora.adapter_dtype``, ``training.compile_layers``) must leave the loss and
+the adapters' gradients as they are without it, within the precision of the dtype: a
+speed-up that changes the training is a bug. Their speed is measured by ``benchmarks/bench_lora.py``, not here.
 """
 
 from __future__ import annotations
@@ -85,24 +84,6 @@ def _assert_same(
     for name, grad in want[1].items():
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(got[1][name], grad, rtol=rtol, atol=atol, msg=name)
-
-
-def test_skipping_the_embedding_gradient_keeps_the_loss_and_adapter_gradients() -> None:
-    today = _loss_and_adapter_grads(_cfg(gradient_checkpointing=True, input_embedding_grads=True))
-    fast = _loss_and_adapter_grads(_cfg(gradient_checkpointing=True))
-
-    _assert_same(fast, today, rtol=1e-5, atol=1e-7)
-
-
-def test_without_embedding_gradients_the_embeddings_output_needs_no_gradient() -> None:
-    seen: dict[str, bool] = {}
-    for name, wanted in (("today", True), ("fast", False)):
-        bundle = build_model(_cfg(gradient_checkpointing=True, input_embedding_grads=wanted), CPU)
-        embeddings = bundle.model.get_input_embeddings()
-        output = embeddings(_batch()["input_ids"])
-        seen[name] = output.requires_grad
-
-    assert seen == {"today": True, "fast": False}
 
 
 def test_adapters_in_the_compute_dtype_match_fp32_adapters_within_bf16_precision() -> None:

@@ -201,14 +201,6 @@ class TrainingConfig(_Section):
         ),
     )
     optimizer: Optimizer = "adamw"
-    input_embedding_grads: bool = Field(
-        default=False,
-        description=(
-            "Back-propagate into the frozen input embeddings' output under LoRA with gradient "
-            "checkpointing, as peft sets up for reentrant checkpointing; the trainer's "
-            "non-reentrant checkpointing does not need it."
-        ),
-    )
     compile_layers: bool = Field(
         default=False,
         description="torch.compile each decoder layer; eager again (logged once) if compiling fails.",

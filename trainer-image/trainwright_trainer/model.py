@@ -37,7 +37,6 @@ __all__ = [
     "decoder_layers",
     "enable_gradient_checkpointing",
     "load_tokenizer",
-    "needs_input_embedding_grads",
     "resolve_dtype",
 ]
 
@@ -185,13 +184,10 @@ def build_model(cfg: TrainerConfig, device: torch.device) -> ModelBundle:
     # from_pretrained returns eval mode, which would silently disable (LoRA) dropout.
     model.train()
     model.config.use_cache = False
-    input_grads = needs_input_embedding_grads(cfg)
     if cfg.training.gradient_checkpointing:
-        enable_gradient_checkpointing(model, input_embedding_grads=input_grads)
+        enable_gradient_checkpointing(model)
     if cfg.method != "full":
         model = _apply_peft(cfg, model)
-        if not input_grads:
-            model.get_base_model().disable_input_require_grads()
     compiler = None
     if cfg.training.compile_layers:
         compiler = compile_decoder_layers(model, cfg.training.compile_backend)
@@ -241,26 +237,11 @@ def _apply_peft(cfg: TrainerConfig, model: Any) -> Any:
     return peft_model
 
 
-def needs_input_embedding_grads(cfg: TrainerConfig) -> bool:
-    """Whether the frozen input embeddings' output must require grad.
-
-    transformers (on enabling checkpointing) and peft (on wrapping a checkpointed model)
-    hook the embeddings so their output requires grad: reentrant checkpointing needs
-    that to reach frozen-input layers. The trainer checkpoints non-reentrantly, so under
-    LoRA the hook only makes backward compute the first layer's input gradient (the dgrad
-    of its frozen matmuls) for nothing. QLoRA keeps peft's own set-up; full fine-tunes
-    train the embeddings anyway.
-    """
-    return cfg.method in ("full", "qlora") or cfg.training.input_embedding_grads
-
-
-def enable_gradient_checkpointing(model: Any, *, input_embedding_grads: bool = True) -> None:
+def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute activations in the backward pass (non-reentrant: works with frozen inputs)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False
-    if not input_embedding_grads:
-        base.disable_input_require_grads()
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

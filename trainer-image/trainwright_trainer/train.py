@@ -93,7 +93,6 @@ from trainwright_trainer.model import (
     build_model,
     enable_gradient_checkpointing,
     load_tokenizer,
-    needs_input_embedding_grads,
 )
 from trainwright_trainer.stopping import OVERFITTING_ADVICE, EarlyStopping, OverfitWatch
 from trainwright_trainer.tensorboard_events import TENSORBOARD_DIR_NAME
@@ -768,10 +767,7 @@ class Recipe:
     def _apply_rung(self, rung: OomRung) -> None:
         self.loader.set_micro_batch_size(rung.micro_batch_size)
         if rung.gradient_checkpointing:
-            enable_gradient_checkpointing(
-                self.engine.unwrapped(),
-                input_embedding_grads=needs_input_embedding_grads(self.cfg),
-            )
+            enable_gradient_checkpointing(self.engine.unwrapped())
         if isinstance(self.engine, DeepSpeedTrainEngine):
             ds = self.engine.engine
             ds.set_train_micro_batch_size(rung.micro_batch_size)
