@@ -9,11 +9,12 @@ object, which is what a level-based reconcile wants after a restart.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +25,7 @@ GROUP = "trainwright.io"
 VERSION = "v1alpha1"
 
 Body = dict[str, Any]
+T = TypeVar("T")
 
 
 def load_client_configuration() -> client.Configuration:
@@ -78,6 +80,10 @@ class Kube:
         self._nodes_cache: tuple[float, list[Body]] | None = None
         # Called with (HTTP verb, seconds) after every request: the latency metric.
         self._observe = observe
+        # Independent requests of one reconcile go out together (see concurrently()).
+        self._fan_out = concurrent.futures.ThreadPoolExecutor(
+            max_workers=pool_size, thread_name_prefix="trainwright-api"
+        )
 
     def request(
         self,
@@ -286,5 +292,17 @@ class Kube:
                 self._nodes_cache = (now, list(listing.get("items") or []))
             return self._nodes_cache[1]
 
+    def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run independent requests at once and return their results in order.
+
+        A reconcile that creates three children waits one round trip instead of three
+        (1,000 TrainingJobs applied at once queue behind those waits). The first
+        exception is raised once every call has finished, so none is left running.
+        """
+        futures = [self._fan_out.submit(call) for call in calls]
+        concurrent.futures.wait(futures)
+        return [future.result() for future in futures]
+
     def close(self) -> None:
+        self._fan_out.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
