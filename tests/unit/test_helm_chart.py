@@ -48,7 +48,7 @@ NAMESPACED_RULES = {
 CALIBRATION_RULES = {("", "configmaps"): {"get", "create", "patch"}}
 CLUSTER_RULES = {
     ("", "nodes"): {"list", "watch"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
 

@@ -13,12 +13,13 @@ import concurrent.futures
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from trainwright.operator.watched import WatchedList, slim_pod
 from trainwright.resources.queueing import KUEUE_GROUP, KUEUE_VERSION
 
 GROUP = "trainwright.io"
@@ -26,6 +27,7 @@ VERSION = "v1alpha1"
 
 Body = dict[str, Any]
 T = TypeVar("T")
+UNFINISHED_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def load_client_configuration() -> client.Configuration:
@@ -78,6 +80,8 @@ class Kube:
         self._inventory_lock = threading.Lock()
         self._inventory_cache: tuple[float, list[Body], list[Body]] | None = None
         self._nodes_cache: tuple[float, list[Body]] | None = None
+        self._watched_nodes: WatchedList | None = None
+        self._watched_pods: WatchedList | None = None
         # Called with (HTTP verb, seconds) after every request: the latency metric.
         self._observe = observe
         # Independent requests of one reconcile go out together (see concurrently()).
@@ -261,12 +265,55 @@ class Kube:
 
     # Inventory -----------------------------------------------------------------------------
 
+    def watch_inventory(self) -> None:
+        """Keep nodes and unfinished pods current from watches (trainwright.operator.watched)
+        instead of listing them per plan or gang-gate pass; the operator calls it once."""
+        self._watched_nodes = WatchedList(self, "/api/v1/nodes")
+        self._watched_pods = WatchedList(
+            self, "/api/v1/pods", query={"fieldSelector": UNFINISHED_PODS}, slim=slim_pod
+        )
+        self._watched_nodes.start()
+        self._watched_pods.start()
+
+    def watch(self, path: str, query: Mapping[str, str]) -> Iterator[Body]:
+        """A watch request's events (one JSON object a line) as the API server sends them."""
+        serialized = self.api_client.param_serialize(
+            "GET",
+            path,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        timeout = float(query.get("timeoutSeconds") or 300) + 30
+        response = self.api_client.call_api(*serialized, _request_timeout=(10, timeout))
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(
+                http_resp=response, body=response.data.decode("utf-8", "replace"), data=None
+            )
+        pending = b""
+        try:
+            for chunk in response.response.stream(2**16):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event: Body = json.loads(line)
+                        yield event
+        finally:
+            response.response.release_conn()
+
     def nodes_and_pods(self, *, max_age_seconds: float = 2.0) -> tuple[list[Body], list[Body]]:
-        """All nodes and all unfinished pods, cached briefly.
+        """All nodes and all unfinished pods: from the watches once they are synced
+        (:meth:`watch_inventory`), else listed and cached briefly.
 
         Many TrainingJobs applied at once would otherwise each list every node
         and pod in the cluster; a two-second-old view is as good for planning.
         """
+        nodes = self._watched_nodes.items() if self._watched_nodes else None
+        pods = self._watched_pods.items() if self._watched_pods else None
+        if nodes is not None and pods is not None:
+            return nodes, pods
         with self._inventory_lock:
             now = time.monotonic()
             if self._inventory_cache is not None and now - self._inventory_cache[0] < (
@@ -277,14 +324,18 @@ class Kube:
             pods_listing = self.request(
                 "GET",
                 "/api/v1/pods",
-                query={"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"},
+                query={"fieldSelector": UNFINISHED_PODS},
             )
             pods = list(pods_listing.get("items") or [])
             self._inventory_cache = (now, nodes, pods)
             return nodes, pods
 
     def nodes(self, *, max_age_seconds: float = 5.0) -> list[Body]:
-        """All nodes, cached briefly (planning many TrainingJobs at once reads them once)."""
+        """All nodes: from the watch once it is synced, else listed and cached briefly
+        (planning many TrainingJobs at once reads them once)."""
+        watched = self._watched_nodes.items() if self._watched_nodes else None
+        if watched is not None:
+            return watched
         with self._inventory_lock:
             now = time.monotonic()
             if self._nodes_cache is None or now - self._nodes_cache[0] >= max_age_seconds:
@@ -304,5 +355,8 @@ class Kube:
         return [future.result() for future in futures]
 
     def close(self) -> None:
+        for watched in (self._watched_nodes, self._watched_pods):
+            if watched is not None:
+                watched.stop()
         self._fan_out.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()

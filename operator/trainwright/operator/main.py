@@ -139,6 +139,7 @@ def run(
         raise StartupError(
             f"no cluster credentials: set KUBECONFIG or run in a pod ({exc})"
         ) from None
+    kube.watch_inventory()
     calibration = calibration or CalibrationSettings()
     store = (
         CalibrationStore(kube, calibration.namespace, steady_seconds=calibration.steady_seconds)
