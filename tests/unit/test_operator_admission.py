@@ -368,7 +368,8 @@ async def test_a_pass_survives_a_job_deleted_while_its_gang_waited(world: World)
     assert (await world.need("Job", "next-a0"))["spec"]["suspend"] is False
     # The reconcile puts the missing Job back, suspended, and it waits again.
     assert (await world.need("Job", "gone-a0"))["spec"]["suspend"] is True
-    assert (await world.status("gone"))["phase"] == "Queued"
+    gate = world.context.gang_gate
+    assert gate is not None and gate.waiting() == 1
 
 
 @pytest.mark.asyncio
@@ -392,3 +393,14 @@ async def test_a_node_event_looks_again_at_the_gangs_that_wait(world: World) -> 
     kicks.clear()
     await world.call(lambda: on_node_event(body=kopf.Body(node), type="ADDED", memo=memo))
     assert kicks == ["kick"]
+
+
+@pytest.mark.asyncio
+async def test_a_gang_that_fits_starts_without_a_queued_status_write(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    status = await world.reconcile("ft", admit=False)
+    assert status["phase"] == "Planned"  # until the gate's pass says otherwise
+    writes = world.kube.status_writes
+    await world.admit()
+    assert (await world.need("Job", "ft-a0"))["spec"]["suspend"] is False
+    assert world.kube.status_writes == writes  # released: still Planned, waiting for pods

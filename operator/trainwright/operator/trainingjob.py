@@ -743,7 +743,12 @@ class _Reconcile:
                 plan.gpus_per_node,
                 str(self.body["metadata"].get("creationTimestamp") or ""),
             )
-            verdict = gang_gate(self.context).wait(gang) or admission.Verdict(
+            found = gang_gate(self.context).wait(gang)
+            if found is None and self.status.get("phase") == Phase.PLANNED:
+                # The gate's pass follows within a second: most gangs fit, so "Planned,
+                # waiting for pods" stays until it says otherwise (one status write fewer).
+                return True
+            verdict = found or admission.Verdict(
                 False,
                 admission.WAITING_FOR_CAPACITY,
                 f"Waiting for the gang check: {plan.nodes} pod(s) x {plan.gpus_per_node} "
@@ -806,7 +811,9 @@ class _Reconcile:
                 conditions = [(ConditionType.RUNNING, False, *kept)]
         if state is not JobState.SUSPENDED and self._has_condition(ConditionType.SUSPENDED):
             conditions.append((ConditionType.SUSPENDED, False, "Resumed", "Resumed."))
-        if state in (JobState.WAITING, JobState.RUNNING):  # first: the last one is announced
+        if state in (JobState.WAITING, JobState.RUNNING) and self._has_condition(
+            ConditionType.ADMITTED
+        ):  # after Queued; first in the list: the last one is announced
             conditions.insert(0, self._admitted_condition(plan))
         extra["message"] = message
         if self.resumed:  # the failed Job was already gone: its attempt was created again
