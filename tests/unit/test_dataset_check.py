@@ -17,6 +17,7 @@ from test_operator_trainingjob import NOW, NS, TJ, World, _condition, _trainingj
 
 from trainer_fixtures import TRAINER_DATA_DIR, tiny_tokenizer_dir
 from trainwright.api.v1alpha1 import PlanStatus, TrainingJob
+from trainwright.cli import main as cli_main
 from trainwright.operator import dataset_check
 from trainwright.operator.dataset_check import (
     ReportError,
@@ -421,3 +422,26 @@ async def test_the_annotation_turns_the_check_off_for_one_job(world: World) -> N
     world.server.objects[TJ, NS, "ft"] = body
     status = await world.reconcile("ft")
     assert status["phase"] == "Planned" and "dataset" not in status
+
+
+# The operator's switches -------------------------------------------------------------------
+
+
+def test_the_operator_checks_datasets_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainwright.operator.main as operator_main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(operator_main, "run", lambda **kwargs: seen.update(kwargs))
+    assert cli_main(["operator"]) == 0
+    assert (seen["dataset_check"], seen["dataset_check_start"]) == (True, 300.0)
+    assert cli_main(["operator", "--no-dataset-check", "--dataset-check-start", "900"]) == 0
+    assert (seen["dataset_check"], seen["dataset_check_start"]) == (False, 900.0)
+
+
+def test_a_start_limit_out_of_range_exits_2_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli_main(["operator", "--dataset-check-start", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset-check-start must be 10 to 86400 seconds, got 5" in err
+    assert err.count("\n") == 1
