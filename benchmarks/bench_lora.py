@@ -218,8 +218,10 @@ def _run_variant(
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"{name}: exit {out.returncode}: {' | '.join(tail)}")
-    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    return next(r for r in results if r["rank"] == 0)
+    result: dict[str, Any] = json.loads(
+        next(line for line in out.stdout.splitlines() if line.startswith("{"))
+    )
+    return result
 
 
 def _print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -274,7 +276,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         model_dir, spec = args.child
-        print(json.dumps(child(model_dir, json.loads(spec), args.steps, args.warmup)), flush=True)
+        result = child(model_dir, json.loads(spec), args.steps, args.warmup)
+        if result["rank"] == 0:  # ranks share stdout: one line, not two interleaved
+            print(json.dumps(result), flush=True)
         return 0
     names = args.only.split(";") if args.only else list(VARIANTS)
     if args.no_fsdp:
