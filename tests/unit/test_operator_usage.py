@@ -129,6 +129,28 @@ def test_an_unmetered_interval_then_a_metered_one_is_mixed() -> None:
     assert usage["energySource"] == "mixed"
 
 
+def test_time_counts_when_rank_0_does_not_answer_and_a_metered_gap_waits_for_its_reading() -> None:
+    """Unmetered: an hour without any reading is 4 GPU-hours at the L4's TDP (72 W x 4 =
+    0.288 kWh). Metered: 1.8 MJ at 1 h, no answer at 2 h (time counts, energy waits),
+    5.4 MJ at 3 h: 5.4 MJ = 1.5 kWh in 12 GPU-hours, all measured."""
+    silent = _status(running_since=T0)
+    usage = usage_patch(_body(), silent, None, now=T0 + HOUR)["usage"]
+    assert usage["gpuHours"] == pytest.approx(4.0)
+    assert usage["gpuEnergyKwh"] == pytest.approx(0.288)
+    assert usage["energySource"] == "estimated"
+
+    status = _status(running_since=T0)
+    _account(_body(), status, T0 + HOUR, gpu_energy_joules=1.8e6)
+    gap = usage_patch(_body(), status, None, now=T0 + 2 * HOUR)["usage"]
+    assert gap["gpuHours"] == pytest.approx(8.0) and gap["gpuEnergyKwh"] == pytest.approx(0.5)
+    assert gap["trainerGpuEnergyJoules"] == 1.8e6
+    status["usage"] = gap
+    usage = _account(_body(), status, T0 + 3 * HOUR, gpu_energy_joules=5.4e6)
+    assert usage["gpuHours"] == pytest.approx(12.0)
+    assert usage["gpuEnergyKwh"] == pytest.approx(1.5)
+    assert usage["energySource"] == "measured"
+
+
 def test_nothing_is_accounted_before_the_pods_run() -> None:
     status = _status(running_since=T0)
     status["conditions"][0]["status"] = "False"

@@ -157,28 +157,12 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
         endpoints = [context.progress_endpoint]
     document = context.fetch_progress(*endpoints[0]) if endpoints else None
     progress = progress_status(document, now=context.now()) if document else None
-    if progress is None:
-        return
-    manifest = progress.to_manifest()
     with context.locks.hold(namespace, name):
         current = running_attempt()
         if current is None or current[1] != found[1]:
             return
-        patch: dict[str, Any] = {}
-        if current[0].get("progress") != manifest:
-            patch["progress"] = manifest
-        conditions = _overfitting_conditions(context, current[0], progress, current[2])
-        if conditions is not None:
-            patch["conditions"] = conditions
-        if "progress" in patch:  # a new reading (the same one twice is not two)
-            patch |= throughput_patch(
-                current[0],
-                patch.get("conditions"),
-                progress,
-                generation=current[2],
-                now=context.now(),
-                window=context.throughput_window,
-            )
+        patch = _progress_patch(context, current[0], progress, current[2]) if progress else {}
+        # The pods hold their GPUs whether or not rank 0 answered: usage accrues either way.
         patch |= usage_patch(current[3], current[0], progress, now=context.now())
         if patch:
             context.kube.patch_status(PLURAL, namespace, name, patch)
@@ -186,6 +170,30 @@ def refresh_progress(context: OperatorContext, namespace: str, name: str) -> Non
     if "throughput" in patch:
         body = current[3] | {"status": current[0] | patch}
         record_from_status(context.calibration_store, body, now=context.now())
+
+
+def _progress_patch(
+    context: OperatorContext, status: Mapping[str, Any], progress: Any, generation: int
+) -> dict[str, Any]:
+    """``status.progress``, the ``Overfitting`` condition and the throughput readings for a
+    reading of rank 0's progress; only what changed."""
+    patch: dict[str, Any] = {}
+    manifest = progress.to_manifest()
+    if status.get("progress") != manifest:
+        patch["progress"] = manifest
+    conditions = _overfitting_conditions(context, status, progress, generation)
+    if conditions is not None:
+        patch["conditions"] = conditions
+    if "progress" in patch:  # a new reading (the same one twice is not two)
+        patch |= throughput_patch(
+            status,
+            patch.get("conditions"),
+            progress,
+            generation=generation,
+            now=context.now(),
+            window=context.throughput_window,
+        )
+    return patch
 
 
 def _overfitting_conditions(

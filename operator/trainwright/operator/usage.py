@@ -1,7 +1,7 @@
 """``status.usage``: GPU-hours, dollars, energy and kg CO2e a TrainingJob has used so far.
 
-Each progress read of a Running TrainingJob (every ``PROGRESS_SECONDS``) accounts the
-time since the last one (or since the ``Running`` condition turned True, whichever is
+Each progress read of a Running TrainingJob (every ``PROGRESS_SECONDS``, whether or not
+rank 0 answers: its pods hold their GPUs either way) accounts the time since the last one (or since the ``Running`` condition turned True, whichever is
 later, so time spent Suspended, Queued or waiting for pods is not counted):
 
     gpu_hours  += plan.numGpus x dt / 3600
@@ -61,15 +61,22 @@ def running_since(status: Mapping[str, Any]) -> datetime.datetime | None:
     return None
 
 
-def estimated_watts_per_gpu(plan: PlanStatus, progress: ProgressStatus) -> float:
+def estimated_watts_per_gpu(plan: PlanStatus, progress: ProgressStatus | None) -> float:
     """Average power per GPU: at the measured MFU when the trainer reports one, else the
     plan's estimate, else the device's TDP (saturated)."""
     gpu = get_gpu(plan.gpu_type)
-    if progress.mfu is not None and progress.mfu > 0:
+    if progress is not None and progress.mfu is not None and progress.mfu > 0:
         return estimated_gpu_watts(gpu, device_load(gpu, progress.mfu))
     if plan.carbon is not None and plan.carbon.gpu_watts is not None:
         return plan.carbon.gpu_watts
     return estimated_gpu_watts(gpu, 1.0)
+
+
+def _last_reading(previous: UsageStatus | None, trainer_job: str) -> float | None:
+    """The attempt's last NVML reading (None: another attempt, or not measured)."""
+    if previous is None or previous.trainer_job != trainer_job:
+        return None
+    return previous.trainer_gpu_energy_joules
 
 
 def _measured_joules(
@@ -78,13 +85,9 @@ def _measured_joules(
     """Joules the trainer measured since the last reading of the same attempt."""
     if reading is None:
         return None
-    if (
-        previous is not None
-        and previous.trainer_job == trainer_job
-        and previous.trainer_gpu_energy_joules is not None
-        and reading >= previous.trainer_gpu_energy_joules
-    ):
-        return reading - previous.trainer_gpu_energy_joules
+    last = _last_reading(previous, trainer_job)
+    if last is not None and reading >= last:
+        return reading - last
     return reading  # a new attempt (or its restarted process) counts from zero
 
 
@@ -100,20 +103,30 @@ def account_usage(
     previous: UsageStatus | None,
     *,
     plan: PlanStatus,
-    progress: ProgressStatus,
+    progress: ProgressStatus | None,
     trainer_job: str,
     cloud: str,
     carbon: CarbonSpec | None,
     since: datetime.datetime,
     now: datetime.datetime,
 ) -> UsageStatus:
-    """``previous`` plus the interval from ``since`` (or its last update) to ``now``."""
+    """``previous`` plus the interval from ``since`` (or its last update) to ``now``.
+
+    Without a progress reading (rank 0 not answering) the time still counts; a metered
+    attempt's energy then waits for its next reading, whose delta covers the gap.
+    """
     start = max(since, previous.updated_time) if previous is not None else since
     seconds = max(0.0, (now - start).total_seconds())
-    joules = _measured_joules(previous, trainer_job, progress.gpu_energy_joules)
+    reading = progress.gpu_energy_joules if progress is not None else None
+    joules = _measured_joules(previous, trainer_job, reading)
+    metered = progress is None and _last_reading(previous, trainer_job) is not None
+    if progress is None:
+        reading = _last_reading(previous, trainer_job)
     if joules is not None:
         measured_kwh = joules / JOULES_PER_KWH
         interval_kwh = measured_kwh
+    elif metered:
+        measured_kwh = interval_kwh = 0.0
     else:
         measured_kwh = 0.0
         watts = estimated_watts_per_gpu(plan, progress)
@@ -135,7 +148,7 @@ def account_usage(
         cost_usd=cost,
         gpu_energy_kwh=interval_kwh,
         measured_gpu_energy_kwh=measured_kwh,
-        energy_source=_energy_source(measured_kwh, interval_kwh, joules is not None),
+        energy_source=_energy_source(measured_kwh, interval_kwh, reading is not None),
         energy_kwh=energy_kwh,
         kg_co2e=energy_kwh * intensity.g_co2e_per_kwh / 1000.0,
         g_co2e_per_kwh=intensity.g_co2e_per_kwh,
@@ -143,7 +156,7 @@ def account_usage(
         zone=intensity.zone,
         intensity_source=intensity.source[:256],
         trainer_job=trainer_job,
-        trainer_gpu_energy_joules=progress.gpu_energy_joules,
+        trainer_gpu_energy_joules=reading,
         updated_time=now,
     )
 
@@ -151,7 +164,7 @@ def account_usage(
 def usage_patch(
     body: Mapping[str, Any],
     status: Mapping[str, Any],
-    progress: ProgressStatus,
+    progress: ProgressStatus | None,
     *,
     now: datetime.datetime,
 ) -> dict[str, Any]:
