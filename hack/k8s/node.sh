@@ -244,8 +244,10 @@ failSwapOn: false
 maxPods: 40
 serializeImagePulls: false
 runtimeRequestTimeout: 15m
-imageGCHighThresholdPercent: 95
-imageGCLowThresholdPercent: 90
+# Images are imported, never pulled (no registry is reachable): an image the kubelet's GC
+# removed could not come back until the next cluster-up, so GC is off (100 disables it).
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 256Mi, nodefs.available: 5%, imagefs.available: 5%}
 registerWithTaints:
 - {key: trainwright.io/cpu-rank, value: present, effect: NoSchedule}
