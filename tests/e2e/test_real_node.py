@@ -294,6 +294,15 @@ def test_a_trainingjob_planned_on_the_cpu_device_trains_resumes_and_succeeds(
     kube.core_v1.delete_namespaced_pod(victim, namespace)
 
     succeeded = wait_for_phase(kube, namespace, name, "Succeeded", timeout_s=POD_TIMEOUT_S)
+    # Cost and carbon: the operator accounted the run on its progress reads (CPU ranks have
+    # no NVML counter, so the energy is the TDP estimate), and rank 0 of each attempt wrote
+    # TensorBoard events beside the checkpoints.
+    usage = succeeded.get("usage")
+    assert usage is not None, succeeded
+    assert usage["energySource"] == "estimated" and usage["zone"] == "US-SRVC"
+    assert usage["gpuHours"] > 0 and usage["kgCo2e"] > 0
+    assert succeeded["plan"]["carbon"]["kgCo2e"] > 0
+    assert len(list((checkpoint_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
     assert succeeded["restarts"] == 1
     assert succeeded["attempt"] == 1
     assert condition(succeeded, "Succeeded")["status"] == "True"
