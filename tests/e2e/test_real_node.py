@@ -303,7 +303,8 @@ def test_a_trainingjob_planned_on_the_cpu_device_trains_resumes_and_succeeds(
     assert usage["gpuHours"] > 0 and usage["kgCo2e"] > 0
     assert succeeded["plan"]["carbon"]["kgCo2e"] > 0
     assert len(list((checkpoint_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
-    assert succeeded["restarts"] == 1
+    # A pod deleted by someone else is an infrastructure restart: spec.maxRestarts is kept.
+    assert (succeeded["restarts"], succeeded["infrastructureRestarts"]) == (0, 1)
     assert succeeded["attempt"] == 1
     assert condition(succeeded, "Succeeded")["status"] == "True"
     rank0 = kube.core_v1.list_namespaced_pod(
