@@ -7,6 +7,8 @@ against kmock's in-memory API, as tests/unit/test_operator_trainingjob.py does.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from test_operator_trainingjob import world as world  # the fixture
 from trainwright.api.v1alpha1 import InvalidResourceError, TrainingJob
 from trainwright.operator.admission import (
     Gang,
+    GangGate,
     Verdict,
     decide,
     free_devices,
@@ -61,6 +64,36 @@ def _pod(name: str, gpus: int, *, node: str | None, job: str = "other") -> dict[
         "spec": spec,
         "status": {"phase": "Running" if node else "Pending"},
     }
+
+
+HANDLER_CONTEXT: contextvars.ContextVar[str] = contextvars.ContextVar("handler_context")
+
+
+class _NoFreeDevices:
+    def nodes_and_pods(self, *, max_age_seconds: float) -> tuple[list[Any], list[Any]]:
+        return [_node("n1", gpus=8)], [_pod("busy", 8, node="n1")]
+
+
+def test_the_background_pass_reconciles_in_the_context_of_the_handler_that_kicked_it() -> None:
+    """The reconcile a pass calls posts Events through kopf, whose poster lives in context
+    variables of the handler: a bare thread raised LookupError (settings_var) there."""
+    seen: list[str] = []
+    called = threading.Event()
+
+    def changed(namespace: str, name: str) -> None:
+        seen.append(HANDLER_CONTEXT.get("missing"))
+        called.set()
+
+    gate = GangGate(_NoFreeDevices(), changed)  # type: ignore[arg-type]
+    HANDLER_CONTEXT.set("kopf handler")
+    try:
+        assert gate.wait(_gang("waits", 1, created="2026-01-01T00:00:00Z")) is None
+        assert called.wait(30)
+    finally:
+        gate.stop()
+    assert seen == ["kopf handler"]
+    verdict = gate.wait(_gang("waits", 1, created="2026-01-01T00:00:00Z"))
+    assert verdict is not None and not verdict.admitted
 
 
 # Placing gangs -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ waits for admission again once resumed.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -341,8 +342,15 @@ class GangGate:
         self._wake.set()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                # The pass reconciles, which posts Events through kopf: its poster lives in
+                # context variables of the handler that kicks first, which a bare thread
+                # would not see (LookupError: settings_var).
+                context = contextvars.copy_context()
                 self._thread = threading.Thread(
-                    target=self._loop, name="trainwright-gang-gate", daemon=True
+                    target=context.run,
+                    args=(self._loop,),
+                    name="trainwright-gang-gate",
+                    daemon=True,
                 )
                 self._thread.start()
 
