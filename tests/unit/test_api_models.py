@@ -242,3 +242,17 @@ def test_the_eta_is_kept_to_the_second_so_the_printer_column_reads_cleanly() -> 
         estimated_finish_time=dt.datetime(2026, 11, 23, 8, 54, 35, 964930, tzinfo=dt.UTC),
     )
     assert plan.to_manifest()["estimatedFinishTime"] == "2026-11-23T08:54:35Z"
+
+
+def test_the_spec_digest_ignores_fields_left_at_their_defaults_and_follows_set_ones() -> None:
+    """A field a newer operator adds, left unset, must not re-plan jobs made before it."""
+    from trainwright.api.v1alpha1.trainingjob import spec_digest
+
+    def digest(**changes: Any) -> str:
+        return spec_digest(TrainingJob.from_body(training_job(**changes)).spec)
+
+    before = digest()
+    assert digest(queue=None, priorityClass=None) == before
+    assert digest(suspend=True, maxRestarts=7) == before  # how it runs, not what
+    assert digest(queue="team-a") != before
+    assert digest(training={"epochs": 2, "seqLen": 2048, "learningRate": 2.0e-4}) != before

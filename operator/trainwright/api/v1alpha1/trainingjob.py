@@ -1012,9 +1012,16 @@ def spec_digest(spec: TrainingJobSpec) -> str:
     the run, not what runs; so is ``export``, which acts after the run, and ``carbon``,
     which only moves the usage accounting (read from the spec on each progress read; the
     plan's whole-run estimate keeps the grid it was planned with).
+
+    Fields left at their defaults are left out too, so that a field a newer operator adds
+    (with a default that keeps today's behaviour) does not change the digest of jobs
+    created before it, which would re-plan them after an upgrade.
     """
     inputs = spec.model_dump(
-        mode="json", by_alias=True, exclude={"suspend", "max_restarts", "export", "carbon"}
+        mode="json",
+        by_alias=True,
+        exclude_defaults=True,
+        exclude={"suspend", "max_restarts", "export", "carbon"},
     )
     encoded = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
