@@ -222,6 +222,12 @@ def test_kueue_queues_beyond_quota_in_order_and_high_preempts_low_which_resumes(
     assert "insufficient unused quota for nvidia.com/gpu" in admitted["message"]
     assert _pods(kube, namespace, "a2") == []
 
+    def positioned() -> dict[str, Any] | None:  # from Kueue's visibility API
+        found = condition(status_of(kube, namespace, "trainingjobs", "a2"), "Admitted")
+        return found if "Position 1 of 1 in its LocalQueue" in str(found["message"]) else None
+
+    wait_until(positioned, timeout_s=45, what="a2's place in its queue in the Queued message")
+
     _finish(kube, namespace, "a1")  # the first job of the queue finishes: the next one starts
     wait_for_phase(kube, namespace, "a1", "Succeeded", timeout_s=60)
     finished = time.monotonic()

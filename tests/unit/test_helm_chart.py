@@ -43,6 +43,7 @@ NAMESPACED_RULES = {
     ("", "persistentvolumeclaims"): {"get"},
     ("kueue.x-k8s.io", "localqueues"): {"get"},
     ("kueue.x-k8s.io", "workloads"): {"list", "patch"},
+    ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads"): {"get"},
 }
 # With operator.watchNamespaces, the release's own namespace holds the calibration store.
 CALIBRATION_RULES = {("", "configmaps"): {"get", "create", "patch"}}

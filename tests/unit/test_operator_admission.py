@@ -24,6 +24,7 @@ from trainwright.operator.admission import (
     free_devices,
     kueue_verdict,
     place,
+    with_queue_position,
 )
 from trainwright.resources import trainer_job
 from trainwright.resources.queueing import (
@@ -437,3 +438,29 @@ async def test_a_gang_that_fits_starts_without_a_queued_status_write(world: Worl
     await world.admit()
     assert (await world.need("Job", "ft-a0"))["spec"]["suspend"] is False
     assert world.kube.status_writes == writes  # released: still Planned, waiting for pods
+
+
+def _pending(*names: str) -> list[dict[str, Any]]:
+    """Kueue's visibility API answer: pending Workloads in order, positions 0-based."""
+    return [
+        {"metadata": {"name": n}, "positionInLocalQueue": i, "positionInClusterQueue": i + 3}
+        for i, n in enumerate(names)
+    ]
+
+
+def test_a_waiting_workload_says_its_place_in_both_queues_counting_from_one() -> None:
+    waiting = Verdict(False, "WaitingForAdmission", "Waiting in Kueue LocalQueue team-a: quota.")
+    placed = with_queue_position(waiting, _pending("job-a-1", "job-b-2"), "job-b-2")
+    assert placed.message == (
+        "Waiting in Kueue LocalQueue team-a: quota. "
+        "Position 2 of 2 in its LocalQueue, 5 in the ClusterQueue."
+    )
+    assert (placed.admitted, placed.reason) == (False, "WaitingForAdmission")
+
+
+def test_no_position_is_claimed_without_the_visibility_api_or_once_admitted() -> None:
+    waiting = Verdict(False, "WaitingForAdmission", "Waiting.")
+    assert with_queue_position(waiting, None, "job-a-1") == waiting  # API not served
+    assert with_queue_position(waiting, _pending("other"), "job-a-1") == waiting  # not listed
+    admitted = Verdict(True, "Admitted", "Kueue admitted the gang.")
+    assert with_queue_position(admitted, _pending("job-a-1"), "job-a-1") == admitted

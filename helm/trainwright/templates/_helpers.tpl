@@ -132,6 +132,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads]
   verbs: [list, patch]
+# Kueue's visibility API: a queued job's position in its LocalQueue (read only).
+- apiGroups: [visibility.kueue.x-k8s.io]
+  resources: [localqueues/pendingworkloads]
+  verbs: [get]
 {{- end }}
 {{- define "trainwright.peeringRules" -}}
 # kopf peering: the replicas of a standby see each other here.

@@ -134,6 +134,27 @@ def kueue_verdict(workload: Mapping[str, Any] | None, *, queue: str, job_name: s
     )
 
 
+def with_queue_position(
+    verdict: Verdict, pending: Sequence[Mapping[str, Any]] | None, workload_name: str
+) -> Verdict:
+    """``verdict`` with the Workload's place in its queues (Kueue's visibility API, 0-based,
+    said 1-based), unchanged when the API did not answer or no longer lists it."""
+    if verdict.admitted or not pending:
+        return verdict
+    for item in pending:
+        if (item.get("metadata") or {}).get("name") != workload_name:
+            continue
+        local = item.get("positionInLocalQueue")
+        cluster = item.get("positionInClusterQueue")
+        if not isinstance(local, int):
+            return verdict
+        where = f"Position {local + 1} of {len(pending)} in its LocalQueue"
+        if isinstance(cluster, int):
+            where += f", {cluster + 1} in the ClusterQueue"
+        return dataclasses.replace(verdict, message=f"{verdict.message} {where}.")
+    return verdict
+
+
 def _sentence(text: str) -> str:
     text = " ".join(str(text).split())
     return text if not text or text.endswith(".") else f"{text}."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from trainwright.operator.watched import WatchedList, slim_pod
-from trainwright.resources.queueing import KUEUE_GROUP, KUEUE_VERSION
+from trainwright.resources.queueing import KUEUE_GROUP, KUEUE_VERSION, pending_workloads_path
+
+logger = logging.getLogger(__name__)
 
 GROUP = "trainwright.io"
 VERSION = "v1alpha1"
@@ -254,6 +257,16 @@ class Kube:
             if _is_status(exc, 404):
                 return None
             raise
+
+    def pending_workloads(self, namespace: str, local_queue: str) -> list[Body] | None:
+        """A LocalQueue's pending Workloads from Kueue's visibility API; None when that API
+        is not served (Kueue without it, or no permission): positions are then unknown."""
+        try:
+            found = self.request("GET", pending_workloads_path(namespace, local_queue))
+        except ApiException as exc:
+            logger.debug("Kueue's visibility API did not answer: %s", exc.reason)
+            return None
+        return list(found.get("items") or [])
 
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         self.request(

@@ -741,6 +741,10 @@ class _Reconcile:
             if workload is not None:  # deactivated while spec.suspend was true
                 admission.set_workload_active(self.kube, self.namespace, workload, True)
             verdict = admission.kueue_verdict(workload, queue=job.spec.queue, job_name=job_name)
+            if workload is not None and not verdict.admitted:
+                pending = self.kube.pending_workloads(self.namespace, job.spec.queue)
+                name = str(workload["metadata"]["name"])
+                verdict = admission.with_queue_position(verdict, pending, name)
         else:
             gang = admission.Gang(
                 self.namespace,

@@ -20,6 +20,17 @@ JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 KUEUE_GROUP = "kueue.x-k8s.io"
 # Kueue v0.17 serves v1beta1 and v1beta2 (the storage version).
 KUEUE_VERSION = "v1beta2"
+# Kueue's visibility API (an aggregated API server inside Kueue): a LocalQueue's pending
+# Workloads in admission order, with their positions.
+VISIBILITY_GROUP = f"visibility.{KUEUE_GROUP}"
+
+
+def pending_workloads_path(namespace: str, local_queue: str) -> str:
+    """The visibility API's list of a LocalQueue's pending Workloads, first first."""
+    return (
+        f"/apis/{VISIBILITY_GROUP}/{KUEUE_VERSION}/namespaces/{namespace}"
+        f"/localqueues/{local_queue}/pendingworkloads"
+    )
 
 
 def queue_labels(spec: TrainingJobSpec) -> dict[str, str]:
