@@ -90,3 +90,26 @@ def positive_float(flag: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def add_carbon_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--region, --grid-intensity and --pue: where a run draws its power from (the plan's
+    carbon figures; spec.carbon in a manifest)."""
+    parser.add_argument(
+        "--region",
+        metavar="R",
+        help="cloud region (us-east-1, gcp:europe-west4) or grid zone (FR, US-CAMX) the run "
+        "draws power from (default: the region --cloud's prices are quoted for)",
+    )
+    parser.add_argument(
+        "--grid-intensity",
+        type=positive_float("--grid-intensity"),
+        metavar="G",
+        help="your own grid intensity in gCO2e/kWh, in place of the table's",
+    )
+    parser.add_argument(
+        "--pue",
+        type=positive_float("--pue"),
+        metavar="P",
+        help="data-centre PUE, at least 1 (default: the provider's reported one)",
+    )

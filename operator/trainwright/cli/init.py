@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from trainwright.cli._common import (
     CliError,
     UsageError,
+    add_carbon_flags,
     add_output_flag,
     emit,
     format_table,
@@ -105,21 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--method", choices=METHOD_CHOICES, default="auto")
     parser.add_argument("--cloud", choices=CLOUDS, default="aws", help="price list (default aws)")
-    parser.add_argument(
-        "--region",
-        metavar="R",
-        help="cloud region or grid zone for the carbon figures and spec.carbon.region "
-        "(default: the region --cloud's prices are quoted for)",
-    )
-    parser.add_argument(
-        "--grid-intensity",
-        type=positive_float("--grid-intensity"),
-        metavar="G",
-        help="your own grid intensity in gCO2e/kWh (spec.carbon)",
-    )
-    parser.add_argument(
-        "--pue", type=positive_float("--pue"), metavar="P", help="data-centre PUE (spec.carbon)"
-    )
+    add_carbon_flags(parser.add_argument_group("energy and carbon (written to spec.carbon)"))
     parser.add_argument("--name", help="the TrainingJob's name (default MODEL-USE-CASE)")
     parser.add_argument("-n", "--namespace", default="default", help="namespace (default default)")
     parser.add_argument(

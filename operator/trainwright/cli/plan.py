@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from trainwright.cli._common import (
     CliError,
     UsageError,
+    add_carbon_flags,
     add_output_flag,
     emit,
     format_table,
@@ -239,25 +240,7 @@ def _register_training(kinds: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="F",
         help="share of each GPU's memory a plan may fill (0-1; default 1): leave headroom",
     )
-    carbon = parser.add_argument_group('energy and carbon (the plan\'s "carbon" key)')
-    carbon.add_argument(
-        "--region",
-        metavar="R",
-        help="cloud region (us-east-1, gcp:europe-west4) or grid zone (FR, US-CAMX) the run "
-        "draws power from (default: the region --cloud's prices are quoted for)",
-    )
-    carbon.add_argument(
-        "--grid-intensity",
-        type=positive_float("--grid-intensity"),
-        metavar="G",
-        help="your own grid intensity in gCO2e/kWh, in place of the table's",
-    )
-    carbon.add_argument(
-        "--pue",
-        type=positive_float("--pue"),
-        metavar="P",
-        help="data-centre PUE, at least 1 (default: the provider's reported one)",
-    )
+    add_carbon_flags(parser.add_argument_group('energy and carbon (the plan\'s "carbon" key)'))
     parser.set_defaults(handler=run_training)
 
 
