@@ -20,6 +20,8 @@ COREDNS_VERSION=v1.14.7
 GO_MIN=1.24
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/go.sh
+. "$here/../lib/go.sh"
 cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
 bin=$cache/k8s/$K8S_VERSION/bin
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
@@ -59,31 +61,9 @@ if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 
-GO=${GO:-go}
-if ! command -v "$GO" >/dev/null 2>&1; then
-	echo "error: the Go toolchain ('$GO') is not on PATH; install Go >= $GO_MIN" \
-		"(https://go.dev/dl/) to build the local cluster." >&2
-	exit 1
-fi
-go_version=$("$GO" env GOVERSION 2>/dev/null || true)
-go_version=${go_version#go}
-ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
-if [ -z "$go_version" ] || ! ver_ge "$go_version" "$GO_MIN"; then
-	echo "error: Go ${go_version:-unknown} is too old; building Kubernetes $K8S_VERSION" \
-		"needs Go >= $GO_MIN (https://go.dev/dl/)." >&2
-	exit 1
-fi
-
-export GOMODCACHE=$cache/go/mod
-export GOCACHE=$cache/go/build
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-# sum.golang.org is not always reachable; hack/k8s/gomod/go.sum pins every
-# module hash of the Kubernetes binaries; kwok's and CoreDNS's module zips
-# carry their own go.sum.
-export GOSUMDB=${GOSUMDB:-off}
-export GOFLAGS=-mod=mod
-mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
+require_go "the local cluster (Kubernetes $K8S_VERSION)" "$GO_MIN"
+go_build_env "$cache" -mod=mod
+mkdir -p "$bin"
 
 stage=$(mktemp -d "$cache/k8s/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT

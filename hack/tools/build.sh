@@ -29,6 +29,8 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 GO_MIN=1.26
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/go.sh
+. "$here/../lib/go.sh"
 # One home for the Kubernetes version: the control plane's build script.
 K8S_VERSION=$(sed -n 's/^K8S_VERSION=//p' "$here/../k8s/build.sh")
 # helm-unittest is pinned in hack/tools/gomod/go.mod (it is built there, see below).
@@ -71,29 +73,9 @@ if [ "${TOOLS_BUILD_FORCE:-0}" != 1 ] && present; then
 	exit 0
 fi
 
-GO=${GO:-go}
-if ! command -v "$GO" >/dev/null 2>&1; then
-	echo "error: the Go toolchain ('$GO') is not on PATH; install Go >= $GO_MIN" \
-		"(https://go.dev/dl/) to build helm, helm-unittest and kubeconform." >&2
-	exit 1
-fi
-go_version=$("$GO" env GOVERSION 2>/dev/null || true)
-go_version=${go_version#go}
-ver_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
-if [ -z "$go_version" ] || ! ver_ge "$go_version" "$GO_MIN"; then
-	echo "error: Go ${go_version:-unknown} is too old; helm $HELM_VERSION needs Go >= $GO_MIN" \
-		"(https://go.dev/dl/)." >&2
-	exit 1
-fi
-
-export GOMODCACHE=$cache/go/mod
-export GOCACHE=$cache/go/build
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-# sum.golang.org is not always reachable; each module zip carries its own go.sum.
-export GOSUMDB=${GOSUMDB:-off}
-export GOFLAGS=
-mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE" "$tools"
+require_go "helm $HELM_VERSION, helm-unittest and kubeconform" "$GO_MIN"
+go_build_env "$cache"
+mkdir -p "$bin" "$tools"
 
 stage=$(mktemp -d "$tools/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT

@@ -13,9 +13,11 @@
 # K8S_BUILD_FORCE=1 to rebuild.
 set -euo pipefail
 
-KUEUE_VERSION=v0.17.0
+KUEUE_VERSION=$(cat "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/VERSION")
 GO_MIN=1.25
 
+# shellcheck source=../../lib/go.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../../lib/go.sh"
 cache=${TRAINWRIGHT_CACHE:-$HOME/.cache/trainwright}
 dest=$cache/kueue/$KUEUE_VERSION
 
@@ -27,28 +29,9 @@ if [ "${K8S_BUILD_FORCE:-0}" != 1 ] && [ -x "$dest/bin/kueue" ] &&
 	exit 0
 fi
 
-GO=${GO:-go}
-if ! command -v "$GO" >/dev/null 2>&1; then
-	echo "error: the Go toolchain ('$GO') is not on PATH; install Go >= $GO_MIN" \
-		"(https://go.dev/dl/) to build Kueue." >&2
-	exit 1
-fi
-go_version=$("$GO" env GOVERSION 2>/dev/null || true)
-go_version=${go_version#go}
-if [ -z "$go_version" ] || [ "$(printf '%s\n%s\n' "$GO_MIN" "$go_version" | sort -V | head -n1)" != "$GO_MIN" ]; then
-	echo "error: Go ${go_version:-unknown} is too old; Kueue $KUEUE_VERSION needs Go >= $GO_MIN" \
-		"(https://go.dev/dl/)." >&2
-	exit 1
-fi
-
-export GOMODCACHE=$cache/go/mod
-export GOCACHE=$cache/go/build
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-# The module zip carries its go.sum; sum.golang.org is not always reachable.
-export GOSUMDB=${GOSUMDB:-off}
-export GOFLAGS=
-mkdir -p "$cache/kueue" "$GOMODCACHE" "$GOCACHE"
+require_go "Kueue $KUEUE_VERSION" "$GO_MIN"
+go_build_env "$cache"
+mkdir -p "$cache/kueue"
 stage=$(mktemp -d "$cache/kueue/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
