@@ -247,10 +247,17 @@ async def test_ready_pods_make_it_running_and_completion_makes_it_succeed(world:
     await world.set_job_status(
         "ft-a0", {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}
     )
+    world.context.now = lambda: NOW + datetime.timedelta(minutes=9)  # before any progress tick
     status = await world.reconcile("ft", full=False)
     assert status["phase"] == "Succeeded"
     assert _condition(status, "Succeeded")["reason"] == "Completed"
-    assert status["completionTime"] == "2026-03-01T12:00:00Z"
+    assert status["completionTime"] == "2026-03-01T12:09:00Z"
+    # The run's usage is accounted when it ends, not only on the progress timer's ticks:
+    # 16 H100 for the 9 minutes it ran.
+    assert status["usage"]["gpuHours"] == pytest.approx(16 * 9 / 60)
+    assert status["usage"]["costUsd"] == pytest.approx(
+        status["plan"]["usdPerHour"] * 9 / 60, rel=1e-9
+    )
     assert (
         world.context.metrics.registry.get_sample_value(
             "trainwright_trainingjobs", {"phase": "Succeeded"}

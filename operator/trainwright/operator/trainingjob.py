@@ -52,7 +52,7 @@ from trainwright.operator.status import (
 )
 from trainwright.operator.throughput import throughput_patch
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS, exit_rule
-from trainwright.operator.usage import usage_patch
+from trainwright.operator.usage import running_since, usage_patch
 from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
 from trainwright.resources import (
     JOB_LABEL,
@@ -1011,8 +1011,16 @@ class _Reconcile:
         extra: dict[str, Any] | None = None,
         event_type: str | None = None,
     ) -> None:
-        """Patch status if it changed; post an Event when the phase or a reason changes."""
+        """Patch status if it changed; post an Event when the phase or a reason changes.
+
+        A write that ends a running attempt (Running turns False: done, failed, restarted,
+        preempted) also accounts its usage up to now in the same patch: the progress
+        timer's last tick may be up to its interval old, and a short run may have had none.
+        """
         now = self.context.now()
+        ends_run = any(t == ConditionType.RUNNING and v is False for t, v, _, _ in conditions)
+        if ends_run and running_since(self.status) is not None:
+            extra = (extra or {}) | usage_patch(self.body, self.status, None, now=now)
         current = list(self.status.get("conditions") or [])
         updated = current
         for type_, value, reason, message in conditions:
