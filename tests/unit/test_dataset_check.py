@@ -340,7 +340,9 @@ async def test_a_good_dataset_is_planned_with_the_tokens_the_check_counted(world
     assert _condition(status, "DatasetChecked")["reason"] == "Passed"
     planned = _condition(status, "Planned")["message"]
     assert f"Planned with the {tokens:,} tokens the dataset check counted" in planned
-    assert await world.child("Job", "ft-a0") is not None
+    # Only now the trainer Job exists, one pod per planned node.
+    job = await world.need("Job", "ft-a0")
+    assert job["spec"]["completions"] == status["plan"]["nodes"]
     # Duration and cost scale with the measured tokens, not with the 2M-token guess.
     guessed = (await world.reconcile("guess"))["plan"]
     share = tokens / 2_000_000
