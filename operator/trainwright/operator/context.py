@@ -23,6 +23,7 @@ from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.node_failures import ClusterFailures
 from trainwright.operator.progress import fetch_progress
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
+from trainwright.operator.tracking import Tracker
 from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 
 
@@ -83,6 +84,12 @@ class OperatorContext:
     # Releases queue-less trainer Jobs whose whole gang fits (admission.GangGate; made by
     # the TrainingJob controller on first use, with its reconcile as the callback).
     gang_gate: GangGate | None = None
+    # The TrainingJobs this process follows: the generation each was last reconciled at,
+    # and the schedule of their periodic passes (trainwright.operator.tracking).
+    tracker: Tracker = dataclasses.field(default_factory=Tracker)
+    # (namespace, ModelExport name) -> the TrainingJobs it waits for, while it waits
+    # (trainwright.operator.modelexport: a TrainingJob's phase change reconciles them).
+    export_waits: dict[tuple[str, str], frozenset[str]] = dataclasses.field(default_factory=dict)
     # (namespace, CapacityPlan name) -> (its forecast spec, the last ForecastResult), so a
     # refresh refits the chosen models instead of searching again (forecast.update).
     forecasts: dict[tuple[str, str], tuple[str, Any]] = dataclasses.field(default_factory=dict)

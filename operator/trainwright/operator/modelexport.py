@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,7 +108,9 @@ def resync_modelexport(namespace: str | None, name: str, memo: Any, **_: Any) ->
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def on_modelexport_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """The Job and ConfigMap go with their owner (garbage collection); the files stay."""
-    context_from_memo(memo).locks.discard(KIND, namespace or "default", name)
+    context = context_from_memo(memo)
+    context.locks.discard(KIND, namespace or "default", name)
+    _note_wait(context, namespace or "default", name, None)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={EXPORT_LABEL: kopf.PRESENT})
@@ -118,23 +121,23 @@ def on_export_job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
         reconcile(context_from_memo(memo), str(namespace), owner)
 
 
-@kopf.on.field(GROUP, VERSION, TRAININGJOBS, field="status.phase")
-def on_trainingjob_phase(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    """A TrainingJob finished (or changed phase): its exports may proceed or fail."""
-    context = context_from_memo(memo)
-    trainingjob_changed(context, namespace or "default", name, dict(body))
-
-
 def trainingjob_changed(
     context: OperatorContext, namespace: str, name: str, body: Mapping[str, Any]
 ) -> None:
+    """A TrainingJob's phase changed (the TrainingJob controller calls this after the write):
+    on success it gets the export its spec asks for, and the exports waiting for it proceed
+    or fail. Those come from memory (:func:`reconcile` notes what each waits for), not from a
+    listing per phase change, which 1,000 TrainingJobs made thousands of."""
     if (body.get("status") or {}).get("phase") == Phase.SUCCEEDED:
         ensure_requested_export(context, body)
-    for item in context.kube.list_custom(PLURAL, namespace):
-        if _waiting(item.get("status") or {}) and name in _source_jobs(item):
-            reconcile(context, namespace, str(item["metadata"]["name"]))
+    with _WAITS_LOCK:
+        waiting = [
+            export
+            for (export_namespace, export), sources in context.export_waits.items()
+            if export_namespace == namespace and name in sources
+        ]
+    for export in waiting:
+        reconcile(context, namespace, export)
 
 
 def _source_jobs(body: Mapping[str, Any]) -> set[str]:
@@ -196,8 +199,25 @@ def reconcile(context: OperatorContext, namespace: str, name: str) -> None:
     with context.locks.hold(KIND, namespace, name), context.metrics.reconcile(KIND):
         current = context.kube.get_custom(PLURAL, namespace, name)
         if current is None or current["metadata"].get("deletionTimestamp"):
+            _note_wait(context, namespace, name, None)
             return
-        _Reconcile(context, current).run()
+        done = _Reconcile(context, current)
+        done.run()
+        _note_wait(context, namespace, name, current if _waiting(done.status) else None)
+
+
+_WAITS_LOCK = threading.Lock()
+
+
+def _note_wait(
+    context: OperatorContext, namespace: str, name: str, waiting: Mapping[str, Any] | None
+) -> None:
+    """Remember which TrainingJobs an unfinished export waits for (or forget it)."""
+    with _WAITS_LOCK:
+        if waiting is None:
+            context.export_waits.pop((namespace, name), None)
+        else:
+            context.export_waits[(namespace, name)] = frozenset(_source_jobs(waiting))
 
 
 class _Reconcile:

@@ -23,6 +23,7 @@ import kopf
 
 import trainwright.operator.admission as admission
 import trainwright.operator.dataset_check as dataset_check
+import trainwright.operator.modelexport as modelexport
 from trainwright.api.v1alpha1 import GROUP, VERSION, InvalidResourceError, PlanStatus, TrainingJob
 from trainwright.api.v1alpha1.trainingjob import spec_digest
 from trainwright.operator import checkpoint_interval as checkpoints
@@ -36,7 +37,6 @@ from trainwright.operator.planning import plan_trainingjob
 from trainwright.operator.progress import (
     COMPLETION_INDEX_LABEL,
     OVERFITTING_CONDITION,
-    PROGRESS_SECONDS,
     metrics_endpoint,
     overfitting_condition,
     progress_status,
@@ -51,6 +51,7 @@ from trainwright.operator.status import (
     utc_timestamp,
 )
 from trainwright.operator.throughput import throughput_patch
+from trainwright.operator.tracking import Work
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS, exit_rule
 from trainwright.operator.usage import running_since, usage_patch
 from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
@@ -71,10 +72,6 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # After an out-of-memory exit the next plan must fit in this share of the failed plan's
 # estimate: the planner's memory tolerance (issue 2 judges it at +-15%).
 OOM_HEADROOM = 0.85
-# How often an unfinished TrainingJob is re-checked without any event (seconds).
-RESYNC_SECONDS = 300.0
-# How often a TrainingJob queued in Kueue re-reads its Workload (seconds).
-QUEUED_REFRESH_SECONDS = 15.0
 # Job states whose pods free their devices: the gang gate looks again.
 _FREEING = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.SUSPENDED.value)
 
@@ -84,49 +81,55 @@ logger = logging.getLogger(__name__)
 # Handlers ----------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    reconcile(context_from_memo(memo), namespace or "default", name)
+def _wanted(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> bool:
+    """kopf's filter, run in its event loop: an event of a generation already reconciled is
+    the echo of the operator's own status write, and costs no thread (tracking.Tracker)."""
+    metadata = body.get("metadata", {})
+    key = (str(metadata.get("namespace") or "default"), str(metadata.get("name")))
+    return context_from_memo(memo).tracker.wants(key, type, metadata.get("generation"))
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
-def on_trainingjob_created(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    """A new TrainingJob: kopf's body is current until the operator first writes its status."""
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_wanted)
+def on_trainingjob_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A TrainingJob found at start-up, created, edited or deleted.
+
+    Raw events, not kopf's on.create/update/resume and timers: those cost every object a
+    finalizer and kopf's bookkeeping annotations (three PATCHes) and a task per timer, and
+    this controller needs neither (tracking.py says why). A new object's body is current
+    until the operator first writes its status; otherwise the reconcile reads it afresh.
+    """
+    context = context_from_memo(memo)
+    metadata = body.get("metadata", {})
+    namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name"))
+    if type == "DELETED":
+        _forget(context, namespace, name)
+        return
+    context.tracker.start(functools.partial(_periodic, context))
     fresh = None if body.get("status") else copy.deepcopy(dict(body))
-    reconcile(context_from_memo(memo), namespace or "default", name, body=fresh)
+    reconcile(context, namespace, name, body=fresh)
 
 
-def _unfinished(status: Any, **_: Any) -> bool:
-    return status.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED)
+def _periodic(context: OperatorContext, key: tuple[str, str], work: Work) -> None:
+    """The tracker's periodic passes: a retry after an error; the resync safety net (a Job
+    event whose reconcile failed is not delivered again); the progress of a Running job;
+    the Workload's message of one queued in Kueue (a Workload's changes fire no event of the
+    Job)."""
+    namespace, name = key
+    if work is Work.PROGRESS:
+        refresh_progress(context, namespace, name)
+    else:
+        reconcile(context, namespace, name, full=work is Work.RETRY)
 
 
-@kopf.timer(
-    GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, when=_unfinished
-)
-def resync_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Safety net: a Job event whose reconcile failed is not delivered again, so every
-    unfinished TrainingJob is re-checked every few minutes."""
-    reconcile(context_from_memo(memo), namespace or "default", name, full=False)
-
-
-def _running(status: Any, **_: Any) -> bool:
-    return bool(status.get("phase") == Phase.RUNNING)
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=PROGRESS_SECONDS,
-    initial_delay=PROGRESS_SECONDS / 3,
-    when=_running,
-)
-def progress_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """While Running, copy the trainer's progress (step, loss, ETA) into status."""
-    refresh_progress(context_from_memo(memo), namespace or "default", name)
+def _forget(context: OperatorContext, namespace: str, name: str) -> None:
+    """Children go with their owner (garbage collection); only the operator's memory of it
+    and its gauges need forgetting."""
+    context.metrics.forget_trainingjob(namespace, name)
+    context.locks.discard(namespace, name)
+    context.tracker.forget((namespace, name))
+    if context.gang_gate is not None:
+        context.gang_gate.forget(namespace, name, deleted=True)
+        context.gang_gate.kick()  # its pods' devices are freed
 
 
 def refresh_progress(context: OperatorContext, namespace: str, name: str) -> None:
@@ -218,35 +221,6 @@ def _overfitting_conditions(
         now=context.now(),
     )
     return None if conditions_equal_ignoring_time(current, updated) else updated
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def on_trainingjob_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Children go with their owner (garbage collection); only the gauges need forgetting."""
-    context = context_from_memo(memo)
-    context.metrics.forget_trainingjob(namespace or "default", name)
-    context.locks.discard(namespace or "default", name)
-    if context.gang_gate is not None:
-        context.gang_gate.forget(namespace or "default", name, deleted=True)
-        context.gang_gate.kick()  # its pods' devices are freed
-
-
-def _queued_in_kueue(status: Any, spec: Any, **_: Any) -> bool:
-    return bool(status.get("phase") == Phase.QUEUED and spec.get("queue"))
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=QUEUED_REFRESH_SECONDS,
-    initial_delay=QUEUED_REFRESH_SECONDS,
-    when=_queued_in_kueue,
-)
-def refresh_queued_trainingjob(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """While Kueue holds it, Queued follows its Workload's message (the quota it waits for):
-    a Workload's changes fire no event of the Job."""
-    reconcile(context_from_memo(memo), namespace or "default", name, full=False)
 
 
 _GATE_LOCK = threading.Lock()
@@ -372,11 +346,25 @@ def reconcile(
     event's body, before any status exists); otherwise it is read afresh.
     ``infrastructure``: a node or pod of the Job ``infrastructure.job`` was lost.
     """
+    key = (namespace, name)
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
-        current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
-        if current is None or current["metadata"].get("deletionTimestamp"):
-            return
-        _Reconcile(context, current, full=full, known_job=job, lost=infrastructure).run()
+        try:
+            current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                return
+            done = _Reconcile(context, current, full=full, known_job=job, lost=infrastructure)
+            done.run()
+        except kopf.TemporaryError as error:
+            context.tracker.failed(key, error.delay)
+            raise
+        except Exception:
+            context.tracker.failed(key)
+            raise
+        generation = int(current["metadata"].get("generation") or 1)
+        context.tracker.observe(key, generation, done.status, current.get("spec") or {})
+    if done.status.get("phase") != (current.get("status") or {}).get("phase"):
+        # Exports wait for this job's success (outside its lock: they read it afresh).
+        modelexport.trainingjob_changed(context, namespace, name, current | {"status": done.status})
 
 
 class _Reconcile:
