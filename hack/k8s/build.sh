@@ -98,7 +98,9 @@ build_one() {
 	i=$((i + 1))
 	echo "building $name ($i/$n)..."
 	t0=$(date +%s)
-	if ! nice -n 5 "$@"; then
+	# A shell function (go_install) cannot run under nice: it renices its own go command.
+	declare -F "$1" >/dev/null || set -- nice -n 5 "$@"
+	if ! "$@"; then
 		echo "error: building $name failed (command: $*)" >&2
 		exit 1
 	fi
@@ -110,7 +112,7 @@ build_one() {
 # (its own go.mod and go.sum), installed into the stage dir under NAME.
 go_install() {
 	local name=$1 target=$2 ldflags=$3 built
-	(cd "$stage" && GOFLAGS= GOBIN="$stage/gobin-$name" "$GO" install -trimpath -ldflags "$ldflags" "$target")
+	(cd "$stage" && GOFLAGS= GOBIN="$stage/gobin-$name" nice -n 5 "$GO" install -trimpath -ldflags "$ldflags" "$target")
 	built=$(find "$stage/gobin-$name" -type f | head -n1)
 	mv "$built" "$stage/$name"
 }
