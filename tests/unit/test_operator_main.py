@@ -30,3 +30,33 @@ def test_the_job_watch_is_filtered_to_the_jobs_the_operator_manages() -> None:
     # Trainer and export Jobs both carry it (common_labels, resources.export.labels).
     assert list(selectors.values()) == ["app.kubernetes.io/managed-by=trainwright"]
     assert "jobs" in next(iter(selectors))
+
+
+def test_kopf_builds_an_objects_essence_only_for_kinds_with_changing_handlers() -> None:
+    """The essence is a deep copy of the body made for every event in kopf's event loop; only
+    CapacityPlans and ModelExports have handlers that diff it."""
+    settings = kopf.OperatorSettings()
+    configure(settings, Tuning())
+    storage = settings.persistence.diffbase_storage
+    annotation = {"trainwright.io/last-handled-configuration": '{"spec":{"old":1}}\n'}
+    for kind in ("TrainingJob", "Pod", "Job", "Node"):
+        body = kopf.Body(
+            {
+                "kind": kind,
+                "metadata": {"name": "x", "annotations": annotation},
+                "spec": {"big": list(range(100))},
+                "status": {"phase": "Running"},
+            }
+        )
+        assert storage.build(body=body) == {}
+        assert storage.fetch(body=body) is None  # an older operator's annotation is ignored
+    export = kopf.Body(
+        {
+            "kind": "ModelExport",
+            "metadata": {"name": "x", "annotations": annotation},
+            "spec": {"formats": ["gguf"]},
+            "status": {"phase": "Running"},
+        }
+    )
+    assert storage.build(body=export) == {"spec": {"formats": ["gguf"]}}
+    assert storage.fetch(body=export) == {"spec": {"old": 1}}

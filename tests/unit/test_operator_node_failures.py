@@ -8,6 +8,7 @@ evicted, a node fails the same job twice.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import types
 from typing import Any
@@ -322,3 +323,24 @@ async def test_a_ready_node_event_restarts_nothing(world: World) -> None:
     status = await _node_goes_down(world, "h100-1", ready="True")
     assert (status["attempt"], status.get("infrastructureRestarts", 0)) == (0, 0)
     assert status["phase"] == "Running"
+
+
+def test_a_heartbeat_is_no_news_but_readiness_cordon_taints_and_devices_are() -> None:
+    failures = ClusterFailures()
+    node = _node_with_ready("h100-0", "True")
+    assert failures.changed(node)  # never seen
+    failures.observe(node, deleted=False, now=NOW)
+    beat = copy.deepcopy(node)
+    for condition in beat["status"]["conditions"]:
+        condition["lastHeartbeatTime"] = "2026-01-01T00:10:00Z"
+    assert not failures.changed(beat)
+    assert failures.changed(_node_with_ready("h100-0", "False"))
+    cordoned = copy.deepcopy(node)
+    cordoned.setdefault("spec", {})["unschedulable"] = True
+    assert failures.changed(cordoned)
+    tainted = copy.deepcopy(node)
+    tainted.setdefault("spec", {})["taints"] = [{"key": "maintenance", "effect": "NoSchedule"}]
+    assert failures.changed(tainted)
+    fewer = copy.deepcopy(node)
+    fewer["status"]["allocatable"]["nvidia.com/gpu"] = "4"
+    assert failures.changed(fewer)

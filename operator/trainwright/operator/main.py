@@ -7,11 +7,12 @@ metrics endpoint, then kopf, and returns when kopf stops.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import kopf
 from kubernetes.config import ConfigException
@@ -34,6 +35,12 @@ from trainwright.resources.names import MANAGED_BY_SELECTOR
 # status schema is strict, so kopf's default status.kopf stanza would be pruned.
 ANNOTATION_PREFIX = "trainwright.io"
 FINALIZER = "trainwright.io/finalizer"
+
+# The kinds with kopf changing handlers (on.create/update/resume, timers, kopf's finalizer
+# and annotations); the TrainingJob controller takes raw events (operator/tracking.py).
+CHANGING_KINDS = frozenset(
+    {trainwright.operator.capacityplan.KIND, trainwright.operator.modelexport.KIND}
+)
 
 # Imported for their @kopf.on... decorators, which register the handlers.
 HANDLER_MODULES = (
@@ -82,13 +89,41 @@ class Tuning:
     api_connections: int = 32
 
 
+class ChangingKindsDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotations, built only for the kinds that have
+    changing handlers (on.create/update/resume, timers): CapacityPlans and ModelExports.
+
+    kopf builds the "essence" of every object for every event it receives (a deep copy of
+    the whole body, status included) in its one event-loop thread, whether or not any
+    handler will diff it. TrainingJobs, Jobs, pods and nodes only have raw-event handlers
+    here, so for them that copy was pure cost: 5% of the operator's CPU while 1,000
+    TrainingJobs started (py-spy), on the thread every event waits for.
+    """
+
+    def __init__(self, kinds: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kinds = kinds
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        if body.get("kind") not in self.kinds:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") not in self.kinds:
+            return None
+        return super().fetch(body=body)
+
+
 def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
     """Apply Trainwright's kopf settings (called from the startup handler)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    settings.persistence.diffbase_storage = ChangingKindsDiffBase(
+        CHANGING_KINDS, prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
     # Only the operator's own Events (kopf.info/kopf.warn on transitions) and
@@ -104,6 +139,28 @@ def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_BY_SELECTOR
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
+
+
+# glibc's mallopt parameter for the most malloc arenas (malloc.h).
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before the operator's threads start.
+
+    glibc gives every thread that allocates under contention an arena of its own, up to
+    8 per core; the operator's ~50 threads (kopf's workers, the API fan-out, the periodic
+    pool) each kept freed memory in theirs: at 1,000 TrainingJobs the process held 330-400
+    MiB of which ~110 MiB was live Python (tracemalloc). Threads here mostly wait on the
+    API server, so sharing two arenas costs nothing measurable. Returns False where the C
+    library is not glibc (the setting is then left as it is).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 def run(
@@ -127,6 +184,7 @@ def run(
     ``peering`` the operator runs standalone; with it, replicas that share the
     peering object's name pause all but the one of highest priority (a standby).
     """
+    limit_malloc_arenas()
     tuning = tuning or Tuning()
     metrics = OperatorMetrics()
     try:

@@ -296,6 +296,21 @@ class FailureRecord:
     gpu_seconds: float
 
 
+def _node_signature(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    spec = node.get("spec") or {}
+    taints = tuple(
+        sorted((str(t.get("key")), str(t.get("effect"))) for t in spec.get("taints") or [])
+    )
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return (
+        node_down_reason(node),
+        node_devices(node),
+        bool(spec.get("unschedulable")),
+        taints,
+        tuple(sorted(labels.items())),
+    )
+
+
 class ClusterFailures:
     """Node failures the operator observed in the cluster, for the MTBF of
     ``checkpoint.intervalSteps: auto``: a GPU node's Ready→not Ready transition is one failure;
@@ -306,8 +321,18 @@ class ClusterFailures:
         self._lock = threading.Lock()
         # node -> (ready, devices, when last seen)
         self._nodes: dict[str, tuple[bool, int, datetime.datetime]] = {}
+        # node -> what of it the operator acts on, at its last observed event
+        self._signatures: dict[str, tuple[Any, ...]] = {}
         self._failures = 0
         self._gpu_seconds = 0.0
+
+    def changed(self, node: Mapping[str, Any]) -> bool:
+        """Whether the node's readiness, devices or schedulability (cordon, taints) differ
+        from its last observed event; a heartbeat that changes none of them is not news
+        (the accounting of ready device-seconds runs to the next event or record)."""
+        name = str((node.get("metadata") or {}).get("name") or "")
+        with self._lock:
+            return self._signatures.get(name) != _node_signature(node)
 
     def observe(
         self, node: Mapping[str, Any], *, deleted: bool, now: datetime.datetime
@@ -325,8 +350,10 @@ class ClusterFailures:
                 self._failures += 1
             if deleted:
                 self._nodes.pop(name, None)
+                self._signatures.pop(name, None)
             else:
                 self._nodes[name] = (reason is None, devices, now)
+                self._signatures[name] = _node_signature(node)
         return reason
 
     def record(self, now: datetime.datetime) -> FailureRecord:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,14 +53,30 @@ def metrics_endpoint(pod: Mapping[str, Any]) -> tuple[str, int] | None:
     return str(ip), port
 
 
+_client_lock = threading.Lock()
+_client: Any = None  # one httpx.Client for every read (thread-safe, pooled)
+
+
+def _http_client() -> Any:
+    """The shared client: ``httpx.get`` built a client per call, TLS context included (CA
+    bundle loaded from disk), for every Running job every 30 s."""
+    global _client
+    import httpx
+
+    with _client_lock:
+        if _client is None:
+            timeout = httpx.Timeout(PROGRESS_TIMEOUT_SECONDS, connect=PROGRESS_CONNECT_SECONDS)
+            _client = httpx.Client(timeout=timeout, trust_env=False)
+        return _client
+
+
 def fetch_progress(ip: str, port: int) -> dict[str, Any] | None:
     """``GET http://ip:port/progress``; None when the trainer cannot be reached or says nothing."""
     import httpx
 
     host = f"[{ip}]" if ":" in ip else ip
     try:
-        timeout = httpx.Timeout(PROGRESS_TIMEOUT_SECONDS, connect=PROGRESS_CONNECT_SECONDS)
-        response = httpx.get(f"http://{host}:{port}/progress", timeout=timeout)
+        response = _http_client().get(f"http://{host}:{port}/progress")
         response.raise_for_status()
         document = response.json()
     except (httpx.HTTPError, ValueError) as exc:

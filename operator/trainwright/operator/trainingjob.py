@@ -54,7 +54,12 @@ from trainwright.operator.throughput import throughput_patch
 from trainwright.operator.tracking import Work
 from trainwright.operator.transitions import OUT_OF_RESTARTS_REASONS, PLANNING_REASONS, exit_rule
 from trainwright.operator.usage import running_since, usage_patch
-from trainwright.operator.waiting import kept_explanation, on_pod_event, waiting_message
+from trainwright.operator.waiting import (
+    kept_explanation,
+    on_pod_event,
+    pod_news,
+    waiting_message,
+)
 from trainwright.resources import (
     JOB_LABEL,
     config_map_name,
@@ -237,22 +242,26 @@ def gang_gate(context: OperatorContext) -> admission.GangGate:
         return context.gang_gate
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    """A trainer Job changed (pods ready, done, failed, deleted): reconcile its owner.
+def _job_news(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> bool:
+    """A trainer Job event that changes something the TrainingJob reports (see
+    :func:`lifecycle.job_signature`); kopf runs this in its event loop, so the job
+    controller's many other status updates cost no thread."""
+    if type == "DELETED":
+        return True
+    key = (str(body.get("metadata", {}).get("namespace")), str(body["metadata"]["name"]))
+    return context_from_memo(memo).job_signatures.get(key) != lifecycle.job_signature(body)
 
-    Events that change nothing the TrainingJob reports (see
-    :func:`lifecycle.job_signature`) are skipped.
-    """
+
+@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT}, when=_job_news)
+def on_trainer_job_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A trainer Job changed (pods ready, done, failed, deleted): reconcile its owner."""
     owner = owner_name(body)
     namespace = body.get("metadata", {}).get("namespace")
-    if owner is None or namespace is None:
+    if owner is None or namespace is None or not _job_news(body, type, memo):
         return
     context = context_from_memo(memo)
     key = (str(namespace), str(body["metadata"]["name"]))
     signature = lifecycle.job_signature(body)
-    if type != "DELETED" and context.job_signatures.get(key) == signature:
-        return
     job = None if type == "DELETED" else copy.deepcopy(dict(body))
     reconcile(context, key[0], owner, full=False, job=job)
     if context.gang_gate is not None and (type == "DELETED" or signature[0] in _FREEING):
@@ -274,7 +283,15 @@ def on_dataset_check_event(body: kopf.Body, type: str | None, memo: Any, **_: An
         reconcile(context_from_memo(memo), str(namespace), owner)
 
 
-@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+def _pod_news(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    """A trainer pod event worth a thread: the cluster disrupted the pod, or what it says
+    about starting changed (kopf runs this in its event loop)."""
+    return node_failures.pod_disruption(body, deleted=type == "DELETED") is not None or pod_news(
+        body, type
+    )
+
+
+@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT}, when=_pod_news)
 def on_trainer_pod_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A trainer pod's status changed: if it cannot start, its TrainingJob says why
     (trainwright.operator.waiting) within seconds, with the pod's name; if the cluster evicted
@@ -287,7 +304,13 @@ def on_trainer_pod_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
     on_pod_event(context, body, type, plural=PLURAL, owner_of=owner_name)
 
 
-@kopf.on.event("", "v1", "nodes")
+def _node_news(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> bool:
+    """A node event that changes its readiness, devices or schedulability (kopf runs this in
+    its event loop: the kubelets' heartbeats, every node every few seconds, cost no thread)."""
+    return type == "DELETED" or context_from_memo(memo).node_failures.changed(dict(body))
+
+
+@kopf.on.event("", "v1", "nodes", when=_node_news)
 def on_node_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A node went NotReady/Unknown or was deleted: every TrainingJob with a trainer pod on it
     restarts its gang now, not after the taint manager's 5-minute eviction."""
@@ -652,7 +675,7 @@ class _Reconcile:
                 "belongs to a deleted TrainingJob of the same name; waiting for its removal",
                 delay=2,
             )
-        logger.info(
+        logger.debug(
             "%s %s/%s: %s %s is there",
             KIND,
             self.namespace,

@@ -150,6 +150,21 @@ def explain_waiting(
             logger.info("TrainingJob %s/%s: %s: %s", namespace, name, reason, message)
 
 
+def _uid(pod: Mapping[str, Any]) -> str:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("uid") or metadata.get("name"))
+
+
+def _signature(pod: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    return ((pod.get("status") or {}).get("phase"), pod_problem(pod))
+
+
+def pod_news(pod: Mapping[str, Any], event_type: str | None) -> bool:
+    """Whether :func:`on_pod_event` would look at this event: the pod is gone, or its phase
+    or problem differs from the last one explained (most events of a starting pod do not)."""
+    return event_type == "DELETED" or _seen.get(_uid(pod)) != _signature(pod)
+
+
 def on_pod_event(
     context: OperatorContext,
     pod: Mapping[str, Any],
@@ -160,11 +175,11 @@ def on_pod_event(
 ) -> None:
     """A trainer pod changed: explain its TrainingJob's wait if what the pod says changed."""
     metadata = pod.get("metadata") or {}
-    uid = str(metadata.get("uid") or metadata.get("name"))
+    uid = _uid(pod)
     if event_type == "DELETED":
         _seen.pop(uid, None)
         return
-    signature = ((pod.get("status") or {}).get("phase"), pod_problem(pod))
+    signature = _signature(pod)
     if _seen.get(uid) == signature:
         return
     _seen[uid] = signature

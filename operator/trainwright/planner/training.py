@@ -9,6 +9,7 @@ for the handful of results returned, so a full search stays in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal, NamedTuple
 
@@ -279,13 +280,55 @@ class _Context(NamedTuple):
     method: Method  # the request's, with auto resolved before a context is made
 
 
+class _RequestKey:
+    """A request as a cache key: its field values (lists as tuples); raises TypeError when a
+    value cannot be hashed (that request is then planned without the cache)."""
+
+    __slots__ = ("_hash", "key", "request")
+
+    def __init__(self, request: TrainingRequest) -> None:
+        self.request = request
+        self.key = tuple(
+            tuple(value) if isinstance(value, list) else value
+            for value in (getattr(request, name) for name in type(request).model_fields)
+        )
+        self._hash = hash(self.key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _RequestKey) and self.key == other.key
+
+
+PLAN_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _plan_cached(key: _RequestKey) -> TrainingPlan:
+    return _plan_training(key.request)
+
+
 def plan_training(request: TrainingRequest) -> TrainingPlan:
     """Plan ``request``; with no GPU (or no GPU count) it searches like :func:`recommend_training`.
 
     An explicit GPU and count always return a plan, with ``fits`` false when it does not;
     then ``recommendations`` holds the counts of the same GPU that would fit.
     Method ``auto`` plans 16-bit LoRA and falls back to QLoRA when LoRA fits nothing.
+
+    The planner is a pure function of the (frozen) request, so the last
+    ``PLAN_CACHE_SIZE`` plans are kept: a burst of similar TrainingJobs (a sweep, a team's
+    templates; the same request again after a re-plan) plans each shape once. The plans
+    are frozen models shared between callers.
     """
+    try:
+        key = _RequestKey(request)
+    except TypeError:
+        return _plan_training(request)
+    return _plan_cached(key)
+
+
+def _plan_training(request: TrainingRequest) -> TrainingPlan:
     if request.method == "auto":
         return _plan_auto_method(request)
     if request.gpu is None or _world_size(request) is None:
