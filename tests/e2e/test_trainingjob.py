@@ -225,10 +225,11 @@ def test_deleting_a_trainingjob_garbage_collects_its_children(
 ) -> None:
     create(kube, namespace, "trainingjobs", trainingjob("gone", annotations={FAKE_HOLD: "true"}))
     wait_for_phase(kube, namespace, "gone", "Running")
+    # One node (8 GPUs at most): its ranks meet on 127.0.0.1, so no headless Service.
     assert {k: len(v) for k, v in owned_children(kube, namespace, "gone").items()} == {
         "Job": 1,
         "ConfigMap": 1,
-        "Service": 1,
+        "Service": 0,
     }
     kube.kubectl("delete", "trainingjob", "gone", "-n", namespace, "--wait=true")
     wait_until(
@@ -237,7 +238,7 @@ def test_deleting_a_trainingjob_garbage_collects_its_children(
             and not _pods(kube, namespace, "gone")
         ),
         timeout_s=60,
-        what="the Job, ConfigMap, Service and pods to be garbage-collected",
+        what="the Job, ConfigMap and pods to be garbage-collected",
     )
 
 

@@ -206,6 +206,23 @@ async def test_a_new_job_is_planned_and_gets_three_adopted_children(world: World
     assert owner_name(job) == "ft"
 
 
+async def test_a_single_node_job_gets_no_service_its_ranks_meet_on_localhost(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "one"] = _trainingjob(
+        "one", resources={"gpuType": "H100-SXM", "gpus": 4}
+    )
+    status = await world.reconcile("one")
+    assert status["plan"]["nodes"] == 1
+    assert status["children"] == {"configMap": "one-trainer", "job": "one-a0"}
+    assert await world.child("Service", "one-workers") is None
+    pod = (await world.need("Job", "one-a0"))["spec"]["template"]["spec"]
+    assert "subdomain" not in pod
+    trainer = pod["containers"][0]
+    assert "--master-addr=127.0.0.1" in " ".join(trainer["command"] + trainer.get("args", []))
+    assert {"name": "MASTER_ADDR", "value": "127.0.0.1"} in trainer["env"]
+
+
 async def test_reconciling_an_unchanged_job_writes_nothing(world: World) -> None:
     world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
     await world.reconcile("ft")

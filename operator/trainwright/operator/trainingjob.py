@@ -64,6 +64,7 @@ from trainwright.resources import (
     JOB_LABEL,
     config_map_name,
     headless_service,
+    needs_service,
     service_name,
     trainer_configmap,
     trainer_job,
@@ -573,9 +574,10 @@ class _Reconcile:
         attempt = self.first_attempt
         children = {
             "configMap": config_map_name(job.name),
-            "service": service_name(job.name),
             "job": trainer_job_name(job.name, attempt, nodes=plan.nodes),
         }
+        if needs_service(plan):
+            children["service"] = service_name(job.name)
         message = outcome.message if measured is None else f"{outcome.message} {measured}"
         if self.replanned:
             message = f"Re-planned for the edited spec: {message}"
@@ -633,7 +635,9 @@ class _Reconcile:
         Right after planning nothing can exist yet, so creation goes first (409
         still reads the existing object): three reads fewer per new TrainingJob.
         """
-        manifests = (trainer_configmap(job, plan), headless_service(job))
+        manifests = [trainer_configmap(job, plan)]
+        if needs_service(plan):
+            manifests.append(headless_service(job))
         if self.fresh_plan:
             # Independent of each other: created at once, one round trip instead of three
             # (a Job whose ConfigMap is a moment late only has its pods wait for the mount).

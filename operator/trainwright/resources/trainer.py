@@ -331,7 +331,7 @@ def container_command(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> l
 
 def _master_addr(job: TrainingJob, plan: PlanStatus, *, job_name: str) -> str:
     """Pod 0's DNS name under the headless Service; loopback when there is one node."""
-    return "127.0.0.1" if plan.nodes == 1 else f"{job_name}-0.{service_name(job.name)}"
+    return f"{job_name}-0.{service_name(job.name)}" if needs_service(plan) else "127.0.0.1"
 
 
 def trainer_job(
@@ -440,7 +440,6 @@ def _pod_spec(
     volume_mounts += mounts.volume_mounts()
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        "subdomain": service_name(job.name),
         "nodeSelector": node_selector,
         "tolerations": tolerations,
         "volumes": volumes,
@@ -464,7 +463,15 @@ def _pod_spec(
     }
     if spec.service_account_name is not None:
         pod["serviceAccountName"] = spec.service_account_name
+    if needs_service(plan):
+        pod["subdomain"] = service_name(job.name)  # DNS <pod>.<service> for the rendezvous
     return pod
+
+
+def needs_service(plan: PlanStatus) -> bool:
+    """A headless Service only where pods must find each other: one pod's ranks rendezvous
+    on 127.0.0.1, so a single-node job gets none (an object and a write fewer per job)."""
+    return plan.nodes > 1
 
 
 def _device(plan: PlanStatus) -> GpuSpec:

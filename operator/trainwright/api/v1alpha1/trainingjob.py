@@ -823,7 +823,9 @@ class ChildrenStatus(ApiModel):
     config_map: str | None = Field(
         default=None, max_length=NAME_MAX_LENGTH, description="ConfigMap."
     )
-    service: str | None = Field(default=None, max_length=63, description="Headless Service.")
+    service: str | None = Field(
+        default=None, max_length=63, description="Headless Service (plans of two or more nodes)."
+    )
     job: str | None = Field(default=None, max_length=63, description="Current attempt's Job.")
 
 
