@@ -344,3 +344,43 @@ def test_a_heartbeat_is_no_news_but_readiness_cordon_taints_and_devices_are() ->
     fewer = copy.deepcopy(node)
     fewer["status"]["allocatable"]["nvidia.com/gpu"] = "4"
     assert failures.changed(fewer)
+
+
+@pytest.mark.asyncio
+async def test_the_failure_record_survives_an_operator_restart(world: World) -> None:
+    """Saved to the ConfigMap by one process, loaded by the next: the MTBF goes on."""
+    from trainwright.operator.failure_record import STORE_KEY, STORE_NAME, FailureRecordStore
+
+    first = ClusterFailures()
+    store = FailureRecordStore(world.kube, NS, first, now=lambda: NOW + 2 * HOUR)
+    assert not await world.call(store.save)  # has seen no node: a standby writes nothing
+    first.observe(_node_with_ready("h100-0", "True"), deleted=False, now=NOW)
+    first.observe(_node_with_ready("h100-0", "False"), deleted=False, now=NOW + HOUR)
+    assert await world.call(store.save)
+    saved = await world.child("ConfigMap", STORE_NAME)
+    assert saved is not None
+    assert '"failures": 1' in saved["data"][STORE_KEY]
+    second = ClusterFailures()  # a new operator process
+    loaded = await world.call(FailureRecordStore(world.kube, NS, second).load)
+    assert loaded == first.record(NOW + 2 * HOUR) == second.record(NOW)
+    assert loaded is not None and (loaded.failures, loaded.gpu_seconds) == (1, 8 * 3600.0)
+    # The next save replaces the record (a merge patch of the same ConfigMap).
+    second.observe(_node_with_ready("h100-1", "True"), deleted=False, now=NOW)
+    assert await world.call(FailureRecordStore(world.kube, NS, second, now=lambda: NOW).save)
+    again = await world.call(FailureRecordStore(world.kube, NS, ClusterFailures()).load)
+    assert again == loaded
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_failure_record_is_ignored_not_fatal(world: World) -> None:
+    from trainwright.operator.failure_record import STORE_KEY, STORE_NAME, FailureRecordStore
+
+    world.server.objects["v1/configmaps", NS, STORE_NAME] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": STORE_NAME, "namespace": NS},
+        "data": {STORE_KEY: "not json"},
+    }
+    failures = ClusterFailures()
+    assert await world.call(FailureRecordStore(world.kube, NS, failures).load) is None
+    assert failures.record(NOW).failures == 0

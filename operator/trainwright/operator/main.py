@@ -25,6 +25,7 @@ from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.operator.calibration_defaults import DEFAULT_STEADY_SECONDS
 from trainwright.operator.calibration_store import CalibrationStore
 from trainwright.operator.context import OperatorContext
+from trainwright.operator.failure_record import FailureRecordStore
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
@@ -214,6 +215,9 @@ def run(
         dataset_check=dataset_check,
         dataset_check_start=dataset_check_start,
     )
+    # The MTBF of checkpoint.intervalSteps: auto goes on across restarts.
+    failure_record = FailureRecordStore(kube, calibration.namespace, context.node_failures)
+    failure_record.start()
     ready = threading.Event()
     stopped = threading.Event()
     server = None
@@ -244,6 +248,7 @@ def run(
         )
     finally:
         stopped.set()
+        failure_record.stop()
         if server is not None:
             server.shutdown()
             server.server_close()

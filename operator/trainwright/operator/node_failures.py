@@ -315,7 +315,8 @@ class ClusterFailures:
     """Node failures the operator observed in the cluster, for the MTBF of
     ``checkpoint.intervalSteps: auto``: a GPU node's Ready→not Ready transition is one failure;
     each GPU node counts its devices x the seconds it was watched while Ready. Kept in the
-    operator's memory (it starts again from the prior after an operator restart)."""
+    operator's memory and saved to a ConfigMap (failure_record.FailureRecordStore), so a
+    restarted operator goes on from what the last one saw."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -355,6 +356,17 @@ class ClusterFailures:
                 self._nodes[name] = (reason is None, devices, now)
                 self._signatures[name] = _node_signature(node)
         return reason
+
+    def watching(self) -> int:
+        """Nodes this process has seen events of (none in a paused standby replica)."""
+        with self._lock:
+            return len(self._nodes)
+
+    def restore(self, earlier: FailureRecord) -> None:
+        """Add what an earlier operator process observed (FailureRecordStore.load)."""
+        with self._lock:
+            self._failures += earlier.failures
+            self._gpu_seconds += earlier.gpu_seconds
 
     def record(self, now: datetime.datetime) -> FailureRecord:
         with self._lock:
