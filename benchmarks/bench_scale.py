@@ -263,8 +263,9 @@ def spread(values: list[float]) -> str:
 class Operator:
     """`trainwright operator -A` as a subprocess that can be SIGKILLed and restarted."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, workers: int | None = None) -> None:
         self.kubeconfig, self.log_path = kubeconfig, log_path
+        self.workers = workers  # --workers of the operator; None: its default
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.peak_rss_mib: list[float] = []
@@ -274,7 +275,8 @@ class Operator:
             self.process = subprocess.Popen(
                 # kwok's pods never run, so the dataset check pod could not either.
                 [str(TRAINWRIGHT), "operator", "--all-namespaces", "--no-dataset-check",
-                 "--metrics-port", str(self.port)],
+                 "--metrics-port", str(self.port),
+                 *(["--workers", str(self.workers)] if self.workers else [])],
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -561,7 +563,7 @@ def run(args: argparse.Namespace) -> int:
         api_client = config.new_client_from_config(config_file=str(kubeconfig))
         api_client.configuration.connection_pool_maxsize = args.workers + 8
         reference_s = reference_phase(api_client, args.jobs, args.workers, report)
-        operator = Operator(kubeconfig, Path(tmp) / "operator.log")
+        operator = Operator(kubeconfig, Path(tmp) / "operator.log", args.operator_workers)
         operator.start()
         try:
             scale_phase(api_client, operator, args.jobs, args.workers, reference_s, report)
@@ -591,6 +593,9 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs of the operator; 0: none")
     parser.add_argument("--chaos-jobs", type=int, default=200, help="TrainingJobs of that wave")
     parser.add_argument("--keep-log", help="copy the operator's log to this file")
+    parser.add_argument(
+        "--operator-workers", type=int, help="the operator's --workers (default: its own)"
+    )
     return run(parser.parse_args())
 
 
