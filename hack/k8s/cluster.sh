@@ -186,7 +186,7 @@ start_kueue() {
 	metrics_port=$(free_port)
 	visibility_port=$(free_port)
 	"$python" "$here/kueue/render.py" "$kueue_dir" "$out" "$state/pki/ca.crt" "$host_ip" \
-		"$webhook_port" "$kueue_health_port" "$metrics_port" "$visibility_port"
+		"$webhook_port" "$kueue_health_port" "$metrics_port" "$visibility_port" "$inventory"
 	# Kueue checks its CRDs when it starts, so they go first; server-side apply because
 	# the Workload CRD is too large for the last-applied annotation.
 	kubectl_ apply --server-side -f "$out/crds.yaml" >/dev/null
@@ -233,7 +233,7 @@ finish_kueue() {
 	wait_for "Kueue to be ready (/readyz)" kueue kueue_ready
 	kubectl_ apply -f "$state/kueue/webhooks.yaml" >/dev/null
 	wait_for "Kueue's webhook to suspend a queued Job" kueue kueue_webhook_answers
-	kubectl_ apply -f "$here/kueue/queues.yaml" >/dev/null
+	kubectl_ apply -f "$state/kueue/queues.yaml" >/dev/null
 	cluster_queue_active() {
 		[ "$(kubectl_ get clusterqueues.kueue.x-k8s.io trainwright \
 			-o jsonpath='{.status.conditions[?(@.type=="Active")].status}' 2>/dev/null)" = True ]

@@ -213,7 +213,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("kueue")
     ca = out / "ca.crt"
     ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot checked here\n")
-    args = [str(kueue_dir), str(out), str(ca), "192.0.2.7", "40001", "40002", "40003", "40004"]
+    args = [str(kueue_dir), str(out), str(ca), "192.0.2.7", "40001", "40002", "40003", "40004",
+            str(INVENTORY)]  # fmt: skip
     assert render.main(args) == 0
     return out
 
@@ -291,3 +292,55 @@ def test_the_visibility_api_is_served_through_a_service_at_the_host_process(rend
         }
         assert "insecureSkipTLSVerify" not in apiservice["spec"]
         assert apiservice["spec"]["caBundle"]
+
+
+# Rendered from the inventory (render.render_queues; cluster.sh applies what it writes) ----
+
+
+def _groups(document: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import importlib.util as util
+
+    spec = util.spec_from_file_location("hack_nodes", REPO_ROOT / "hack" / "k8s" / "nodes.py")
+    assert spec is not None and spec.loader is not None
+    nodes = util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    groups: list[dict[str, Any]] = nodes.node_groups(document)
+    return groups
+
+
+def test_the_default_inventory_renders_exactly_the_committed_queues() -> None:
+    """queues.yaml shows what a default cluster gets: its render from inventory.yaml is itself."""
+    rendered = render.render_queues(_queues(), _groups(yaml.safe_load(INVENTORY.read_text())))
+    assert yaml.safe_dump_all(rendered) == yaml.safe_dump_all(_queues())
+
+
+def test_a_custom_inventory_gets_a_flavour_and_quota_per_product(
+    kueue_schemas: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    inventory = [
+        {"gpuType": "L40S", "product": "NVIDIA-L40S", "memoryMiB": 46068, "nodes": 3,
+         "gpusPerNode": 4, "cpu": "48", "memory": "384Gi"},
+        {"gpuType": "L40S", "product": "NVIDIA-L40S", "memoryMiB": 46068, "nodes": 1,
+         "gpusPerNode": 8, "cpu": "96", "memory": "1Ti"},
+        {"gpuType": "H100-SXM", "product": "NVIDIA-H100-80GB-HBM3", "memoryMiB": 81559,
+         "nodes": 1, "gpusPerNode": 8, "cpu": "192", "memory": "2Ti"},
+    ]  # fmt: skip
+    rendered = render.render_queues(_queues(), _groups(inventory))
+    flavours = {d["metadata"]["name"] for d in rendered if d["kind"] == "ResourceFlavor"}
+    assert flavours == {"nvidia-l40s", "nvidia-h100-80gb-hbm3", "trainwright-cpu"}
+    (cluster_queue,) = [d for d in rendered if d["kind"] == "ClusterQueue"]
+    quotas = {
+        f["name"]: {r["name"]: str(r["nominalQuota"]) for r in f["resources"]}
+        for f in cluster_queue["spec"]["resourceGroups"][0]["flavors"]
+    }
+    assert quotas["nvidia-l40s"] == {
+        GPU_RESOURCE: "20",  # 3 x 4 + 1 x 8
+        "trainwright.io/cpu-rank": "0",
+        "cpu": "240",  # 3 x 48 + 96
+        "memory": str(3 * 384 * 2**30 + 2**40),  # bytes: Gi and Ti added up
+    }
+    assert quotas["nvidia-h100-80gb-hbm3"][GPU_RESOURCE] == "8"
+    assert quotas["trainwright-cpu"]["trainwright.io/cpu-rank"] == "2"  # the real node's, kept
+    assert [d["kind"] for d in rendered].count("LocalQueue") == 2
+    for document in rendered:
+        assert _errors(kueue_schemas, document) == [], document["metadata"]["name"]

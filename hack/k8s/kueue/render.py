@@ -1,7 +1,7 @@
 """Render what the local control plane needs to run Kueue as a process on loopback.
 
 Usage: python3 hack/k8s/kueue/render.py KUEUE_DIR OUT_DIR CA_CRT HOST_IP WEBHOOK_PORT HEALTH_PORT
-                                        METRICS_PORT VISIBILITY_PORT
+                                        METRICS_PORT VISIBILITY_PORT INVENTORY
 
 KUEUE_DIR is the cache hack/k8s/kueue/build.sh fills (crd/, webhook/ and visibility/
 copied from the Kueue module's config/components). Writes into OUT_DIR:
@@ -16,11 +16,15 @@ copied from the Kueue module's config/components). Writes into OUT_DIR:
                  served through the API server's aggregation layer) behind a Service
                  without selector whose Endpoints are HOST_IP:VISIBILITY_PORT, the
                  visibility server Kueue runs on this machine
+  queues.yaml    hack/k8s/kueue/queues.yaml with a GPU flavour and quota per device product
+                 of INVENTORY (TRAINWRIGHT_INVENTORY: a custom inventory gets its quotas)
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,12 +174,116 @@ def dump(path: Path, documents: list[dict[str, Any]]) -> None:
     path.write_text(yaml.dump_all(documents, Dumper=DUMPER, sort_keys=False), encoding="utf-8")
 
 
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+_SUFFIXES = {
+    "": 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+
+
+def _times(quantity: str, count: int) -> str:
+    """``count`` x a Kubernetes quantity, in its own unit: 2 x "2Ti" is "4Ti"."""
+    match = _QUANTITY.match(str(quantity))
+    if match is None:
+        raise SystemExit(f"render.py: {quantity!r} is not a Kubernetes quantity")
+    return f"{_number(float(match.group(1)) * count)}{match.group(2) or ''}"
+
+
+def _plus(a: str, b: str) -> str:
+    """The sum of two quantities, in their unit when they share one, else in plain units."""
+    ma, mb = _QUANTITY.match(a), _QUANTITY.match(b)
+    assert ma is not None and mb is not None
+    if ma.group(2) == mb.group(2):
+        return f"{_number(float(ma.group(1)) + float(mb.group(1)))}{ma.group(2) or ''}"
+    total = sum(float(m.group(1)) * _SUFFIXES[m.group(2) or ""] for m in (ma, mb))
+    return _number(total)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def _yaml_quantity(quantity: str) -> int | str:
+    """A unit-less whole quantity as a YAML number (as queues.yaml writes it), else text."""
+    return int(quantity) if quantity.isdigit() else quantity
+
+
+def flavour_name(product: str) -> str:
+    """A GPU flavour is named after its product lowercased, so the nodeSelector the operator
+    puts on a trainer pod names its flavour."""
+    return product.lower()
+
+
+def render_queues(
+    template: list[dict[str, Any]], groups: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """queues.yaml with its GPU flavours and quotas made from the inventory ``groups``
+    (hack/k8s/nodes.py's validated entries): one ResourceFlavor per product, quota = the
+    product's GPUs, CPU and memory over all its nodes. The other flavours (the real node's
+    CPU ranks), LocalQueues and priorities stay as the template has them."""
+    quotas: dict[str, dict[str, str]] = {}
+    for group in groups:
+        nodes = int(group["nodes"])
+        mine = {
+            GPU_RESOURCE: str(nodes * int(group["gpusPerNode"])),
+            "cpu": _times(str(group["cpu"]), nodes),
+            "memory": _times(str(group["memory"]), nodes),
+        }
+        known = quotas.get(group["product"])
+        quotas[group["product"]] = (
+            mine if known is None else {key: _plus(known[key], mine[key]) for key in mine}
+        )
+
+    def is_gpu_flavour(document: dict[str, Any]) -> bool:
+        labels = (document.get("spec") or {}).get("nodeLabels") or {}
+        return document.get("kind") == "ResourceFlavor" and GPU_PRODUCT_LABEL in labels
+
+    gpu_names = {d["metadata"]["name"] for d in template if is_gpu_flavour(d)}
+    flavours = [
+        {
+            "apiVersion": f"{KUEUE_GROUP}/v1beta2",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavour_name(product)},
+            "spec": {"nodeLabels": {GPU_PRODUCT_LABEL: product}},
+        }
+        for product in quotas
+    ]
+    rendered: list[dict[str, Any]] = []
+    for document in template:
+        if is_gpu_flavour(document):
+            if flavours:  # the inventory's flavours where the template's were
+                rendered += flavours
+                flavours = []
+            continue
+        if document.get("kind") == "ClusterQueue":
+            document = copy.deepcopy(document)
+            for resource_group in document["spec"]["resourceGroups"]:
+                covered = resource_group["coveredResources"]
+                others = [f for f in resource_group["flavors"] if f["name"] not in gpu_names]
+                gpu = [
+                    {
+                        "name": flavour_name(product),
+                        "resources": [
+                            {"name": name, "nominalQuota": _yaml_quantity(quota.get(name, "0"))}
+                            for name in covered
+                        ],
+                    }
+                    for product, quota in quotas.items()
+                ]
+                resource_group["flavors"] = gpu + others
+        rendered.append(document)
+    return rendered
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 8:
+    if len(argv) != 9:
         print("\n".join(__doc__.strip().splitlines()[2:4]), file=sys.stderr)
         return 2
     kueue_dir, out_dir, ca_crt, host_ip = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3]
     webhook_port, health_port, metrics_port, visibility_port = (int(port) for port in argv[4:8])
+    inventory = Path(argv[8])
     out_dir.mkdir(parents=True, exist_ok=True)
     template = yaml.safe_load((HERE / "config.yaml").read_text(encoding="utf-8"))
     config = render_config(template, webhook_port, health_port, metrics_port, out_dir / "certs")
@@ -191,6 +299,12 @@ def main(argv: list[str]) -> int:
         kueue_dir / "visibility", config["namespace"], host_ip, visibility_port, ca_bundle
     )
     dump(out_dir / "visibility.yaml", visibility)
+    sys.path.insert(0, str(HERE.parent))
+    from nodes import node_groups  # hack/k8s/nodes.py: the inventory, validated once
+
+    template = list(yaml.safe_load_all((HERE / "queues.yaml").read_text(encoding="utf-8")))
+    groups = node_groups(yaml.safe_load(inventory.read_text(encoding="utf-8")))
+    dump(out_dir / "queues.yaml", render_queues(template, groups))
     return 0
 
 
