@@ -219,7 +219,13 @@ def test_kueue_queues_beyond_quota_in_order_and_high_preempts_low_which_resumes(
     admitted = condition(status, "Admitted")
     assert admitted["reason"] == "WaitingForAdmission"
     assert "Waiting in Kueue LocalQueue team-a" in admitted["message"]
-    assert "insufficient unused quota for nvidia.com/gpu" in admitted["message"]
+
+    def quota_named() -> bool:  # Kueue may not have looked at the Workload at first
+        message = condition(status_of(kube, namespace, "trainingjobs", "a2"), "Admitted")
+        return "insufficient unused quota for nvidia.com/gpu" in message["message"]
+
+    wait_until(quota_named, timeout_s=20, what="a2's Queued message to name the GPU quota")
+    print(f"kueue: the quota it waits for named {time.monotonic() - created:.1f} s after apply")
     assert _pods(kube, namespace, "a2") == []
 
     def positioned() -> dict[str, Any] | None:  # from Kueue's visibility API

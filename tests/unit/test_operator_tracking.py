@@ -85,7 +85,12 @@ def test_resync_slots_are_spread_over_the_interval_and_kueue_queued_jobs_refresh
     assert {work for _, work in first} == {Work.RESYNC}
     queued = ("ns", "queued")
     found.observe(queued, 1, {"phase": "Queued"}, {"queue": "team-a"})
-    clock.now += 15.1
+    clock.now += 2.1  # the first re-read soon: Kueue may not have looked at it yet
+    assert (queued, Work.QUEUE) in found.due()
+    found.done(queued)
+    clock.now += 14.8
+    assert all(key != queued for key, _ in found.due())
+    clock.now += 0.3  # then every 15 s
     assert (queued, Work.QUEUE) in found.due()
     gate = ("ns", "gated")  # Queued by the operator's own gang gate: no Workload to read
     found.observe(gate, 1, {"phase": "Queued"}, {})

@@ -57,6 +57,9 @@ class Intervals:
     resync: float = 300.0  # an unfinished TrainingJob re-checked without any event
     progress: float = PROGRESS_SECONDS  # a Running one's progress read
     queue: float = 15.0  # one queued in Kueue re-reads its Workload
+    # The first re-read comes sooner: a job is often queued before Kueue has looked at its
+    # Workload ("not yet considered"); the quota it waits for follows within seconds.
+    queue_first: float = 2.0
     retry: float = 5.0  # after a reconcile that raised, unless it asked for another delay
     tick: float = 1.0  # how often the loop looks for due work
 
@@ -132,7 +135,7 @@ class Tracker:
                 state.next_progress = None
             queued = state.phase == Phase.QUEUED and bool(spec.get("queue"))
             if queued and not state.queued_in_kueue:
-                state.next_queue = now + self.intervals.queue
+                state.next_queue = now + self.intervals.queue_first
             state.queued_in_kueue = queued
             if not queued:
                 state.next_queue = None
