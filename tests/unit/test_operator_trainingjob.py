@@ -703,3 +703,14 @@ async def test_an_overfitting_trainer_sets_the_overfitting_condition_with_advice
     assert status["progress"]["overfitting"] is True
     assert (condition["status"], condition["reason"]) == ("True", "EvalLossRising")
     assert "best checkpoint is step 100 (eval loss 1.5000" in condition["message"]
+
+
+async def test_a_job_found_gone_is_forgotten_by_the_tracker(world: World) -> None:
+    """A DELETED event missed while the watch reconnected: the next pass finds nothing and
+    the job gets no more periodic passes."""
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft")
+    assert len(world.context.tracker) == 1
+    del world.server.objects[TJ, NS, "ft"]
+    await world.call(reconcile, world.context, NS, "ft")
+    assert len(world.context.tracker) == 0

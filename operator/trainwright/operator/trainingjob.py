@@ -374,7 +374,10 @@ def reconcile(
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
         try:
             current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
-            if current is None or current["metadata"].get("deletionTimestamp"):
+            if current is None:  # gone (its DELETED event may have been missed): no more passes
+                context.tracker.forget(key)
+                return
+            if current["metadata"].get("deletionTimestamp"):
                 return
             done = _Reconcile(context, current, full=full, known_job=job, lost=infrastructure)
             done.run()
