@@ -38,15 +38,17 @@ def _kueue_cache() -> Path:
     return cache / "kueue" / version
 
 
-def _load_render() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kueue_render", KUEUE_HACK / "render.py")
+def _load(path: Path, name: str) -> ModuleType:
+    """A hack/ script imported as a module (hack/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-render = _load_render()
+render = _load(KUEUE_HACK / "render.py", "kueue_render")
+nodes = _load(REPO_ROOT / "hack" / "k8s" / "nodes.py", "hack_nodes")
 
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -298,13 +300,7 @@ def test_the_visibility_api_is_served_through_a_service_at_the_host_process(rend
 
 
 def _groups(document: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    import importlib.util as util
-
-    spec = util.spec_from_file_location("hack_nodes", REPO_ROOT / "hack" / "k8s" / "nodes.py")
-    assert spec is not None and spec.loader is not None
-    nodes = util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
-    groups: list[dict[str, Any]] = nodes.node_groups(document)
+    groups: list[dict[str, Any]] = nodes.node_groups(document)  # validated as cluster.sh does
     return groups
 
 

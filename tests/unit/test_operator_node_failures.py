@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import types
 from typing import Any
 
@@ -357,9 +358,9 @@ async def test_the_failure_record_survives_an_operator_restart(world: World) -> 
     first.observe(_node_with_ready("h100-0", "True"), deleted=False, now=NOW)
     first.observe(_node_with_ready("h100-0", "False"), deleted=False, now=NOW + HOUR)
     assert await world.call(store.save)
-    saved = await world.child("ConfigMap", STORE_NAME)
-    assert saved is not None
-    assert '"failures": 1' in saved["data"][STORE_KEY]
+    saved = json.loads((await world.need("ConfigMap", STORE_NAME))["data"][STORE_KEY])
+    # One failure; 8 GPUs watched Ready for the hour before it (none after: the node is down).
+    assert (saved["failures"], saved["gpuSeconds"]) == (1, 8 * 3600.0)
     second = ClusterFailures()  # a new operator process
     loaded = await world.call(FailureRecordStore(world.kube, NS, second).load)
     assert loaded == first.record(NOW + 2 * HOUR) == second.record(NOW)

@@ -183,22 +183,26 @@ _SUFFIXES = {
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
 
 
-def _times(quantity: str, count: int) -> str:
-    """``count`` x a Kubernetes quantity, in its own unit: 2 x "2Ti" is "4Ti"."""
+def _parse(quantity: str) -> tuple[float, str]:
+    """(number, unit suffix) of a Kubernetes quantity: "1152Gi" is (1152.0, "Gi")."""
     match = _QUANTITY.match(str(quantity))
     if match is None:
         raise SystemExit(f"render.py: {quantity!r} is not a Kubernetes quantity")
-    return f"{_number(float(match.group(1)) * count)}{match.group(2) or ''}"
+    return float(match.group(1)), match.group(2) or ""
+
+
+def _times(quantity: str, count: int) -> str:
+    """``count`` x a Kubernetes quantity, in its own unit: 2 x "2Ti" is "4Ti"."""
+    number, unit = _parse(quantity)
+    return f"{_number(number * count)}{unit}"
 
 
 def _plus(a: str, b: str) -> str:
     """The sum of two quantities, in their unit when they share one, else in plain units."""
-    ma, mb = _QUANTITY.match(a), _QUANTITY.match(b)
-    assert ma is not None and mb is not None
-    if ma.group(2) == mb.group(2):
-        return f"{_number(float(ma.group(1)) + float(mb.group(1)))}{ma.group(2) or ''}"
-    total = sum(float(m.group(1)) * _SUFFIXES[m.group(2) or ""] for m in (ma, mb))
-    return _number(total)
+    (na, ua), (nb, ub) = _parse(a), _parse(b)
+    if ua == ub:
+        return f"{_number(na + nb)}{ua}"
+    return _number(na * _SUFFIXES[ua] + nb * _SUFFIXES[ub])
 
 
 def _number(value: float) -> str:
