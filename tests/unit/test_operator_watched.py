@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from trainwright.operator.inventory import build_inventory
+from trainwright.operator.inventory import NodeInventory, build_inventory
 from trainwright.operator.kube import Kube
-from trainwright.operator.watched import WatchedList, slim_pod
+from trainwright.operator.watched import WatchedList, slim_node, slim_pod
 
 
 def _node(name: str, gpus: int, *, version: str, unschedulable: bool = False) -> dict[str, Any]:
@@ -118,6 +118,58 @@ def test_pods_are_kept_as_the_fields_the_inventory_reads() -> None:
     assert "env" not in slim["spec"]["containers"][0]
     nodes = [_node("h100-0", 8, version="1"), _node("h100-1", 8, version="1")]
     assert build_inventory(nodes, [slim]).pools["H100-SXM"].free_per_node == (0, 8)
+
+
+def _heartbeat(node: dict[str, Any], ready: str, at: str) -> dict[str, Any]:
+    condition = {
+        "type": "Ready",
+        "status": ready,
+        "lastHeartbeatTime": at,
+        "reason": "KubeletReady",
+    }
+    return node | {"status": node["status"] | {"conditions": [condition]}}
+
+
+def test_a_heartbeat_keeps_the_snapshot_and_its_inventory_a_readiness_change_does_not() -> None:
+    """1,000 plans on 200 nodes share one inventory: rebuilt only when a node changes."""
+    node = _node("h100-0", 8, version="9")
+    api = FakeApi([_listing("10", _heartbeat(node, "True", "12:00:00"))])
+    nodes = WatchedList(api, "/api/v1/nodes", slim=slim_node)
+    nodes.relist()
+    memo = NodeInventory()
+    first = nodes.items()
+    assert first is not None
+    inventory = memo.of(first)
+    assert inventory.pools["H100-SXM"].allocatable_gpus == 8
+
+    nodes.apply({"type": "MODIFIED", "object": _heartbeat(node, "True", "12:00:40")})
+    assert nodes.items() is first
+    assert memo.of(nodes.items() or []) is inventory
+
+    nodes.apply({"type": "MODIFIED", "object": _heartbeat(node, "False", "12:01:20")})
+    after = nodes.items() or []
+    assert after is not first
+    assert after[0]["status"]["conditions"] == [
+        {"type": "Ready", "status": "False", "reason": "KubeletReady"}
+    ]
+    assert "H100-SXM" not in memo.of(after).pools  # not Ready: offers nothing
+
+
+def test_nodes_are_kept_as_the_fields_planning_and_the_failure_checks_read() -> None:
+    node = _node("h100-0", 8, version="9", unschedulable=True)
+    node["metadata"]["managedFields"] = [{"manager": "kubelet"}]
+    node["spec"]["taints"] = [{"key": "gpu-broken", "effect": "NoSchedule"}]
+    node["status"]["images"] = [{"names": ["trainwright/trainer:0.1.0"], "sizeBytes": 1}]
+    slim = slim_node(node)
+    assert slim["metadata"] == {
+        "name": "h100-0",
+        "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    }
+    assert slim["spec"] == {
+        "unschedulable": True,
+        "taints": [{"key": "gpu-broken", "effect": "NoSchedule"}],
+    }
+    assert slim["status"] == {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": []}
 
 
 def _wait_for(probe: Any, what: str) -> None:

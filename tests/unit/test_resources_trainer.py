@@ -153,6 +153,21 @@ def test_labels_name_the_job_and_attempt_and_user_pod_annotations_pass_through()
     assert len(template["annotations"]["trainwright.io/config-sha256"]) == 64
 
 
+def test_the_pods_config_hash_changes_with_the_config_and_not_with_who_rendered_it() -> None:
+    def config_hash(manifest: dict[str, Any]) -> str:
+        return str(manifest["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH])
+
+    job, plan = make_job(), make_plan()
+    rendered_here = config_hash(trainer_job(job, plan, attempt=0))
+    passed_in = trainer_job(job, plan, attempt=0, config_map=trainer_configmap(job, plan))
+    assert config_hash(passed_in) == rendered_here
+    smaller_batches = plan.model_copy(update={"micro_batch_size": 2})
+    assert config_hash(trainer_job(job, smaller_batches, attempt=0)) != rendered_here
+
+
+CONFIG_HASH = "trainwright.io/config-sha256"
+
+
 def test_the_config_map_renders_a_trainer_config_the_trainer_accepts() -> None:
     configmap = trainer_configmap(make_job(), make_plan())
     assert configmap["metadata"]["name"] == "llama8b-lora-trainer"

@@ -18,6 +18,7 @@ import kopf
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
 from trainwright.operator.admission import GangGate
 from trainwright.operator.calibration_store import CalibrationStore
+from trainwright.operator.inventory import NodeInventory
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.node_failures import ClusterFailures
@@ -87,6 +88,8 @@ class OperatorContext:
     # The TrainingJobs this process follows: the generation each was last reconciled at,
     # and the schedule of their periodic passes (trainwright.operator.tracking).
     tracker: Tracker = dataclasses.field(default_factory=Tracker)
+    # What the cluster's nodes can hold, rebuilt only when a node changes.
+    node_inventory: NodeInventory = dataclasses.field(default_factory=NodeInventory)
     # (namespace, ModelExport name) -> the TrainingJobs it waits for, while it waits
     # (trainwright.operator.modelexport: a TrainingJob's phase change reconciles them).
     export_waits: dict[tuple[str, str], frozenset[str]] = dataclasses.field(default_factory=dict)

@@ -12,7 +12,9 @@ node: ``trainwright.io/device.product`` and ``trainwright.io/cpu-rank``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import functools
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from trainwright.planner.lookup import device_node_keys
@@ -23,6 +25,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 ProductMapper = Callable[[str], str | None]
 
 
+@functools.lru_cache(maxsize=256)
 def _default_mapper(product: str) -> str | None:
     from trainwright.planner import PlannerError, gpu_key_for_product_label
 
@@ -240,3 +243,27 @@ def build_inventory(
     return Inventory(
         pools=pools, unknown_products=tuple(sorted(unknown)), pods_counted=pods is not None
     )
+
+
+class NodeInventory:
+    """``build_inventory(nodes, None)`` of the last node snapshot, built once per snapshot.
+
+    Every plan is checked against what the cluster can hold; 1,000 TrainingJobs applied at
+    once on 200 nodes rebuilt the same inventory 1,000 times (a quarter of the reconcile's
+    CPU). The watched node list (trainwright.operator.watched.WatchedList) hands out the
+    same list object until a node changes, so its identity is the key; the memo keeps that
+    list alive, so the identity cannot be reused by another list meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[Sequence[Mapping[str, Any]], Inventory] | None = None
+
+    def of(self, nodes: Sequence[Mapping[str, Any]]) -> Inventory:
+        with self._lock:
+            if self._last is not None and self._last[0] is nodes:
+                return self._last[1]
+        inventory = build_inventory(nodes, None)
+        with self._lock:
+            self._last = (nodes, inventory)
+        return inventory

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from trainwright.operator.watched import WatchedList, slim_pod
+from trainwright.operator.watched import WatchedList, slim_node, slim_pod
 from trainwright.resources.queueing import KUEUE_GROUP, KUEUE_VERSION, pending_workloads_path
 
 logger = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class Kube:
     def watch_inventory(self) -> None:
         """Keep nodes and unfinished pods current from watches (trainwright.operator.watched)
         instead of listing them per plan or gang-gate pass; the operator calls it once."""
-        self._watched_nodes = WatchedList(self, "/api/v1/nodes")
+        self._watched_nodes = WatchedList(self, "/api/v1/nodes", slim=slim_node)
         self._watched_pods = WatchedList(
             self, "/api/v1/pods", query={"fieldSelector": UNFINISHED_PODS}, slim=slim_pod
         )

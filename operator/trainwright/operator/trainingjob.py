@@ -614,7 +614,7 @@ class _Reconcile:
         deadline = budget.deadline_seconds if budget is not None else None
         if job.spec.resources.gpu_type == "auto" and deadline is not None:
             return build_inventory(*self.kube.nodes_and_pods())
-        return build_inventory(self.kube.nodes(), None)
+        return self.context.node_inventory.of(self.kube.nodes())
 
     def _fail_planning(self, reason: str, message: str, *, plan: PlanStatus | None) -> None:
         # The digest of the spec this failure is about: the next edit plans again.
@@ -638,13 +638,14 @@ class _Reconcile:
         Right after planning nothing can exist yet, so creation goes first (409
         still reads the existing object): three reads fewer per new TrainingJob.
         """
-        manifests = [trainer_configmap(job, plan)]
+        config_map = trainer_configmap(job, plan)
+        manifests = [config_map]
         if needs_service(plan):
             manifests.append(headless_service(job))
         if self.fresh_plan:
             # Independent of each other: created at once, one round trip instead of three
             # (a Job whose ConfigMap is a moment late only has its pods wait for the mount).
-            trainer = self._trainer_job(job, plan, attempt)
+            trainer = self._trainer_job(job, plan, attempt, config_map)
             created = self.kube.concurrently(
                 [functools.partial(self._create, m) for m in (*manifests, trainer)]
             )
@@ -662,11 +663,19 @@ class _Reconcile:
             self._create(manifest)
         if existing is not None:
             return existing
-        return self._create(self._trainer_job(job, plan, attempt))
+        return self._create(self._trainer_job(job, plan, attempt, config_map))
 
-    def _trainer_job(self, job: TrainingJob, plan: PlanStatus, attempt: int) -> dict[str, Any]:
+    def _trainer_job(
+        self,
+        job: TrainingJob,
+        plan: PlanStatus,
+        attempt: int,
+        config_map: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """This attempt's Job, kept off the nodes that failed this job twice."""
-        manifest = trainer_job(job, plan, attempt, default_image=self.context.trainer_image)
+        manifest = trainer_job(
+            job, plan, attempt, default_image=self.context.trainer_image, config_map=config_map
+        )
         avoided = node_failures.avoided_node_names(self.status)
         return node_failures.with_avoided_nodes(manifest, avoided)
 
@@ -918,7 +927,7 @@ class _Reconcile:
         # a sharded strategy or another GPU type where the spec leaves them open.
         capacity = plan.memory_capacity_bytes or plan.memory_per_gpu_bytes
         fraction = min(1.0, OOM_HEADROOM * plan.memory_per_gpu_bytes / max(capacity, 1))
-        inventory = build_inventory(self.kube.nodes(), None)
+        inventory = self.context.node_inventory.of(self.kube.nodes())
         outcome = plan_trainingjob(
             dataset_check.planning_job(job, self.status)[0],
             inventory,
@@ -1015,9 +1024,10 @@ class _Reconcile:
             extra["plan"] = plan.to_manifest()
         self._write(Phase.PLANNED, conditions, extra=extra, event_type="Warning")
         self.kube.delete_job(self.namespace, trainer_name)
+        config_map = trainer_configmap(job, plan)
         if new_plan:
-            self._create(trainer_configmap(job, plan))
-        self._create(self._trainer_job(job, plan, next_attempt))
+            self._create(config_map)
+        self._create(self._trainer_job(job, plan, next_attempt, config_map))
 
     # Status --------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ while gangs wait) and per plan that counts free GPUs; with 1,000 TrainingJobs on
 nodes (benchmarks/bench_scale.py) those listings dominated the operator's memory and
 the API server's work. A :class:`WatchedList` lists once, then follows a watch from the
 listing's resourceVersion, and answers from memory; a watch that ends or expires (410
-Gone) is resumed or listed again. Pods are kept as the few fields the inventory and the
-gang gate read (:func:`slim_pod`).
+Gone) is resumed or listed again. Nodes and pods are kept as the few fields the
+inventory, the gang gate and the failure checks read (:func:`slim_node`, :func:`slim_pod`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,27 @@ def slim_pod(pod: Mapping[str, Any]) -> Body:
     }
 
 
+def slim_node(node: Mapping[str, Any]) -> Body:
+    """The fields of a node planning, the gang gate and the failure checks read: its name,
+    labels, cordon and taints, allocatable devices and its conditions' states. The
+    conditions' heartbeat times are left out, so a heartbeat that changes nothing else
+    leaves the node as it was (no new snapshot, no inventory rebuilt)."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    return {
+        "metadata": {key: metadata[key] for key in ("name", "uid", "labels") if key in metadata},
+        "spec": {key: spec[key] for key in ("unschedulable", "taints") if key in spec},
+        "status": {
+            "allocatable": status.get("allocatable") or {},
+            "conditions": [
+                {key: c[key] for key in ("type", "status", "reason", "message") if key in c}
+                for c in status.get("conditions") or []
+            ],
+        },
+    }
+
+
 def _key(obj: Mapping[str, Any]) -> str:
     metadata = obj.get("metadata") or {}
     return f"{metadata.get('namespace') or ''}/{metadata.get('name')}"
@@ -84,6 +105,9 @@ class WatchedList:
         self._slim = slim
         self._lock = threading.Lock()
         self._objects: dict[str, Body] = {}
+        # The list items() hands out, rebuilt only after a change: callers may key caches
+        # on its identity (trainwright.operator.inventory.node_inventory).
+        self._snapshot: list[Body] | None = None
         self._synced = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,7 +117,9 @@ class WatchedList:
         if not self._synced.is_set():
             return None
         with self._lock:
-            return list(self._objects.values())
+            if self._snapshot is None:
+                self._snapshot = list(self._objects.values())
+            return self._snapshot
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -123,6 +149,7 @@ class WatchedList:
         objects = {_key(obj): self._slim(obj) for obj in listing.get("items") or []}
         with self._lock:
             self._objects = objects
+            self._snapshot = None
         self._synced.set()
         return str((listing.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -149,9 +176,13 @@ class WatchedList:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         kind = event.get("type")
         if kind in ("ADDED", "MODIFIED", "DELETED"):
+            key = _key(obj)
+            slim = None if kind == "DELETED" else self._slim(obj)
             with self._lock:
-                if kind == "DELETED":
-                    self._objects.pop(_key(obj), None)
-                else:
-                    self._objects[_key(obj)] = self._slim(obj)
+                if slim is None:
+                    if self._objects.pop(key, None) is not None:
+                        self._snapshot = None
+                elif self._objects.get(key) != slim:
+                    self._objects[key] = slim
+                    self._snapshot = None
         return str(version) if version else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -252,7 +253,10 @@ def render_trainer_config(config: TrainerConfig) -> str:
 
 
 def trainer_configmap(job: TrainingJob, plan: PlanStatus) -> dict[str, Any]:
-    """ConfigMap ``<job>-trainer``: ``config.yaml`` and ``launch.sh``, mounted at /etc/trainwright."""
+    """ConfigMap ``<job>-trainer``: ``config.yaml`` and ``launch.sh``, mounted at /etc/trainwright.
+
+    Pass it to :func:`trainer_job` as ``config_map`` so the config is rendered once.
+    """
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -340,17 +344,21 @@ def trainer_job(
     attempt: int,
     *,
     default_image: str = DEFAULT_TRAINER_IMAGE,
+    config_map: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt: one pod per node, completion index = node rank.
 
     ``default_image`` (the operator's ``--trainer-image``) runs when ``spec.image`` is unset.
+    ``config_map``: this job's :func:`trainer_configmap`, whose text the pods' config hash is
+    of (rendered here when not given; rendering is most of the CPU of building both).
     """
     mounts = Mounts()
     paths = _layout(job, mounts)
     name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
     labels = common_labels(job.name, component="trainer") | {ATTEMPT_LABEL: str(attempt)}
     job_labels = labels | queue_labels(job.spec)
-    config_text = render_trainer_config(trainer_config(job, plan)) + launch_script()
+    data = (config_map or trainer_configmap(job, plan))["data"]
+    config_text = data[CONFIG_KEY] + data[LAUNCHER_KEY]
     pod_labels = dict(job.spec.pod_labels) | labels
     pod_annotations = dict(job.spec.pod_annotations) | {
         CONFIG_HASH_ANNOTATION: hashlib.sha256(config_text.encode()).hexdigest()
