@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
@@ -21,15 +22,29 @@ def test_settings_keep_kopf_state_in_annotations_and_post_only_warnings() -> Non
     assert settings.execution.default_backoff == 5
 
 
-def test_the_job_watch_is_filtered_to_the_jobs_the_operator_manages() -> None:
+def test_the_job_and_pod_watches_are_filtered_to_what_the_operator_manages() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, Tuning())
-    selectors = {
-        str(selector): value for selector, value in settings.watching.label_selectors.items()
+    selected = {
+        plural: value
+        for plural in ("jobs", "pods", "nodes", "trainingjobs")
+        for selector, value in settings.watching.label_selectors.items()
+        if selector.check(_resource(plural))
     }
-    # Trainer and export Jobs both carry it (common_labels, resources.export.labels).
-    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=trainwright"]
-    assert "jobs" in next(iter(selectors))
+    # Trainer and export Jobs and their pods carry it (common_labels, resources.export.labels;
+    # test_resources_trainer checks the trainer pods' labels);
+    # nodes and the operator's own kinds are watched whole.
+    assert selected == {
+        "jobs": "app.kubernetes.io/managed-by=trainwright",
+        "pods": "app.kubernetes.io/managed-by=trainwright",
+    }
+
+
+def _resource(plural: str) -> Any:
+    group, version = {"jobs": ("batch", "v1"), "trainingjobs": ("trainwright.io", "v1alpha1")}.get(
+        plural, ("", "v1")
+    )
+    return kopf.Resource(group, version, plural)
 
 
 def test_kopf_builds_an_objects_essence_only_for_kinds_with_changing_handlers() -> None:

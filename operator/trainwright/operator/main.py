@@ -135,9 +135,12 @@ def configure(settings: kopf.OperatorSettings, tuning: Tuning) -> None:
     # A failed reconcile (the API server briefly unavailable) is retried in
     # seconds, not kopf's default minute; it is level-based, so retrying is safe.
     settings.execution.default_backoff = 5
-    # Watch only the Jobs the operator created (trainer and export Jobs), filtered by
-    # the API server.
+    # Watch only the Jobs the operator created (trainer and export Jobs) and their pods,
+    # filtered by the API server: the pod handler's label filter is kopf's, client-side,
+    # so without this every pod of the cluster was sent, parsed and dropped. (The GPUs
+    # other pods hold are counted from the one watch of all pods, Kube.watch_inventory.)
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_BY_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
 
