@@ -362,6 +362,7 @@ cmd_up() {
 	# default ServiceAccounts. CEL validation of CRDs is on by default in 1.34.
 	# Aggregated APIs (Kueue's visibility API) are dialled at their Endpoints' address
 	# (--enable-aggregator-routing): there is no kube-proxy without the real node.
+	# APISERVER_PROFILING=true serves /debug/pprof (a CPU profile of a benchmark run).
 	start kube-apiserver \
 		--etcd-servers "http://127.0.0.1:$etcd_port" \
 		--bind-address 0.0.0.0 --secure-port "$api_port" --advertise-address "$host_ip" \
@@ -383,7 +384,7 @@ cmd_up() {
 		--proxy-client-cert-file "$pki/front-proxy-client.crt" \
 		--proxy-client-key-file "$pki/front-proxy-client.key" \
 		--enable-aggregator-routing=true \
-		--allow-privileged=true --profiling=false \
+		--allow-privileged=true --profiling="${APISERVER_PROFILING:-false}" \
 		--cert-dir "$state/certs"
 	wait_for "kube-apiserver /readyz" kube-apiserver apiserver_ready
 
