@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import kopf
+import pytest
 
-from trainwright.operator.main import Tuning, configure
+from trainwright.operator.main import Tuning, configure, lengthen_gil_switch_interval
 
 
 def test_settings_keep_kopf_state_in_annotations_and_post_only_warnings() -> None:
@@ -75,3 +77,12 @@ def test_kopf_builds_an_objects_essence_only_for_kinds_with_changing_handlers() 
     )
     assert storage.build(body=export) == {"spec": {"formats": ["gguf"]}}
     assert storage.fetch(body=export) == {"spec": {"old": 1}}
+
+
+def test_the_operator_lets_a_thread_keep_the_gil_20_ms_not_pythons_5() -> None:
+    before = sys.getswitchinterval()
+    try:
+        lengthen_gil_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(0.02)
+    finally:
+        sys.setswitchinterval(before)
