@@ -137,8 +137,10 @@ def test_a_heartbeat_keeps_the_snapshot_and_its_inventory_a_readiness_change_doe
     nodes = WatchedList(api, "/api/v1/nodes", slim=slim_node)
     nodes.relist()
     memo = NodeInventory()
-    first = nodes.items()
-    assert first is not None
+    first = nodes.items() or []
+    assert [(n["metadata"]["name"], n["status"]["conditions"][0]["status"]) for n in first] == [
+        ("h100-0", "True")
+    ]
     inventory = memo.of(first)
     assert inventory.pools["H100-SXM"].allocatable_gpus == 8
 

@@ -250,9 +250,9 @@ class NodeInventory:
 
     Every plan is checked against what the cluster can hold; 1,000 TrainingJobs applied at
     once on 200 nodes rebuilt the same inventory 1,000 times (a quarter of the reconcile's
-    CPU). The watched node list (trainwright.operator.watched.WatchedList) hands out the
-    same list object until a node changes, so its identity is the key; the memo keeps that
-    list alive, so the identity cannot be reused by another list meanwhile.
+    CPU under cProfile). The watched node list (trainwright.operator.watched.WatchedList)
+    hands out the same list object until a node changes, so its identity is the key; the
+    memo keeps that list alive, so the identity cannot be reused by another list meanwhile.
     """
 
     def __init__(self) -> None:

@@ -636,8 +636,19 @@ class _Reconcile:
         """ConfigMap, Service, then this attempt's Job: each read first, created if absent.
 
         Right after planning nothing can exist yet, so creation goes first (409
-        still reads the existing object): three reads fewer per new TrainingJob.
+        still reads the existing object): three reads fewer per new TrainingJob. A Job
+        event's pass (not ``full``) with the Job there builds nothing: the trainer config's
+        YAML is most of the CPU of building the children.
         """
+        existing: dict[str, Any] | None = None
+        if not self.fresh_plan:
+            name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
+            if self.known_job is not None and self.known_job["metadata"]["name"] == name:
+                existing = self.known_job
+            else:
+                existing = self.kube.get_child("Job", self.namespace, name)
+            if existing is not None and not self.full:
+                return existing
         config_map = trainer_configmap(job, plan)
         manifests = [config_map]
         if needs_service(plan):
@@ -650,13 +661,6 @@ class _Reconcile:
                 [functools.partial(self._create, m) for m in (*manifests, trainer)]
             )
             return created[-1]
-        name = trainer_job_name(job.name, attempt, nodes=plan.nodes)
-        if self.known_job is not None and self.known_job["metadata"]["name"] == name:
-            existing: dict[str, Any] | None = self.known_job
-        else:
-            existing = self.kube.get_child("Job", self.namespace, name)
-        if existing is not None and not self.full:
-            return existing
         for manifest in manifests:
             if self.kube.get_child(manifest["kind"], self.namespace, manifest["metadata"]["name"]):
                 continue
@@ -670,9 +674,10 @@ class _Reconcile:
         job: TrainingJob,
         plan: PlanStatus,
         attempt: int,
-        config_map: dict[str, Any] | None = None,
+        config_map: dict[str, Any],
     ) -> dict[str, Any]:
-        """This attempt's Job, kept off the nodes that failed this job twice."""
+        """This attempt's Job (its pods' config hash of ``config_map``), kept off the nodes
+        that failed this job twice."""
         manifest = trainer_job(
             job, plan, attempt, default_image=self.context.trainer_image, config_map=config_map
         )

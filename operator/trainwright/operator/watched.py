@@ -106,7 +106,7 @@ class WatchedList:
         self._lock = threading.Lock()
         self._objects: dict[str, Body] = {}
         # The list items() hands out, rebuilt only after a change: callers may key caches
-        # on its identity (trainwright.operator.inventory.node_inventory).
+        # on its identity (trainwright.operator.inventory.NodeInventory).
         self._snapshot: list[Body] | None = None
         self._synced = threading.Event()
         self._stopped = threading.Event()
