@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
+import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +25,9 @@ from trainwright.operator.context import OperatorContext
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.trainingjob import (
+    _make_children,
     on_trainer_job_event,
+    on_trainingjob_event,
     owner_name,
     reconcile,
     refresh_progress,
@@ -48,6 +53,7 @@ class CountingKube(Kube):
 
     status_writes = 0
     reads = 0
+    child_reads = 0
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Any) -> Any:
         self.status_writes += 1
@@ -56,6 +62,10 @@ class CountingKube(Kube):
     def get_custom(self, plural: str, namespace: str, name: str) -> Any:
         self.reads += 1
         return super().get_custom(plural, namespace, name)
+
+    def get_child(self, kind: str, namespace: str, name: str) -> Any:
+        self.child_reads += 1
+        return super().get_child(kind, namespace, name)
 
 
 class World:
@@ -204,6 +214,73 @@ async def test_a_new_job_is_planned_and_gets_three_adopted_children(world: World
         assert (owner["kind"], owner["name"], owner["controller"]) == ("TrainingJob", "ft", True)
     assert ("Normal", "Planned") in [(t, r) for t, r, _ in world.events]
     assert owner_name(job) == "ft"
+
+
+async def _eventually(found: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := await found():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+async def test_a_new_jobs_children_wait_while_another_plan_is_made_then_need_no_reads(
+    world: World,
+) -> None:
+    """The creation event's pass writes the plan and stops; its children are made once no
+    plan is being made, from the TrainingJob as the plan left it (plan_first.py)."""
+    body = _trainingjob("ft")
+    world.server.objects[TJ, NS, "ft"] = body
+    memo = types.SimpleNamespace(context=world.context)
+
+    async def _stored(resource: str, name: str) -> Any:  # read without the counted client
+        try:
+            return world.server.objects[resource, NS, name]
+        except KeyError:
+            return None
+
+    with world.context.plan_first.planning():  # another job's plan is being made
+        await world.call(
+            functools.partial(on_trainingjob_event, body=kopf.Body(body), type="ADDED", memo=memo)
+        )
+        status = await world.status("ft")
+        assert status["phase"] == "Planned"
+        assert status["children"]["job"] == "ft-a0"
+        await asyncio.sleep(0.3)
+        assert await world.child("Job", "ft-a0") is None
+        assert world.context.plan_first.waiting() == 1
+        world.kube.reads = world.kube.child_reads = 0
+    job = await _eventually(lambda: _stored("batch/v1/jobs", "ft-a0"))
+    assert job["spec"]["completions"] == 2
+    assert await _eventually(lambda: _stored("v1/services", "ft-workers"))
+    assert await _eventually(lambda: _stored("v1/configmaps", "ft-trainer"))
+    # The plan was the only status write; the children were created without reading
+    # anything first (the plan's pass made nothing).
+    assert world.kube.status_writes == 1
+    assert (world.kube.reads, world.kube.child_reads) == (0, 0)
+    world.context.plan_first.stop()
+
+
+async def test_a_childrens_pass_after_another_pass_reads_the_trainingjob_afresh(
+    world: World,
+) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    planned = await world.call(
+        functools.partial(
+            reconcile, world.context, NS, "ft", body=_trainingjob("ft"), plan_only=True
+        )
+    )
+    assert planned is not None and planned["status"]["phase"] == "Planned"
+    assert await world.child("Job", "ft-a0") is None
+    passes = world.context.tracker.passes((NS, "ft"))
+    # The user deleted it meanwhile: the deletion event's pass forgot it.
+    del world.server.objects[TJ, NS, "ft"]
+    world.context.tracker.forget((NS, "ft"))
+    await world.call(_make_children, world.context, (NS, "ft"), planned, passes)
+    assert world.kube.reads == 1  # read afresh: gone, so nothing is made
+    assert await world.child("Job", "ft-a0") is None
+    assert await world.child("ConfigMap", "ft-trainer") is None
 
 
 async def test_a_single_node_job_gets_no_service_its_ranks_meet_on_localhost(
@@ -503,6 +580,25 @@ async def test_job_events_that_change_nothing_reported_are_skipped(world: World)
     await deliver("MODIFIED", ready)
     assert world.kube.reads == reads + 2
     assert (await world.status("ft"))["phase"] == "Running"
+
+
+async def test_the_creation_event_of_a_job_its_pass_created_costs_no_read(world: World) -> None:
+    world.server.objects[TJ, NS, "ft"] = _trainingjob("ft")
+    await world.reconcile("ft", admit=False)
+    created = await world.need("Job", "ft-a0")
+    assert created["spec"]["suspend"] is True  # the gang gate has not let it go yet
+    memo = kopf.Memo(context=world.context)
+    reads = world.kube.reads
+    for event_type, body in (
+        ("ADDED", created),  # what the pass that created it already followed
+        ("MODIFIED", {**created, "spec": {**created["spec"], "suspend": False}}),
+    ):
+        await world.call(
+            functools.partial(
+                on_trainer_job_event, body=kopf.Body(body), type=event_type, memo=memo
+            )
+        )
+    assert world.kube.reads == reads + 1  # only the release was news
 
 
 def _edited(name: str, generation: int, status: dict[str, Any], **spec: Any) -> dict[str, Any]:

@@ -308,7 +308,7 @@ class GangGate:
     def __init__(
         self,
         kube: Kube,
-        changed: Callable[[str, str], None],
+        changed: Callable[[str, str], object],
         *,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,

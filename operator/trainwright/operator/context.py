@@ -22,6 +22,7 @@ from trainwright.operator.inventory import NodeInventory
 from trainwright.operator.kube import Kube
 from trainwright.operator.metrics import OperatorMetrics
 from trainwright.operator.node_failures import ClusterFailures
+from trainwright.operator.plan_first import PlanFirst
 from trainwright.operator.progress import fetch_progress
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 from trainwright.operator.tracking import Tracker
@@ -88,6 +89,8 @@ class OperatorContext:
     # The TrainingJobs this process follows: the generation each was last reconciled at,
     # and the schedule of their periodic passes (trainwright.operator.tracking).
     tracker: Tracker = dataclasses.field(default_factory=Tracker)
+    # The children of newly planned TrainingJobs, made once no plan is being made.
+    plan_first: PlanFirst = dataclasses.field(default_factory=PlanFirst)
     # What the cluster's nodes can hold, rebuilt only when a node changes.
     node_inventory: NodeInventory = dataclasses.field(default_factory=NodeInventory)
     # (namespace, ModelExport name) -> the TrainingJobs it waits for, while it waits

@@ -29,6 +29,7 @@ from trainwright.operator.context import OperatorContext
 from trainwright.operator.failure_record import FailureRecordStore
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
+from trainwright.operator.plan_first import PlanFirst
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 from trainwright.resources.names import MANAGED_BY_SELECTOR
@@ -238,6 +239,7 @@ def run(
         progress_endpoint=calibration.progress_endpoint,
         dataset_check=dataset_check,
         dataset_check_start=dataset_check_start,
+        plan_first=PlanFirst(workers=tuning.workers),
     )
     # The MTBF of checkpoint.intervalSteps: auto goes on across restarts.
     failure_record = FailureRecordStore(kube, calibration.namespace, context.node_failures)
@@ -272,6 +274,7 @@ def run(
         )
     finally:
         stopped.set()
+        context.plan_first.stop()
         failure_record.stop()
         if server is not None:
             server.shutdown()

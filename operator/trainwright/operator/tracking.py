@@ -76,6 +76,7 @@ class _State:
     next_queue: float | None = None
     retry_at: float | None = None
     busy: bool = False  # a periodic pass is under way
+    passes: int = 0  # passes ended (with or without error) in this process
 
 
 def _spread(key: Key, interval: float) -> float:
@@ -125,6 +126,7 @@ class Tracker:
                     next_resync=now + _spread(key, self.intervals.resync)
                 )
             state.generation, state.retry_at = generation, None
+            state.passes += 1
             state.phase = None if phase is None else str(phase)
             state.finished = state.phase in (Phase.SUCCEEDED, Phase.FAILED)
             running = state.phase == Phase.RUNNING
@@ -145,6 +147,14 @@ class Tracker:
         with self._lock:
             state = self._states.setdefault(key, _State())
             state.retry_at = self._clock() + (self.intervals.retry if delay is None else delay)
+            state.passes += 1
+
+    def passes(self, key: Key) -> int | None:
+        """How many passes of the object have ended in this process (None: forgotten, or
+        never seen): a pass that finds the count it was handed knows no other ran since."""
+        with self._lock:
+            state = self._states.get(key)
+            return None if state is None else state.passes
 
     def forget(self, key: Key) -> None:
         with self._lock:

@@ -111,8 +111,31 @@ def on_trainingjob_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         _forget(context, namespace, name)
         return
     context.tracker.start(functools.partial(_periodic, context))
-    fresh = None if body.get("status") else copy.deepcopy(dict(body))
-    reconcile(context, namespace, name, body=fresh)
+    if body.get("status"):
+        reconcile(context, namespace, name)
+        return
+    # A new TrainingJob: its plan now, its children once no other plan is being made
+    # (plan_first.py: under a burst, every plan first).
+    with context.plan_first.planning():
+        planned = reconcile(
+            context, namespace, name, body=copy.deepcopy(dict(body)), plan_only=True
+        )
+    if planned is not None:
+        key = (namespace, name)
+        passes = context.tracker.passes(key)
+        context.plan_first.later(functools.partial(_make_children, context, key, planned, passes))
+
+
+def _make_children(
+    context: OperatorContext, key: tuple[str, str], planned: dict[str, Any], passes: int | None
+) -> None:
+    """The rest of a new TrainingJob's first pass, after its plan (plan_first.py). The
+    TrainingJob as the plan left it is current unless another pass ran since (an edit, its
+    deletion): then it is read afresh."""
+    if context.tracker.passes(key) == passes:
+        reconcile(context, *key, body=planned, children_absent=True)
+    else:
+        reconcile(context, *key)
 
 
 def _periodic(context: OperatorContext, key: tuple[str, str], work: Work) -> None:
@@ -361,7 +384,9 @@ def reconcile(
     body: dict[str, Any] | None = None,
     job: dict[str, Any] | None = None,
     infrastructure: NodeFailure | None = None,
-) -> None:
+    plan_only: bool = False,
+    children_absent: bool = False,
+) -> dict[str, Any] | None:
     """Bring one TrainingJob and its children to where its spec and status say.
 
     ``full`` also re-checks the ConfigMap and Service while the Job exists;
@@ -369,6 +394,10 @@ def reconcile(
     they carry as ``job``. ``body`` skips reading the TrainingJob (a creation
     event's body, before any status exists); otherwise it is read afresh.
     ``infrastructure``: a node or pod of the Job ``infrastructure.job`` was lost.
+
+    ``plan_only``: a pass that makes a new plan ends once it is written and returns the
+    TrainingJob as written, for a later pass with ``children_absent`` (nothing of the plan
+    exists yet: created without reading first) to make its children; otherwise None.
     """
     key = (namespace, name)
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
@@ -376,10 +405,18 @@ def reconcile(
             current = body if body is not None else context.kube.get_custom(PLURAL, namespace, name)
             if current is None:  # gone (its DELETED event may have been missed): no more passes
                 context.tracker.forget(key)
-                return
+                return None
             if current["metadata"].get("deletionTimestamp"):
-                return
-            done = _Reconcile(context, current, full=full, known_job=job, lost=infrastructure)
+                return None
+            done = _Reconcile(
+                context,
+                current,
+                full=full,
+                known_job=job,
+                lost=infrastructure,
+                plan_only=plan_only,
+                children_absent=children_absent,
+            )
             done.run()
         except kopf.TemporaryError as error:
             context.tracker.failed(key, error.delay)
@@ -392,6 +429,7 @@ def reconcile(
     if done.status.get("phase") != (current.get("status") or {}).get("phase"):
         # Exports wait for this job's success (outside its lock: they read it afresh).
         modelexport.trainingjob_changed(context, namespace, name, current | {"status": done.status})
+    return current | {"status": done.status} if done.stopped_at_plan else None
 
 
 class _Reconcile:
@@ -405,6 +443,8 @@ class _Reconcile:
         full: bool,
         known_job: dict[str, Any] | None = None,
         lost: NodeFailure | None = None,
+        plan_only: bool = False,
+        children_absent: bool = False,
     ) -> None:
         self.context = context
         self.known_job = known_job
@@ -416,7 +456,10 @@ class _Reconcile:
         self.name = str(body["metadata"]["name"])
         self.generation = int(body["metadata"].get("generation") or 1)
         self.status: dict[str, Any] = dict(body.get("status") or {})
-        self.fresh_plan = False  # planned in this pass: no child can exist yet
+        # Planned in this pass, or in the plan-only pass just before: no child exists yet.
+        self.fresh_plan = children_absent
+        self.plan_only = plan_only
+        self.stopped_at_plan = False  # plan_only and a new plan was written: children later
         self.replanned = False  # the spec changed under a stored plan: a new attempt
         self.first_attempt = 0
         # A Failed run given more restarts: this pass clears Failed, saying why.
@@ -447,6 +490,9 @@ class _Reconcile:
             return
         plan = self._ensure_plan(job)
         if plan is None:
+            return
+        if self.plan_only and self.fresh_plan:
+            self.stopped_at_plan = True
             return
         attempt = int(self.status.get("attempt") or 0)
         trainer = self._ensure_children(job, plan, attempt)
@@ -660,14 +706,22 @@ class _Reconcile:
             created = self.kube.concurrently(
                 [functools.partial(self._create, m) for m in (*manifests, trainer)]
             )
-            return created[-1]
+            return self._followed(created[-1])
         for manifest in manifests:
             if self.kube.get_child(manifest["kind"], self.namespace, manifest["metadata"]["name"]):
                 continue
             self._create(manifest)
         if existing is not None:
             return existing
-        return self._create(self._trainer_job(job, plan, attempt, config_map))
+        return self._followed(self._create(self._trainer_job(job, plan, attempt, config_map)))
+
+    def _followed(self, created: dict[str, Any]) -> dict[str, Any]:
+        """A Job this pass created and goes on to follow: its creation event carries nothing
+        new, so its signature is noted as handled (on_trainer_job_event's filter skips it,
+        one TrainingJob read fewer per new job)."""
+        key = (self.namespace, str(created["metadata"]["name"]))
+        self.context.job_signatures[key] = lifecycle.job_signature(created)
+        return created
 
     def _trainer_job(
         self,
