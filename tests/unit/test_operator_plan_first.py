@@ -11,25 +11,42 @@ from trainwright.operator.plan_first import PlanFirst
 TEAM: contextvars.ContextVar[str] = contextvars.ContextVar("team", default="none")
 
 
-def test_work_runs_at_once_when_no_plan_is_being_made() -> None:
-    queue = PlanFirst(workers=2, max_wait=30)
+def test_work_runs_at_once_when_no_plan_was_made_lately() -> None:
+    queue = PlanFirst(workers=2, max_wait=30, quiet=2.0)
     ran = threading.Event()
+    queued = time.monotonic()
     queue.later(ran.set)
     assert ran.wait(2)
+    assert time.monotonic() - queued < 1.0  # less than the quiet moment: none to wait
     queue.stop()
 
 
-def test_work_waits_while_a_plan_is_made_and_starts_when_the_last_plan_ends() -> None:
-    queue = PlanFirst(workers=2, max_wait=30)
+def test_work_waits_while_a_plan_is_made_and_starts_a_quiet_moment_after_the_last() -> None:
+    queue = PlanFirst(workers=2, max_wait=30, quiet=0.5)
     ran = threading.Event()
     with queue.planning():
         with queue.planning():
             queue.later(ran.set)
         assert not ran.wait(0.3)  # one plan still being made
         assert queue.waiting() == 1
-    assert ran.wait(2)
+    ended = time.monotonic()
+    assert ran.wait(3)
+    assert time.monotonic() - ended >= 0.45  # no plan for the quiet moment first
     assert queue.waiting() == 0
     queue.stop()
+
+
+def test_a_plan_within_the_quiet_moment_holds_the_work_back_again() -> None:
+    queue = PlanFirst(workers=1, max_wait=30, quiet=0.5)
+    ran = threading.Event()
+    with queue.planning():
+        queue.later(ran.set)
+    time.sleep(0.3)
+    with queue.planning():  # the next creation event's plan
+        pass
+    last = time.monotonic()
+    assert ran.wait(3)
+    assert time.monotonic() - last >= 0.45
 
 
 def test_work_that_waited_max_wait_runs_while_plans_go_on() -> None:

@@ -250,6 +250,7 @@ async def test_a_new_jobs_children_wait_while_another_plan_is_made_then_need_no_
         await asyncio.sleep(0.3)
         assert await world.child("Job", "ft-a0") is None
         assert world.context.plan_first.waiting() == 1
+        assert world.events == []  # the Planned Event waits with the children
         world.kube.reads = world.kube.child_reads = 0
     job = await _eventually(lambda: _stored("batch/v1/jobs", "ft-a0"))
     assert job["spec"]["completions"] == 2
@@ -259,6 +260,7 @@ async def test_a_new_jobs_children_wait_while_another_plan_is_made_then_need_no_
     # anything first (the plan's pass made nothing).
     assert world.kube.status_writes == 1
     assert (world.kube.reads, world.kube.child_reads) == (0, 0)
+    assert [(type_, reason) for type_, reason, _ in world.events] == [("Normal", "Planned")]
     world.context.plan_first.stop()
 
 
@@ -271,7 +273,7 @@ async def test_a_childrens_pass_after_another_pass_reads_the_trainingjob_afresh(
             reconcile, world.context, NS, "ft", body=_trainingjob("ft"), plan_only=True
         )
     )
-    assert planned is not None and planned["status"]["phase"] == "Planned"
+    assert planned is not None and planned.body["status"]["phase"] == "Planned"
     assert await world.child("Job", "ft-a0") is None
     passes = world.context.tracker.passes((NS, "ft"))
     # The user deleted it meanwhile: the deletion event's pass forgot it.
@@ -281,6 +283,18 @@ async def test_a_childrens_pass_after_another_pass_reads_the_trainingjob_afresh(
     assert world.kube.reads == 1  # read afresh: gone, so nothing is made
     assert await world.child("Job", "ft-a0") is None
     assert await world.child("ConfigMap", "ft-trainer") is None
+
+
+async def test_a_plan_only_pass_that_cannot_plan_fails_and_says_so_at_once(world: World) -> None:
+    body = _trainingjob("big", resources={"gpuType": "H100-SXM", "gpus": 64})
+    world.server.objects[TJ, NS, "big"] = body
+    planned = await world.call(
+        functools.partial(reconcile, world.context, NS, "big", body=body, plan_only=True)
+    )
+    assert planned is None  # nothing left for a children's pass
+    status = await world.status("big")
+    assert status["phase"] == "Failed"
+    assert [type_ for type_, _, _ in world.events] == ["Warning"]
 
 
 async def test_a_single_node_job_gets_no_service_its_ranks_meet_on_localhost(

@@ -9,9 +9,9 @@ time as the Jobs themselves. The plan is what a user waits to read after `kubect
 apply` (the GPUs, the cost, or why the job cannot run); the children take the same
 total time whenever they are made. So a new job's first pass stops after its plan and
 hands the rest of its reconcile to :class:`PlanFirst`, whose workers start that work
-only while no plan is being made, or once it has waited ``max_wait`` seconds (a steady
-stream of new jobs cannot starve the children). With no burst nothing waits: the
-children's pass starts as the plan's ends.
+once no plan has been made for ``quiet`` seconds, or once it has waited ``max_wait``
+seconds (a steady stream of new jobs cannot starve the children). With no burst the
+children's pass starts ``quiet`` seconds after the plan's.
 
 Nothing here talks to the API server; the work is the caller's.
 """
@@ -30,18 +30,25 @@ logger = logging.getLogger(__name__)
 
 # Seconds the children of a planned job wait at most for the plans made after it.
 MAX_WAIT_SECONDS = 10.0
+# Seconds without any plan being made before children start: during a burst the plans
+# pause for moments (the next creation events are on their way), and children started
+# in such a gap hold the API server while the next plans wait.
+QUIET_SECONDS = 0.3
 
 
 class PlanFirst:
-    """Work that runs when no plan is being made (or after ``max_wait``). Thread-safe."""
+    """Work that runs once no plan has been made for a moment (or after ``max_wait``).
+    Thread-safe."""
 
     def __init__(
         self,
         *,
         workers: int = 16,
         max_wait: float = MAX_WAIT_SECONDS,
+        quiet: float = QUIET_SECONDS,
     ) -> None:
-        self.workers, self.max_wait = workers, max_wait
+        self.workers, self.max_wait, self.quiet = workers, max_wait, quiet
+        self._last_plan = float("-inf")  # when the last plan was made (monotonic)
         self._changed = threading.Condition()
         self._planning = 0
         self._queue: collections.deque[tuple[float, contextvars.Context, Callable[[], None]]] = (
@@ -60,6 +67,7 @@ class PlanFirst:
         finally:
             with self._changed:
                 self._planning -= 1
+                self._last_plan = time.monotonic()
                 if not self._planning:
                     self._changed.notify_all()
 
@@ -95,16 +103,22 @@ class PlanFirst:
             self._changed.notify_all()
 
     def _next(self) -> tuple[contextvars.Context, Callable[[], None]] | None:
-        """The oldest work, once no plan is being made or it has waited ``max_wait``."""
+        """The oldest work, once no plan has been made for ``quiet`` seconds or it has
+        waited ``max_wait``."""
         with self._changed:
             while not self._stopped:
                 if not self._queue:
                     self._changed.wait()
                     continue
                 queued, context, work = self._queue[0]
-                waited = time.monotonic() - queued
-                if self._planning and waited < self.max_wait:
-                    self._changed.wait(self.max_wait - waited)
+                now = time.monotonic()
+                left = self.max_wait - (now - queued)
+                if left > 0 and self._planning:
+                    self._changed.wait(left)
+                    continue
+                quiet_left = self.quiet - (now - self._last_plan)
+                if left > 0 and quiet_left > 0:
+                    self._changed.wait(min(left, quiet_left))
                     continue
                 self._queue.popleft()
                 return context, work

@@ -13,6 +13,7 @@ of planning again; child names are deterministic and creation treats
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import threading
@@ -126,14 +127,25 @@ def on_trainingjob_event(body: kopf.Body, type: str | None, memo: Any, **_: Any)
         context.plan_first.later(functools.partial(_make_children, context, key, planned, passes))
 
 
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """What a plan-only pass leaves for its children's pass: the TrainingJob as the plan
+    left it, and the Events it held back (the Planned one)."""
+
+    body: dict[str, Any]
+    events: tuple[tuple[str, str, str], ...]
+
+
 def _make_children(
-    context: OperatorContext, key: tuple[str, str], planned: dict[str, Any], passes: int | None
+    context: OperatorContext, key: tuple[str, str], planned: Planned, passes: int | None
 ) -> None:
     """The rest of a new TrainingJob's first pass, after its plan (plan_first.py). The
     TrainingJob as the plan left it is current unless another pass ran since (an edit, its
     deletion): then it is read afresh."""
+    for event in planned.events:
+        context.post_event(planned.body, *event)
     if context.tracker.passes(key) == passes:
-        reconcile(context, *key, body=planned, children_absent=True)
+        reconcile(context, *key, body=planned.body, children_absent=True)
     else:
         reconcile(context, *key)
 
@@ -386,7 +398,7 @@ def reconcile(
     infrastructure: NodeFailure | None = None,
     plan_only: bool = False,
     children_absent: bool = False,
-) -> dict[str, Any] | None:
+) -> Planned | None:
     """Bring one TrainingJob and its children to where its spec and status say.
 
     ``full`` also re-checks the ConfigMap and Service while the Job exists;
@@ -396,8 +408,9 @@ def reconcile(
     ``infrastructure``: a node or pod of the Job ``infrastructure.job`` was lost.
 
     ``plan_only``: a pass that makes a new plan ends once it is written and returns the
-    TrainingJob as written, for a later pass with ``children_absent`` (nothing of the plan
-    exists yet: created without reading first) to make its children; otherwise None.
+    TrainingJob as written with the Events it held back, for a later pass with
+    ``children_absent`` (nothing of the plan exists yet: created without reading first) to
+    make its children; otherwise None.
     """
     key = (namespace, name)
     with context.locks.hold(namespace, name), context.metrics.reconcile(KIND):
@@ -429,7 +442,11 @@ def reconcile(
     if done.status.get("phase") != (current.get("status") or {}).get("phase"):
         # Exports wait for this job's success (outside its lock: they read it afresh).
         modelexport.trainingjob_changed(context, namespace, name, current | {"status": done.status})
-    return current | {"status": done.status} if done.stopped_at_plan else None
+    if not done.stopped_at_plan:
+        for event in done.held_events or ():  # a plan-only pass that made no plan
+            context.post_event(current, *event)
+        return None
+    return Planned(current | {"status": done.status}, tuple(done.held_events or ()))
 
 
 class _Reconcile:
@@ -460,6 +477,8 @@ class _Reconcile:
         self.fresh_plan = children_absent
         self.plan_only = plan_only
         self.stopped_at_plan = False  # plan_only and a new plan was written: children later
+        # A plan-only pass's Events, posted by the children's pass (after the burst of plans).
+        self.held_events: list[tuple[str, str, str]] | None = [] if plan_only else None
         self.replanned = False  # the spec changed under a stored plan: a new attempt
         self.first_attempt = 0
         # A Failed run given more restarts: this pass clears Failed, saying why.
@@ -1143,7 +1162,11 @@ class _Reconcile:
         if reason == "WaitingForPods":  # the Planned event just said it; not worth another
             return
         warning = event_type == "Warning" or phase is Phase.FAILED
-        self.context.post_event(self.body, "Warning" if warning else "Normal", reason, message)
+        event = ("Warning" if warning else "Normal", reason, message)
+        if self.held_events is not None:
+            self.held_events.append(event)
+        else:
+            self.context.post_event(self.body, *event)
         logger.info("%s %s/%s: %s: %s", KIND, self.namespace, self.name, phase.value, message)
 
     def _record_metrics(self) -> None:
