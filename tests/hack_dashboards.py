@@ -40,7 +40,7 @@ def load(module: str) -> ModuleType:
 
 @functools.cache
 def served_metric_names() -> frozenset[str]:
-    """Every sample name the operator and a trainer serve in the simulated run."""
+    """Every sample name the operator, a trainer and Kueue serve in the simulated run."""
     sample_data = load("sample_data")
     return frozenset(sample.name for sample in sample_data.simulate(end=1_800_000_000.0))
 

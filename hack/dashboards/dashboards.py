@@ -599,13 +599,113 @@ def operator_panels() -> list[tuple[str, list[PanelSpec]]]:
     ]
 
 
+# What Kueue itself serves (its /metrics; LocalQueue metrics are on by default since
+# v0.17): a platform team's view of the queues the TrainingJobs wait in. Kueue's own
+# ServiceMonitor does not honour labels, so a LocalQueue's namespace arrives as
+# ``exported_namespace`` (``namespace`` is Kueue's own, kueue-system).
+GPU = 'resource="nvidia.com/gpu"'
+
+
+def queue_panels() -> list[tuple[str, list[PanelSpec]]]:
+    by_local_queue = "exported_namespace, name"
+    return [
+        (
+            "Queues (Kueue)",
+            [
+                PanelSpec(
+                    "Workloads waiting per LocalQueue",
+                    "Workloads (a TrainingJob's Job is one) waiting for admission, per "
+                    "LocalQueue: active ones are in line, inadmissible ones wait for the "
+                    "cluster to change (quota freed, a flavour added). A TrainingJob waiting "
+                    "over 30 minutes fires TrainwrightTrainingJobWaitingToStart.",
+                    "short",
+                    (
+                        Query(
+                            f"sum by ({by_local_queue}, status) "
+                            "(kueue_local_queue_pending_workloads)",
+                            "{{exported_namespace}}/{{name}} {{status}}",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "Admitted workloads per LocalQueue",
+                    "Workloads admitted and not finished, per LocalQueue: the jobs holding "
+                    "quota now.",
+                    "short",
+                    (
+                        Query(
+                            f"sum by ({by_local_queue}) "
+                            "(kueue_local_queue_admitted_active_workloads)",
+                            "{{exported_namespace}}/{{name}}",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "Time to admission per LocalQueue",
+                    "95th percentile wait from a workload's creation to its admission, per "
+                    "LocalQueue, over the rate interval.",
+                    "s",
+                    (
+                        Query(
+                            f"histogram_quantile(0.95, sum by ({by_local_queue}, le) "
+                            "(rate(kueue_local_queue_admission_wait_time_seconds_bucket"
+                            "[$__rate_interval])))",
+                            "{{exported_namespace}}/{{name}} p95",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "GPU quota in use per ClusterQueue and flavour",
+                    "GPUs held by admitted workloads against the nominal quota, per "
+                    "ClusterQueue and flavour (one flavour per GPU product).",
+                    "short",
+                    (
+                        Query(
+                            "sum by (cluster_queue, flavor) "
+                            f"(kueue_cluster_queue_resource_usage{{{GPU}}})",
+                            "{{cluster_queue}} {{flavor}} in use",
+                        ),
+                        Query(
+                            "sum by (cluster_queue, flavor) "
+                            f"(kueue_cluster_queue_nominal_quota{{{GPU}}})",
+                            "{{cluster_queue}} {{flavor}} quota",
+                        ),
+                    ),
+                ),
+                PanelSpec(
+                    "Preemptions and evictions",
+                    "Workloads preempted per second, by the ClusterQueue that preempted and "
+                    "why, and workloads evicted, by reason. A preempted TrainingJob goes back "
+                    "to Queued and resumes from its last checkpoint when admitted again.",
+                    "ops",
+                    (
+                        Query(
+                            "sum by (preempting_cluster_queue, reason) "
+                            "(rate(kueue_preempted_workloads_total[$__rate_interval]))",
+                            "preempted by {{preempting_cluster_queue}}: {{reason}}",
+                        ),
+                        Query(
+                            "sum by (cluster_queue, reason) "
+                            "(rate(kueue_evicted_workloads_total[$__rate_interval]))",
+                            "evicted from {{cluster_queue}}: {{reason}}",
+                        ),
+                    ),
+                    bars=True,
+                ),
+            ],
+        ),
+    ]
+
+
 def operator() -> gd.Dashboard:
     return _dashboard(
         "trainwright-operator",
         "Trainwright / Operator",
         "The operator itself: reconciles and errors per kind, reconcile and API latency, "
-        "TrainingJobs by phase and those waiting for a plan.",
-        operator_panels(),
+        "TrainingJobs by phase and those waiting for a plan; and the Kueue queues they wait "
+        "in: waiting and admitted workloads per LocalQueue, time to admission, GPU quota in "
+        "use, preemptions.",
+        operator_panels() + queue_panels(),
     ).with_variable(_datasource_variable())
 
 

@@ -7,7 +7,10 @@ steps, checkpoints, spikes and rollbacks. Their exposition is scraped every
 (the trainer pod's ``namespace`` and ``trainingjob`` from the PodMonitor's relabelling;
 the operator scraped with ``honorLabels``) and written as OpenMetrics for
 ``promtool tsdb create-blocks-from openmetrics``. No GPU here, so the NVML gauge is set
-as the trainer's sampler would set it. tests/unit/test_dashboards.py runs every panel's
+as the trainer's sampler would set it. Kueue's controller is Go, so its queue metrics come
+from :class:`KueueMetrics`, which registers them under Kueue's names and label names
+(tests/e2e/test_queueing.py holds it to a scrape of the real Kueue) and is scraped the
+way Kueue's own ServiceMonitor is (no honorLabels). tests/unit/test_dashboards.py runs every panel's
 query against a Prometheus started on these blocks; hack/dashboards/render_png.py draws
 docs/dashboards.md's pictures from the same data.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trainwright.operator.metrics import OperatorMetrics
@@ -51,6 +54,13 @@ TRAINER_TARGET = {
     "namespace": NAMESPACE,
     "trainingjob": TRAININGJOB,
 }
+# Kueue's controller, scraped through its own ServiceMonitor (no honorLabels: the
+# LocalQueue's `namespace` label arrives as `exported_namespace`).
+KUEUE_TARGET = {
+    "job": "kueue-controller-manager-metrics-service",
+    "instance": "10.244.0.9:8443",
+    "namespace": "kueue-system",
+}
 # What the operator's reconcile writes for the run (see the Argo CD testdata).
 PLAN = {
     "gpuType": "H100-SXM",
@@ -71,12 +81,22 @@ class Sample:
     timestamp: float
 
 
-def _scrape(registry_text: bytes, target: dict[str, str], at: float) -> list[Sample]:
-    """Parse one exposition and add the target's labels (honorLabels: the exposed win)."""
+def _scrape(
+    registry_text: bytes, target: dict[str, str], at: float, *, honor_labels: bool = True
+) -> list[Sample]:
+    """Parse one exposition and add the target's labels: with honorLabels the exposed win,
+    without them an exposed label the target also has is kept as ``exported_<name>``."""
     samples = []
     for family in text_string_to_metric_families(registry_text.decode()):
         for sample in family.samples:
-            labels = {**target, **sample.labels}
+            if honor_labels:
+                labels = {**target, **sample.labels}
+            else:
+                exposed = {
+                    f"exported_{key}" if key in target else key: value
+                    for key, value in sample.labels.items()
+                }
+                labels = {**exposed, **target}
             if target is OPERATOR_TARGET:
                 labels.setdefault("namespace", OPERATOR_NAMESPACE)
             samples.append(Sample(sample.name, tuple(sorted(labels.items())), sample.value, at))
@@ -91,11 +111,103 @@ class _Clock:
         return self.now
 
 
+class KueueMetrics:
+    """The Kueue v0.17 metrics the operator dashboard's queue row reads, by Kueue's names and
+    label names (pkg/metrics/metrics.go; every series also carries ``replica_role``).
+    tests/e2e/test_queueing.py checks each family against a scrape of the real Kueue."""
+
+    ROLE = "standalone"  # leader election is off in a one-replica Kueue
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        local_queue = ["name", "namespace"]
+        cluster_queue = ["cohort", "cluster_queue", "flavor", "resource", "replica_role"]
+        self.local_queue_pending = Gauge(
+            "kueue_local_queue_pending_workloads",
+            "Pending workloads per LocalQueue and status.",
+            [*local_queue, "status", "replica_role"],
+            registry=self.registry,
+        )
+        self.local_queue_admitted_active = Gauge(
+            "kueue_local_queue_admitted_active_workloads",
+            "Admitted workloads not finished, per LocalQueue.",
+            [*local_queue, "replica_role"],
+            registry=self.registry,
+        )
+        self.local_queue_admission_wait = Histogram(
+            "kueue_local_queue_admission_wait_time_seconds",
+            "Time from a workload's creation to its admission, per LocalQueue.",
+            [*local_queue, "priority_class", "replica_role"],
+            buckets=[2.0**i for i in range(14)],
+            registry=self.registry,
+        )
+        self.resource_usage = Gauge(
+            "kueue_cluster_queue_resource_usage",
+            "Resources in use per ClusterQueue and flavour.",
+            cluster_queue,
+            registry=self.registry,
+        )
+        self.nominal_quota = Gauge(
+            "kueue_cluster_queue_nominal_quota",
+            "Nominal quota per ClusterQueue and flavour.",
+            cluster_queue,
+            registry=self.registry,
+        )
+        self.preempted = Counter(
+            "kueue_preempted_workloads",
+            "Workloads preempted, by the preempting ClusterQueue and reason.",
+            ["preempting_cluster_queue", "reason", "replica_role"],
+            registry=self.registry,
+        )
+        self.evicted = Counter(
+            "kueue_evicted_workloads",
+            "Workloads evicted, per ClusterQueue and reason.",
+            ["cluster_queue", "reason", "underlying_cause", "priority_class", "replica_role"],
+            registry=self.registry,
+        )
+
+    def tick(self, tick: int, minutes: float) -> None:
+        """Two teams' LocalQueues over the shipped ClusterQueue (hack/k8s/kueue/queues.yaml):
+        team-a's run holds 8 H100 from minute 5, team-b's jobs come and go, and at minute
+        70 a high-priority job preempts a low one of team-b."""
+        role = self.ROLE
+        team_b_running = 1 + (tick // 40) % 2
+        for (namespace, name), active, waiting in (
+            ((NAMESPACE, "gpu"), 1 if minutes >= 5 else 0, 1 if minutes < 5 else 0),
+            (("team-b", "gpu"), team_b_running, 2 + int(2 * math.sin(tick / 11) ** 2)),
+        ):
+            self.local_queue_admitted_active.labels(name, namespace, role).set(active)
+            self.local_queue_pending.labels(name, namespace, "active", role).set(waiting)
+            self.local_queue_pending.labels(name, namespace, "inadmissible", role).set(
+                1 if 60 <= minutes < 90 else 0
+            )
+        if tick % 10 == 0:  # an admission every five minutes, after a wait of minutes
+            wait = 60 + 540 * math.sin(tick / 13) ** 2
+            self.local_queue_admission_wait.labels("gpu", "team-b", "low", role).observe(wait)
+        if tick == 10:
+            self.local_queue_admission_wait.labels("gpu", NAMESPACE, "low", role).observe(280)
+        h100 = 8 * (1 if minutes >= 5 else 0) + 8 * team_b_running
+        for flavor, used, quota in (
+            ("nvidia-h100-80gb-hbm3", min(h100, 16), 16),
+            ("nvidia-a100-sxm4-80gb", 8, 32),
+        ):
+            labels = ("trainwright", "trainwright", flavor, "nvidia.com/gpu", role)
+            self.resource_usage.labels(*labels).set(used)
+            self.nominal_quota.labels(*labels).set(quota)
+        if tick == 140:  # minute 70
+            self.preempted.labels("trainwright", "InClusterQueue", role).inc()
+            self.evicted.labels("trainwright", "Preempted", "", "low", role).inc()
+        if tick == 0:  # the counters' series exist from the start
+            self.preempted.labels("trainwright", "InClusterQueue", role).inc(0)
+            self.evicted.labels("trainwright", "Preempted", "", "low", role).inc(0)
+
+
 def simulate(end: float) -> list[Sample]:
     """Scrape a simulated two-hour run ending at ``end`` (Unix seconds)."""
     start = end - DURATION_SECONDS
     clock = _Clock(start)
     operator = OperatorMetrics()
+    kueue = KueueMetrics()
     samples: list[Sample] = []
     with mock.patch("trainwright_trainer.metrics.time.time", clock):
         trainer = TrainerMetrics(enabled=True, port=0, progress_path=None, total_steps=TOTAL_STEPS)
@@ -105,6 +217,10 @@ def simulate(end: float) -> list[Sample]:
                 _advance(operator, trainer, tick, clock.now, start)
                 samples += _scrape(operator.exposition(), OPERATOR_TARGET, clock.now)
                 samples += _scrape(generate_latest(trainer.registry), TRAINER_TARGET, clock.now)
+                kueue.tick(tick, (clock.now - start) / 60)
+                samples += _scrape(
+                    generate_latest(kueue.registry), KUEUE_TARGET, clock.now, honor_labels=False
+                )
         finally:
             trainer.close()
     return samples

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -120,3 +123,24 @@ def pending_workloads(kube: Kube, namespace: str, local_queue: str) -> list[dict
         f"/localqueues/{local_queue}/pendingworkloads"
     )
     return list(json.loads(kube.kubectl("get", "--raw", path).stdout)["items"])
+
+
+def kueue_metrics(kube: Kube) -> str:
+    """The real Kueue's /metrics, as its ServiceMonitor scrapes it: HTTPS with the
+    certificate cluster.sh signed, and a bearer token Kueue checks with a TokenReview and a
+    SubjectAccessReview (the cluster's admin token here). Only on a private cluster, whose
+    state dir holds Kueue's rendered config (its metrics address)."""
+    if kube.state_dir is None:
+        pytest.skip("Kueue's metrics address is known only for a private cluster")
+    config = yaml.safe_load((kube.state_dir / "kueue" / "config.yaml").read_text())
+    address = config["metrics"]["bindAddress"]
+    kubeconfig = yaml.safe_load(kube.kubeconfig.read_text())
+    token = kubeconfig["users"][0]["user"]["token"]
+    response = httpx.get(
+        f"https://{address}/metrics",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=ssl.create_default_context(cafile=kube.state_dir / "pki" / "ca.crt"),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.text

@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.cluster import FAKE_HOLD, FAKE_RESULT, GPU_PRODUCT_LABEL, GPU_RESOURCE, Kube, wait_until
+from e2e.kueue import kueue_metrics
 from e2e.operator_harness import (
     KWOK_TOLERATION,
     OperatorProcess,
@@ -32,6 +35,7 @@ from e2e.operator_harness import (
     wait_for_phase,
 )
 from e2e.test_kueue import KUEUE_GROUP, KUEUE_VERSION, kueue
+from hack_dashboards import load
 
 __all__ = ["kueue", "operator"]  # the fixtures, imported so pytest finds them
 
@@ -216,9 +220,14 @@ def test_kueue_queues_beyond_quota_in_order_and_high_preempts_low_which_resumes(
     create(kube, namespace, "trainingjobs", _queued_job("a2", "team-a", "low"))
     status = wait_for_phase(kube, namespace, "a2", "Queued")
     print(f"\nkueue: beyond quota -> Queued in {time.monotonic() - created:.1f} s")
-    admitted = condition(status, "Admitted")
-    assert admitted["reason"] == "WaitingForAdmission"
-    assert "Waiting in Kueue LocalQueue team-a" in admitted["message"]
+    assert condition(status, "Admitted")["reason"] == "WaitingForAdmission"
+
+    def in_queue() -> bool:  # Kueue makes the Job's Workload a moment after the Job
+        message = condition(status_of(kube, namespace, "trainingjobs", "a2"), "Admitted")
+        return "Waiting in Kueue LocalQueue team-a" in message["message"]
+
+    wait_until(in_queue, timeout_s=10, what="a2's Queued message to name its LocalQueue")
+    print(f"kueue: waiting in its LocalQueue {time.monotonic() - created:.1f} s after apply")
 
     def quota_named() -> bool:  # Kueue may not have looked at the Workload at first
         message = condition(status_of(kube, namespace, "trainingjobs", "a2"), "Admitted")
@@ -261,6 +270,7 @@ def test_kueue_queues_beyond_quota_in_order_and_high_preempts_low_which_resumes(
     print(
         f"kueue: high job created -> Running (after preemption) in {time.monotonic() - created:.1f} s"
     )
+    _kueue_metrics_show_the_preemption(kube, namespace)
 
     _finish(kube, namespace, "urgent")
     wait_for_phase(kube, namespace, "urgent", "Succeeded", timeout_s=60)
@@ -271,3 +281,42 @@ def test_kueue_queues_beyond_quota_in_order_and_high_preempts_low_which_resumes(
     assert (resumed["restarts"], resumed["attempt"]) == (0, 0)
     assert resumed["children"]["job"] == status["children"]["job"]
     assert resumed["progress"]["lastCheckpointStep"] == 100
+
+
+def _series(exposition: str) -> dict[str, list[dict[str, str]]]:
+    """Sample name -> the label sets of its series."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(dict(sample.labels))
+    return found
+
+
+def _kueue_metrics_show_the_preemption(kube: Kube, namespace: str) -> None:
+    """The real Kueue's /metrics after the preemption: the queue row of the operator
+    dashboard reads these families, and its sample data (KueueMetrics) must name them and
+    their labels as Kueue does."""
+    real = _series(kueue_metrics(kube))
+    cluster_queue = f"cq-{namespace}"[:63]
+    preempted = [
+        labels
+        for labels in real.get("kueue_preempted_workloads_total", [])
+        if labels.get("preempting_cluster_queue") == cluster_queue
+    ]
+    assert preempted, sorted(name for name in real if name.startswith("kueue_preempted"))
+    admitted = {
+        labels["name"]
+        for labels in real.get("kueue_local_queue_admitted_active_workloads", [])
+        if labels.get("namespace") == namespace
+    }
+    assert {"team-a", "team-b"} <= admitted, admitted
+    simulated = load("sample_data").KueueMetrics()  # the dashboards' simulated Kueue
+    for tick in range(150):  # past the simulated preemption: every series exists
+        simulated.tick(tick, tick / 2)
+    for name, label_sets in _series(generate_latest(simulated.registry).decode()).items():
+        if name.endswith("_created"):  # prometheus_client's own; Go's client has none
+            continue
+        assert name in real, f"Kueue serves no {name}"
+        simulated_names = {frozenset(labels) for labels in label_sets}
+        real_names = {frozenset(labels) for labels in real[name]}
+        assert simulated_names <= real_names, (name, simulated_names, real_names)

@@ -153,7 +153,7 @@ def test_target_promql_rule_and_rate_interval_rule(name: str, title: str, expr: 
             assert calls and calls[-1] in RATE_FUNCTIONS, f"{node.name} outside rate(): {expr}"
 
 
-def test_every_metric_a_panel_reads_is_served_by_the_operator_or_the_trainer() -> None:
+def test_every_metric_a_panel_reads_is_served_by_the_operator_the_trainer_or_kueue() -> None:
     served = served_metric_names()
     for name in NAMES:
         for panel in panels(name):

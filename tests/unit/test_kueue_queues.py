@@ -265,6 +265,11 @@ def test_conversion_webhooks_and_config_point_at_the_process(rendered: Path) -> 
         "certDir": str(rendered / "certs"),
     }
     assert config["health"]["healthProbeBindAddress"] == "127.0.0.1:40002"
+    # The operator dashboard's quota panel reads the ClusterQueue resource gauges.
+    assert config["metrics"] == {
+        "bindAddress": "127.0.0.1:40003",
+        "enableClusterQueueResources": True,
+    }
     assert config["manageJobsWithoutQueueName"] is False
     assert config["internalCertManagement"] == {"enable": False}
 

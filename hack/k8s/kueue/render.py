@@ -52,7 +52,7 @@ def render_config(
     config = dict(template)
     config["webhook"] = {"host": "127.0.0.1", "port": webhook_port, "certDir": str(cert_dir)}
     config["health"] = {"healthProbeBindAddress": f"127.0.0.1:{health}"}
-    config["metrics"] = {"bindAddress": f"127.0.0.1:{metrics}"}
+    config["metrics"] = {**config.get("metrics", {}), "bindAddress": f"127.0.0.1:{metrics}"}
     return config
 
 

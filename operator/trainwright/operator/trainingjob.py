@@ -725,21 +725,24 @@ class _Reconcile:
             created = self.kube.concurrently(
                 [functools.partial(self._create, m) for m in (*manifests, trainer)]
             )
-            return self._followed(created[-1])
+            return self._followed(job, created[-1])
         for manifest in manifests:
             if self.kube.get_child(manifest["kind"], self.namespace, manifest["metadata"]["name"]):
                 continue
             self._create(manifest)
         if existing is not None:
             return existing
-        return self._followed(self._create(self._trainer_job(job, plan, attempt, config_map)))
+        return self._followed(job, self._create(self._trainer_job(job, plan, attempt, config_map)))
 
-    def _followed(self, created: dict[str, Any]) -> dict[str, Any]:
+    def _followed(self, job: TrainingJob, created: dict[str, Any]) -> dict[str, Any]:
         """A Job this pass created and goes on to follow: its creation event carries nothing
         new, so its signature is noted as handled (on_trainer_job_event's filter skips it,
-        one TrainingJob read fewer per new job)."""
-        key = (self.namespace, str(created["metadata"]["name"]))
-        self.context.job_signatures[key] = lifecycle.job_signature(created)
+        one TrainingJob read fewer per new job). Not for a Job Kueue admits: Kueue makes its
+        Workload a moment after the Job, too late for this pass to find it, and the creation
+        event's pass finds it (the queue's name and position in the status at once)."""
+        if job.spec.queue is None:
+            key = (self.namespace, str(created["metadata"]["name"]))
+            self.context.job_signatures[key] = lifecycle.job_signature(created)
         return created
 
     def _trainer_job(
