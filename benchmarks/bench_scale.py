@@ -348,6 +348,20 @@ def events_posted(core: client.CoreV1Api, namespace: str) -> int:
     return sum(event.count or 1 for event in events)
 
 
+def settled_events(core: client.CoreV1Api, namespace: str, timeout_s: float = 60) -> int:
+    """events_posted once it stops growing: kopf posts Events from a queue of its own, which
+    may still be draining when the last Job exists."""
+    deadline = time.monotonic() + timeout_s
+    count = events_posted(core, namespace)
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        now = events_posted(core, namespace)
+        if now == count:
+            break
+        count = now
+    return count
+
+
 # Phases ----------------------------------------------------------------------------------
 
 
@@ -435,8 +449,8 @@ def scale_phase(
     requests = sum(by_verb.values())
     cpu_s = operator.cpu_seconds() - cpu_before
     patches = apiserver_trainingjob_patches(api_client) - patches_before
-    events = events_posted(core, SCALE_NS)
     rss = operator.rss_mib()
+    events = settled_events(core, SCALE_NS)
     report.say(f"scale: {jobs} TrainingJobs applied in {applied_s:.1f} s ({workers} threads)")
     report.say(f"  planned: {len(planned.seen)} of {jobs}; apply -> plan: {spread(to_plan)}")
     report.say(f"  trainer Jobs: {len(created.seen)} of {jobs}, all within {all_jobs_s:.1f} s")
