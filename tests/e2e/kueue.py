@@ -51,13 +51,17 @@ def create_queue(
     flavour: str,
     gpus: int,
     local_queue: str = "team",
+    device: str = GPU_RESOURCE,
+    preempt_lower: bool = False,
 ) -> str:
-    """A ClusterQueue `cq-<namespace>` for that namespace alone with `gpus` GPUs of one
-    flavour (and ample cpu and memory), and a LocalQueue over it; returns the ClusterQueue's
-    name (delete it at the end: Kueue removes it once the namespace's Workloads are gone)."""
+    """A ClusterQueue `cq-<namespace>` for that namespace alone with `gpus` devices
+    (`device`: the GPU resource, or the real node's CPU rank) of one flavour (and ample cpu
+    and memory), and a LocalQueue over it; returns the ClusterQueue's name (delete it at
+    the end: Kueue removes it once the namespace's Workloads are gone). ``preempt_lower``:
+    a workload of a higher priority preempts lower ones within it."""
     cluster_queue = f"cq-{namespace}"[:63]
     quotas = [
-        {"name": GPU_RESOURCE, "nominalQuota": gpus},
+        {"name": device, "nominalQuota": gpus},
         {"name": "cpu", "nominalQuota": 64},
         {"name": "memory", "nominalQuota": "256Gi"},
     ]
@@ -73,10 +77,13 @@ def create_queue(
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                 "resourceGroups": [
                     {
-                        "coveredResources": [GPU_RESOURCE, "cpu", "memory"],
+                        "coveredResources": [device, "cpu", "memory"],
                         "flavors": [{"name": flavour, "resources": quotas}],
                     }
                 ],
+                **(
+                    {"preemption": {"withinClusterQueue": "LowerPriority"}} if preempt_lower else {}
+                ),
             },
         },
     )

@@ -4,7 +4,9 @@ hack/k8s/node.sh starts the node with the cluster: `trainwright-real-0`, two
 `trainwright.io/cpu-rank` (the catalog's CPU device, one per torchrun rank), tainted for
 them, with CoreDNS and kube-proxy; the trainer image comes from the loopback registry
 under its usual name. Model and data are a tiny Llama and the shipped corpus on a
-hostPath PersistentVolume, as a user's claim would hold them.
+hostPath PersistentVolume, as a user's claim would hold them. A Kueue preemption of a
+run on the node stops its real trainer (SIGTERM, a checkpoint) and the run resumes from
+that checkpoint once Kueue admits it again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster import Kube, wait_until
+from e2e.kueue import KUEUE_GROUP, KUEUE_VERSION, create_queue, kueue_api
 from e2e.operator_harness import (
     GROUP,
     VERSION,
@@ -229,6 +232,49 @@ def test_a_two_rank_torchrun_trains_in_a_pod_on_the_real_node(
     assert checkpoints[-1] == "step-000040", checkpoints
 
 
+def _tiny_job(
+    name: str,
+    work_volume: Path,
+    *,
+    nodes: int,
+    max_steps: int,
+    max_restarts: int,
+    queue: str | None = None,
+    priority: str | None = None,
+) -> dict[str, Any]:
+    """A tiny full fine-tune on the real node's CPU ranks, one rank per pod (ranks meet
+    through the headless Service); with ``queue``, in that Kueue LocalQueue at ``priority``."""
+    spec: dict[str, Any] = {
+        "model": {
+            "configPath": str(work_volume / "model" / "config.json"),
+            "uri": f"pvc://{CLAIM}/model",
+        },
+        "method": "full",
+        "dataset": {"uri": f"pvc://{CLAIM}/data/text.txt", "format": "text", "tokens": 200000},
+        "training": {
+            "epochs": 1000,  # the corpus is a few steps long; maxSteps ends the run
+            "maxSteps": max_steps,
+            "seqLen": 64,
+            "microBatchSize": 2,
+            "learningRate": 3.0e-3,
+            "precision": "fp32",
+        },
+        "resources": {"gpuType": "CPU", "nodes": nodes, "gpusPerNode": 1},
+        "strategy": "ddp",
+        "image": TRAINER_IMAGE,
+        "checkpoint": {"pvc": CLAIM, "intervalSteps": 20},
+        "maxRestarts": max_restarts,
+    }
+    if queue is not None:
+        spec |= {"queue": queue, "priorityClass": priority}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def test_a_trainingjob_planned_on_the_cpu_device_trains_resumes_and_succeeds(
     kube: Kube,
     namespace: str,
@@ -243,36 +289,7 @@ def test_a_trainingjob_planned_on_the_cpu_device_trains_resumes_and_succeeds(
         kube,
         namespace,
         "trainingjobs",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TrainingJob",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {
-                    "configPath": str(work_volume / "model" / "config.json"),
-                    "uri": f"pvc://{CLAIM}/model",
-                },
-                "method": "full",
-                "dataset": {
-                    "uri": f"pvc://{CLAIM}/data/text.txt",
-                    "format": "text",
-                    "tokens": 200000,
-                },
-                "training": {
-                    "epochs": 1000,  # the corpus is a few steps long; maxSteps ends the run
-                    "maxSteps": STEPS,
-                    "seqLen": 64,
-                    "microBatchSize": 2,
-                    "learningRate": 3.0e-3,
-                    "precision": "fp32",
-                },
-                "resources": {"gpuType": "CPU", "nodes": 2, "gpusPerNode": 1},
-                "strategy": "ddp",
-                "image": TRAINER_IMAGE,
-                "checkpoint": {"pvc": CLAIM, "intervalSteps": 20},
-                "maxRestarts": 2,
-            },
-        },
+        _tiny_job(name, work_volume, nodes=2, max_steps=STEPS, max_restarts=2),
     )
     running = wait_for_phase(kube, namespace, name, "Running", timeout_s=POD_TIMEOUT_S)
     assert running["plan"]["gpuType"] == "CPU"
@@ -322,6 +339,95 @@ def test_a_trainingjob_planned_on_the_cpu_device_trains_resumes_and_succeeds(
     assert 20 <= step < STEPS
     assert "ddp, 2 ranks" in resumed
     assert sorted(p.name for p in checkpoint_dir.glob("step-*"))[-1] == f"step-{STEPS:06d}"
+
+
+def test_a_kueue_preemption_stops_a_real_run_which_resumes_from_its_checkpoint(
+    kube: Kube,
+    namespace: str,
+    work_volume: Path,
+    work_claim: str,
+    operator: OperatorProcess,  # noqa: F811
+) -> None:
+    """Kueue preempts a low-priority run holding both CPU ranks for a high-priority one:
+    Kueue suspends the low run's Job, its pods get SIGTERM and the trainer checkpoints; the
+    TrainingJob waits Queued (Preempted) with no restart used; once the high run is done,
+    Kueue admits the low one again and its new pods resume from the checkpoint."""
+    api = kueue_api(kube)
+    cluster_queue = create_queue(
+        api,
+        namespace,
+        flavour="trainwright-cpu",
+        gpus=2,
+        local_queue="cpu",
+        device=RANK_RESOURCE,
+        preempt_lower=True,
+    )
+    try:
+        # Never finishes on its own: the test ends it once it trains again after resuming.
+        # No restart allowed: a preemption must not use one up.
+        low = _tiny_job(
+            "low", work_volume, nodes=2, max_steps=100000, max_restarts=0, queue="cpu",
+            priority="low",
+        )  # fmt: skip
+        create(kube, namespace, "trainingjobs", low)
+        wait_for_phase(kube, namespace, "low", "Running", timeout_s=POD_TIMEOUT_S)
+        checkpoints = work_volume / "low"
+        wait_until(
+            lambda: (checkpoints / "step-000020").is_dir(),
+            timeout_s=POD_TIMEOUT_S,
+            what="low's first checkpoint (step 20)",
+        )
+        created = time.monotonic()
+        high = _tiny_job(
+            "high", work_volume, nodes=1, max_steps=10, max_restarts=0, queue="cpu",
+            priority="high",
+        )  # fmt: skip
+        create(kube, namespace, "trainingjobs", high)
+
+        def preempted() -> dict[str, Any] | None:
+            found = status_of(kube, namespace, "trainingjobs", "low")
+            return found if found.get("phase") == "Queued" else None
+
+        queued = wait_until(preempted, timeout_s=120, what="low to be preempted")
+        print(f"\nreal node: high created -> low preempted in {time.monotonic() - created:.1f} s")
+        assert condition(queued, "Admitted")["reason"] == "Preempted"
+        assert (queued["restarts"], queued["attempt"]) == (0, 0)
+        wait_for_phase(kube, namespace, "high", "Succeeded", timeout_s=POD_TIMEOUT_S)
+        finished = time.monotonic()
+        resumed = wait_for_phase(kube, namespace, "low", "Running", timeout_s=POD_TIMEOUT_S)
+        print(f"real node: high done -> low Running again in {time.monotonic() - finished:.1f} s")
+        # The same Job and attempt: Kueue unsuspended it, no restart was counted.
+        assert (resumed["restarts"], resumed["attempt"]) == (0, 0)
+        assert resumed["children"]["job"] == queued["children"]["job"]
+        rank0 = f"trainwright.io/job=low,{INDEX_LABEL}=0"
+
+        def resumed_step() -> int | None:
+            for pod in kube.core_v1.list_namespaced_pod(namespace, label_selector=rank0).items:
+                if pod.status.phase != "Running":
+                    continue
+                log = kube.core_v1.read_namespaced_pod_log(pod.metadata.name, namespace)
+                found = re.search(r"resumed from \S+ at step (\d+)", log)
+                if found is not None:
+                    return int(found.group(1))
+            return None
+
+        step = wait_until(resumed_step, timeout_s=POD_TIMEOUT_S, what="low's new rank 0 to resume")
+        # SIGTERM may have saved a checkpoint past step 20 before the pods went.
+        print(f"real node: low's new rank 0 resumed from its checkpoint at step {step}")
+        assert step >= 20
+        assert (checkpoints / f"step-{step:06d}").is_dir()
+
+        def saved_steps() -> list[int]:  # finished checkpoints (not step-N.tmp-*)
+            found = (re.fullmatch(r"step-(\d+)", path.name) for path in checkpoints.iterdir())
+            return [int(match.group(1)) for match in found if match is not None]
+
+        wait_until(
+            lambda: max(saved_steps()) > step,
+            timeout_s=POD_TIMEOUT_S,
+            what=f"low to train on past step {step} and checkpoint again",
+        )
+    finally:
+        api.delete_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues", cluster_queue)
 
 
 def test_a_pod_that_does_not_tolerate_the_real_node_never_lands_there(

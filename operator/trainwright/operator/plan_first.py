@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 logger = logging.getLogger(__name__)
 
 # Seconds the children of a planned job wait at most for the plans made after it.
-MAX_WAIT_SECONDS = 10.0
+MAX_WAIT_SECONDS = 30.0
 # Seconds without any plan being made before children start: during a burst the plans
 # pause for moments (the next creation events are on their way), and children started
 # in such a gap hold the API server while the next plans wait.
