@@ -5,9 +5,12 @@ The trainer is the real one (torchrun, two gloo ranks, the tiny model) serving
 ``serve_metrics`` endpoint, fed the way its reconciles feed it. Prometheus scrapes both
 every second with the labels the chart's monitors give them (the trainer's
 ``namespace`` and ``trainingjob`` from the PodMonitor relabelling; the operator with
-``honor_labels``). While the run is still going, after two checkpoints, each panel's
-query must return a series. The one exception is GPU memory used: NVML has no GPU to
-read on CPU (tests/unit/test_dashboards.py covers it with the backfilled data).
+``honor_labels``). Kueue's queue metrics come from the sample data's ``KueueMetrics``
+(Kueue's names and labels, held to the real Kueue by tests/e2e/test_queueing.py), served
+and scraped the way Kueue's ServiceMonitor scrapes Kueue (no ``honor_labels``). While the
+run is still going, after two checkpoints, each panel's query must return a series. The
+one exception is GPU memory used: NVML has no GPU to read on CPU
+(tests/unit/test_dashboards.py covers it with the backfilled data).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import start_http_server
 
 from hack_dashboards import load, resolve, targets
 from prometheus_server import PrometheusMissingError, running_prometheus
@@ -46,7 +50,7 @@ def _free_port() -> int:
         return port
 
 
-def _prometheus_config(trainer_port: int, operator_port: int) -> str:
+def _prometheus_config(trainer_port: int, operator_port: int, kueue_port: int) -> str:
     sample_data = load("sample_data")
     trainer_labels = {
         "namespace": sample_data.NAMESPACE,
@@ -72,18 +76,30 @@ def _prometheus_config(trainer_port: int, operator_port: int) -> str:
                     {"targets": [f"127.0.0.1:{trainer_port}"], "labels": trainer_labels}
                 ],
             },
+            {
+                "job_name": "kueue",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{kueue_port}"],
+                        "labels": {"namespace": "kueue-system"},
+                    }
+                ],
+            },
         ],
     }
     return json.dumps(config)  # JSON is YAML
 
 
-def _feed_operator(metrics: OperatorMetrics, stop: threading.Event) -> None:
-    """Reconcile once a second, as the operator following this run would."""
+def _feed_operator(metrics: OperatorMetrics, kueue: Any, stop: threading.Event) -> None:
+    """Reconcile once a second, as the operator following this run would; Kueue's queues
+    move on at the same pace."""
     sample_data = load("sample_data")
     start = time.time() - 600  # the run was planned ten minutes ago
     tick = 0
     while not stop.is_set():
-        sample_data.operator_tick(metrics, tick, (time.time() - start) / 60, start)
+        minutes = (time.time() - start) / 60
+        sample_data.operator_tick(metrics, tick, minutes, start)
+        kueue.tick(tick, minutes)
         tick += 1
         stop.wait(1.0)
 
@@ -94,8 +110,10 @@ def live(tmp_path: Path) -> Iterator[str]:
     trainer_port = _free_port()
     operator = OperatorMetrics()
     server = serve_metrics(operator, port=0, host="127.0.0.1", healthy=lambda: True)
+    kueue = load("sample_data").KueueMetrics()
+    kueue_server, _ = start_http_server(0, addr="127.0.0.1", registry=kueue.registry)
     stop = threading.Event()
-    feeder = threading.Thread(target=_feed_operator, args=(operator, stop), daemon=True)
+    feeder = threading.Thread(target=_feed_operator, args=(operator, kueue, stop), daemon=True)
     feeder.start()
     config = tiny_train_config(
         tmp_path,
@@ -115,7 +133,9 @@ def live(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "prometheus"
     root.mkdir()
     try:
-        config_text = _prometheus_config(trainer_port, server.server_address[1])
+        config_text = _prometheus_config(
+            trainer_port, server.server_address[1], kueue_server.server_address[1]
+        )
         with running_prometheus(root, config_text) as url:
             _wait_for_two_checkpoints(url, trainer)
             yield url
@@ -131,8 +151,9 @@ def live(tmp_path: Path) -> Iterator[str]:
             trainer.communicate(timeout=30)
         stop.set()
         feeder.join(timeout=5)
-        server.shutdown()
-        server.server_close()
+        for http_server in (server, kueue_server):
+            http_server.shutdown()
+            http_server.server_close()
 
 
 def _instant(url: str, query: str) -> list[dict[str, Any]]:
