@@ -21,6 +21,7 @@ import trainwright
 from chart_tools import CHART, ROOT, SCHEMAS, TOGGLES, render, render_text, run, tool
 from trainwright.api.crdgen import KINDS, crd_for, render_chart_template
 from trainwright.api.v1alpha1.trainingjob import DEFAULT_TRAINER_IMAGE
+from trainwright.operator.plan_first import DEFAULT_WORKERS
 
 # Kinds whose schema comes from a CRD that is not Kubernetes' own: the Prometheus
 # Operator's, and kopf's peering (whose CRD the chart renders; checked below).
@@ -264,6 +265,8 @@ def test_default_images_are_the_app_version_and_the_operator_passes_the_trainers
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"trainwright/operator:{chart['appVersion']}"
     assert f"--trainer-image={DEFAULT_TRAINER_IMAGE}" in container["args"]
+    # The chart's default thread count is the operator's own (plan_first.DEFAULT_WORKERS).
+    assert f"--workers={DEFAULT_WORKERS}" in container["args"]
     [deployment] = of_kind(renders["images"], "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/operator:1.2"

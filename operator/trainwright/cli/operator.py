@@ -20,6 +20,7 @@ from trainwright.operator.calibration_defaults import (
     POD_NAMESPACE_ENV,
     STORE_NAME,
 )
+from trainwright.operator.plan_first import DEFAULT_WORKERS
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS, MAX_SAMPLES
 from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 
@@ -67,9 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--workers",
         type=int,
-        default=16,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="threads running reconciles (default 16)",
+        help=f"threads running reconciles (default {DEFAULT_WORKERS})",
     )
     parser.add_argument(
         "--trainer-image",

@@ -29,7 +29,7 @@ from trainwright.operator.context import OperatorContext
 from trainwright.operator.failure_record import FailureRecordStore
 from trainwright.operator.kube import Kube, load_client_configuration
 from trainwright.operator.metrics import OperatorMetrics, serve_metrics
-from trainwright.operator.plan_first import PlanFirst
+from trainwright.operator.plan_first import DEFAULT_WORKERS, PlanFirst
 from trainwright.operator.throughput import DEFAULT_WINDOW_SECONDS
 from trainwright.resources.dataset_check import DEFAULT_START_SECONDS
 from trainwright.resources.names import MANAGED_BY_SELECTOR
@@ -82,14 +82,15 @@ class StartupError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    """Throughput knobs, measured with ``benchmarks/bench_operator.py``.
+    """Throughput knobs, measured with ``benchmarks/bench_scale.py``.
 
     ``workers``: threads running the (synchronous) handlers, which mostly wait on
-    the API server; ``api_connections``: the client's HTTP connection pool.
+    the API server, and as many for new jobs' children (plan_first.py);
+    ``api_connections``: the client's HTTP connection pool.
     """
 
-    workers: int = 16
-    api_connections: int = 32
+    workers: int = DEFAULT_WORKERS
+    api_connections: int = 2 * DEFAULT_WORKERS
 
 
 class ChangingKindsDiffBase(kopf.AnnotationsDiffBaseStorage):

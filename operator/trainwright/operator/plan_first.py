@@ -28,6 +28,12 @@ from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
+# Threads running reconciles: kopf's handler pool and these workers, each (`trainwright
+# operator --workers`; the chart's operator.workers). A new job's plan pass mostly waits on
+# its one status write, so with plans first the burst's plans were bound by how many wait
+# at once: 1,000 applied at once (benchmarks/bench_scale.py) were planned with p95 3.7-4.6 s
+# at 16, 2.1-3.0 s at 32. Kept free of kopf: the CLI reads it for its flag's default.
+DEFAULT_WORKERS = 32
 # Seconds the children of a planned job wait at most for the plans made after it.
 MAX_WAIT_SECONDS = 30.0
 # Seconds without any plan being made before children start: during a burst the plans
@@ -43,7 +49,7 @@ class PlanFirst:
     def __init__(
         self,
         *,
-        workers: int = 16,
+        workers: int = DEFAULT_WORKERS,
         max_wait: float = MAX_WAIT_SECONDS,
         quiet: float = QUIET_SECONDS,
     ) -> None:
